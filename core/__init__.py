@@ -1,0 +1,1 @@
+"""jobmon core: Slurm adapter, analyzer, notifier, state and the monitor daemon."""

@@ -1,0 +1,36 @@
+"""The error kinds jobmon raises on purpose; the CLI prints them as one line."""
+from __future__ import annotations
+
+
+class JobmonError(Exception):
+    """Base for expected failures: the message is what the user should read."""
+
+    exit_code = 1
+
+
+class ConfigError(JobmonError):
+    """config.json (or an option) is missing, malformed or unsafe."""
+
+
+class PatternError(JobmonError):
+    """An error-patterns file has bad JSON, a bad regex or a missing field."""
+
+
+class StateError(JobmonError):
+    """A state file cannot be read or written."""
+
+
+class SlurmError(JobmonError):
+    """A Slurm command failed in a way that is not a transient outage."""
+
+
+class SlurmUnavailable(SlurmError):
+    """The controller (or the accounting database) cannot be reached right now: retry later."""
+
+
+class UnknownJob(SlurmError):
+    """Slurm does not know this job id."""
+
+
+class NotifyError(JobmonError):
+    """A webhook could not be reached or refused the message."""
