@@ -1,0 +1,219 @@
+"""Where jobmon keeps its files, and config.json: loaded, validated, with environment overrides."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
+
+from core.errors import ConfigError
+
+CHECKOUT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: In a checkout the library sits in patterns/; an installed package carries it as core/patterns/.
+BUILTIN_PATTERNS = next(
+    (path for path in (
+        os.path.join(CHECKOUT_DIR, "patterns", "error_patterns.json"),
+        os.path.join(os.path.dirname(os.path.abspath(__file__)), "patterns", "error_patterns.json"),
+    ) if os.path.exists(path)),
+    os.path.join(CHECKOUT_DIR, "patterns", "error_patterns.json"),
+)
+USER_PATTERNS_NAME = "user_patterns.json"
+
+DEFAULT_RUNNING_INTERVAL = 30.0
+DEFAULT_PENDING_INTERVAL = 60.0
+DEFAULT_ACCOUNTING_WAIT = 600.0
+DEFAULT_TAIL_LINES = 500
+
+
+def default_home() -> str:
+    """The checkout when jobmon runs from a writable one (as the seed tool did), else a per-user folder."""
+    if os.path.exists(os.path.join(CHECKOUT_DIR, "config.json.example")) and os.access(CHECKOUT_DIR, os.W_OK):
+        return CHECKOUT_DIR
+    data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(data_home, "jobmon")
+
+
+@dataclass(frozen=True)
+class Paths:
+    home: str
+
+    @property
+    def config(self) -> str:
+        return os.path.join(self.home, "config.json")
+
+    @property
+    def state(self) -> str:
+        return os.path.join(self.home, "state")
+
+    @property
+    def logs(self) -> str:
+        return os.path.join(self.home, "logs")
+
+    @property
+    def user_patterns(self) -> str:
+        return os.path.join(self.home, USER_PATTERNS_NAME)
+
+    def monitor_log(self, job_id: str) -> str:
+        return os.path.join(self.logs, f"{job_id}.monitor.log")
+
+    def ensure(self) -> None:
+        """Create the state and log folders (0700: they hold job details and delivery status)."""
+        for folder in (self.home, self.state, self.logs):
+            try:
+                os.makedirs(folder, mode=0o700, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot create {folder}: {exc.strerror or exc}; set JOBMON_HOME to a writable folder"
+                ) from None
+        if not os.access(self.state, os.W_OK) or not os.access(self.logs, os.W_OK):
+            raise ConfigError(f"{self.home} is not writable; set JOBMON_HOME to a writable folder")
+
+
+def resolve_paths() -> Paths:
+    home = os.environ.get("JOBMON_HOME") or default_home()
+    return Paths(os.path.abspath(os.path.expanduser(home)))
+
+
+@dataclass(frozen=True)
+class Config:
+    success_webhook: str = ""
+    error_webhook: str = ""
+    username: str = "jobmon"
+    running_interval: float = DEFAULT_RUNNING_INTERVAL
+    pending_interval: float = DEFAULT_PENDING_INTERVAL
+    accounting_wait: float = DEFAULT_ACCOUNTING_WAIT
+    tail_lines: int = DEFAULT_TAIL_LINES
+    send_excerpt: bool = True
+
+    def webhook_for(self, channel: str) -> str:
+        """`success` or `error`; one URL may serve both channels."""
+        if channel == "success":
+            return self.success_webhook or self.error_webhook
+        return self.error_webhook or self.success_webhook
+
+    def channels(self) -> List[Tuple[str, str]]:
+        return [(name, self.webhook_for(name)) for name in ("success", "error") if self.webhook_for(name)]
+
+
+def _section(data: Dict[str, Any], name: str, path: str) -> Dict[str, Any]:
+    value = data.get(name, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: '{name}' must be an object, got {type(value).__name__}")
+    return value
+
+
+def _number(section: Dict[str, Any], key: str, default: float, where: str, minimum: float) -> float:
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+        raise ConfigError(f"{where}.{key} must be a number >= {minimum:g}, got {value!r}")
+    return float(value)
+
+
+def _env_interval(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number of seconds") from None
+    if value <= 0:
+        raise ConfigError(f"{name}={raw!r} must be greater than 0")
+    return value
+
+
+def parse_config(text: str, path: str, validate_url: Any) -> Config:
+    """Validate config.json text; `validate_url(url, name=...)` checks each webhook."""
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not valid JSON: {exc}; compare with config.json.example") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a JSON object; compare with config.json.example")
+    discord = _section(data, "discord", path)
+    webhooks = {}
+    for key in ("success_webhook", "error_webhook"):
+        value = discord.get(key, "")
+        if value is None:
+            value = ""
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: discord.{key} must be a string URL")
+        webhooks[key] = validate_url(value.strip(), name=f"discord.{key}") if value.strip() else ""
+    username = discord.get("username", "jobmon")
+    if not isinstance(username, str) or not username.strip():
+        raise ConfigError(f"{path}: discord.username must be a non-empty string")
+    poll = _section(data, "poll", path)
+    analysis = _section(data, "analysis", path)
+    tail_lines = analysis.get("tail_lines", DEFAULT_TAIL_LINES)
+    if isinstance(tail_lines, bool) or not isinstance(tail_lines, int) or not 1 <= tail_lines <= 100000:
+        raise ConfigError(f"{path}: analysis.tail_lines must be an integer from 1 to 100000")
+    send_excerpt = analysis.get("send_excerpt", True)
+    if not isinstance(send_excerpt, bool):
+        raise ConfigError(f"{path}: analysis.send_excerpt must be true or false")
+    running = _number(poll, "running_interval", DEFAULT_RUNNING_INTERVAL, "poll", 0.1)
+    pending = _number(poll, "pending_interval", DEFAULT_PENDING_INTERVAL, "poll", 0.1)
+    return Config(
+        success_webhook=webhooks["success_webhook"],
+        error_webhook=webhooks["error_webhook"],
+        username=username.strip(),
+        running_interval=_env_interval("JOBMON_POLL_INTERVAL", running),
+        pending_interval=_env_interval("JOBMON_PENDING_INTERVAL", pending),
+        accounting_wait=_number(poll, "accounting_wait", DEFAULT_ACCOUNTING_WAIT, "poll", 0),
+        tail_lines=tail_lines,
+        send_excerpt=send_excerpt,
+    )
+
+
+def load_config(paths: Paths, *, require_webhook: bool) -> Config:
+    """Read config.json; without one, monitoring still works only if no webhook is required."""
+    from core.notifier import validate_webhook_url
+
+    try:
+        with open(paths.config, encoding="utf-8") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        if require_webhook:
+            raise ConfigError(
+                f"no config at {paths.config}: copy config.json.example there and set your Discord webhooks"
+            ) from None
+        return parse_config("{}", paths.config, validate_webhook_url)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {paths.config}: {exc.strerror or exc}") from None
+    config = parse_config(text, paths.config, validate_webhook_url)
+    if require_webhook and not config.channels():
+        raise ConfigError(f"{paths.config}: set discord.success_webhook and/or discord.error_webhook")
+    return config
+
+
+def config_permission_warning(paths: Paths) -> Optional[str]:
+    """Webhook URLs are secrets: warn when config.json is readable by group or others."""
+    try:
+        mode = os.stat(paths.config).st_mode
+    except OSError:
+        return None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        return (f"warning: {paths.config} is readable by others (it holds webhook secrets); "
+                f"run: chmod 600 {paths.config}")
+    return None
+
+
+def load_patterns(paths: Paths):
+    """The built-in pattern library merged with the user's own file beside config.json, if any."""
+    from core.analyzer import merge_patterns, parse_patterns
+
+    builtin = parse_patterns(_read_patterns_file(BUILTIN_PATTERNS), BUILTIN_PATTERNS)
+    if not os.path.exists(paths.user_patterns):
+        return builtin
+    user = parse_patterns(_read_patterns_file(paths.user_patterns), paths.user_patterns)
+    return merge_patterns(builtin, user)
+
+
+def _read_patterns_file(path: str) -> str:
+    from core.errors import PatternError
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise PatternError(f"cannot read patterns file {path}: {exc.strerror or exc}") from None

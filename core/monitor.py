@@ -1,0 +1,360 @@
+"""The poll loop of one job's daemon: watch Slurm until the truth is known, analyse, notify once.
+
+Everything with side effects comes in through `MonitorDeps`, so tests drive a whole job story
+(PENDING -> RUNNING -> controller down -> FAILED) in milliseconds with recorded Slurm answers.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from core.analyzer import Analysis, Pattern, analyze
+from core.config import Config
+from core.errors import SlurmError, SlurmUnavailable, StateError
+from core.logtail import read_tail
+from core.notifier import Delivery, render_payload
+from core.report import build_message, channel_for, choose_excerpt, redact_secrets
+from core.slurm import TERMINAL_PENDING_REASONS, AccountingRecord, JobState, QueueEntry
+from core.state import FinalRecord, JobRecord, StateStore
+
+log = logging.getLogger("jobmon.monitor")
+
+#: How long a record with placeholder details (sacct's first stub) is waited on before being used.
+PLACEHOLDER_WAIT = 30.0
+#: Delivery is retried this long by the daemon; afterwards `recover` retries it.
+DELIVERY_GIVE_UP = 6 * 3600.0
+HEARTBEAT_GRACE = 15.0
+
+
+@dataclass
+class MonitorDeps:
+    slurm: object  # core.slurm.Slurm or a test double with the same query_* methods
+    store: StateStore
+    config: Config
+    patterns: Sequence[Pattern]
+    send: Callable[[str, dict], Delivery]
+    clock: Callable[[], float] = time.time
+    sleep: Callable[[float], None] = time.sleep
+    host: str = field(default_factory=socket.gethostname)
+    pid: int = field(default_factory=os.getpid)
+    start_ticks: int = 0
+    should_stop: Callable[[], bool] = lambda: False
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one poll learned: either a final record, or the next delay and what was seen."""
+
+    final: Optional[FinalRecord]
+    delay: float
+    note: str = ""
+
+
+def heartbeat_deadline(now: float, delay: float) -> float:
+    """After this time a silent daemon is considered stale (it should have polled again)."""
+    return now + delay + max(HEARTBEAT_GRACE, delay)
+
+
+def final_from_accounting(record: AccountingRecord, now: float, reason: str = "") -> FinalRecord:
+    return FinalRecord(
+        state=record.state.value,
+        state_text=record.state_text,
+        exit_code=record.exit_code,
+        signal=record.signal,
+        elapsed=record.elapsed,
+        time_limit=record.time_limit,
+        max_rss_bytes=record.max_rss_bytes,
+        req_mem="" if record.req_mem.endswith("?") else record.req_mem,
+        nodes=record.nodes if record.nodes not in ("None assigned", "(null)") else "",
+        partition=record.partition,
+        work_dir=record.work_dir,
+        start=record.start,
+        end=record.end,
+        reason=reason,
+        source="sacct",
+        incomplete=record.is_placeholder,
+        decided_at=now,
+    )
+
+
+def accounting_backoff(waited: float, interval: float) -> float:
+    """Short retries first (sacct usually catches up within seconds), then the normal interval."""
+    return max(0.2, min(interval, 1.0 + waited / 4.0))
+
+
+class Monitor:
+    """Watches one job; `run()` returns when the job's story is told or monitoring is cancelled."""
+
+    def __init__(self, job_id: str, deps: MonitorDeps) -> None:
+        self.job_id = job_id
+        self.deps = deps
+        self._delivery_failures = 0
+        self._delivery_started = 0.0
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self) -> str:
+        while True:
+            record = self.deps.store.load(self.job_id)
+            if record.monitor.stop_requested or self.deps.should_stop():
+                log.info("job %s: monitoring stopped on request", self.job_id)
+                return "cancelled"
+            if record.done:
+                return "done"
+            if record.final is None:
+                step = self.poll(record)
+                if step.final is None:
+                    self._beat(step.delay, step.note)
+                    self.deps.sleep(step.delay)
+                    continue
+                record = self.finalize(step.final)
+            outcome = self.deliver(record)
+            if outcome in ("sent", "gone"):
+                return "done"
+            delay = self._delivery_delay()
+            if delay is None:
+                log.error("job %s: giving up delivery for now; `jobmon recover` will retry", self.job_id)
+                return "undelivered"
+            self._beat(delay, "waiting to retry the notification")
+            self.deps.sleep(delay)
+
+    def _beat(self, delay: float, note: str) -> None:
+        now = self.deps.clock()
+
+        def change(record: JobRecord) -> None:
+            record.monitor.heartbeat = now
+            record.monitor.heartbeat_deadline = heartbeat_deadline(now, delay)
+            record.monitor.pid = self.deps.pid
+            record.monitor.host = self.deps.host
+            record.monitor.start_ticks = self.deps.start_ticks
+
+        self._update(change)
+        if note:
+            log.debug("job %s: %s; next poll in %.1f s", self.job_id, note, delay)
+
+    def _update(self, change: Callable[[JobRecord], None]) -> JobRecord:
+        """Write state, but keep monitoring when the disk refuses (full or read-only)."""
+        try:
+            return self.deps.store.update(self.job_id, change)
+        except StateError as exc:
+            log.error("job %s: %s", self.job_id, exc)
+            record = self.deps.store.load(self.job_id)
+            change(record)
+            return record
+
+    # -- polling ---------------------------------------------------------------------------
+    def poll(self, record: JobRecord) -> Step:
+        now = self.deps.clock()
+        config = self.deps.config
+        try:
+            queue = self.deps.slurm.query_queue([self.job_id])
+        except SlurmUnavailable as exc:
+            return self._controller_down(now, str(exc))
+        except SlurmError as exc:
+            return self._controller_down(now, str(exc))
+        entry = queue.get(self.job_id)
+        if entry is not None and not entry.state.is_final:
+            if entry.state is JobState.PENDING and entry.reason in TERMINAL_PENDING_REASONS:
+                return Step(self._final_from_queue(entry, now), 0.0)
+            self._observe(entry, now)
+            interval = config.pending_interval if entry.state is JobState.PENDING else config.running_interval
+            return Step(None, interval, f"{entry.state.value} {entry.reason}".strip())
+        return self._ask_accounting(record, entry, now)
+
+    def _controller_down(self, now: float, error: str) -> Step:
+        def change(record: JobRecord) -> None:
+            if not record.observation.controller_down_since:
+                record.observation.controller_down_since = now
+                log.warning("job %s: controller unreachable, will retry: %s", self.job_id, error)
+            record.observation.last_error = error
+
+        self._update(change)
+        return Step(None, self.deps.config.running_interval, "controller unreachable")
+
+    def _observe(self, entry: QueueEntry, now: float) -> None:
+        def change(record: JobRecord) -> None:
+            if record.observation.state != entry.state.value:
+                log.info("job %s: %s %s", self.job_id, entry.state.value, entry.reason)
+            if record.observation.controller_down_since:
+                log.info("job %s: controller reachable again", self.job_id)
+            if record.observation.final_seen_at:
+                log.info("job %s: back to %s (requeued?); waiting for the real end", self.job_id, entry.state.value)
+            record.observation.state = entry.state.value
+            record.observation.reason = entry.reason
+            record.observation.seen_at = now
+            record.observation.controller_down_since = 0.0
+            record.observation.final_seen_at = 0.0
+            record.observation.last_error = ""
+
+        self._update(change)
+
+    def _final_from_queue(self, entry: QueueEntry, now: float, incomplete: bool = False) -> FinalRecord:
+        return FinalRecord(
+            state=entry.state.value, state_text=entry.state.value, reason=entry.reason,
+            source="squeue", incomplete=incomplete, decided_at=now,
+        )
+
+    def _ask_accounting(self, record: JobRecord, entry: Optional[QueueEntry], now: float) -> Step:
+        """squeue says final (or forgot the job): only sacct has the details, and it may lag."""
+        first_seen = record.observation.final_seen_at or now
+        waited = now - first_seen
+        config = self.deps.config
+        delay = accounting_backoff(waited, config.running_interval)
+        try:
+            accounting = self.deps.slurm.query_accounting([self.job_id])
+        except SlurmError as exc:
+            self._note_final_seen(first_seen, entry, accounting_error=str(exc))
+            if waited >= config.accounting_wait:
+                log.warning("job %s: sacct still failing after %.0f s; reporting what squeue knew", self.job_id, waited)
+                return Step(self._fallback_final(record, entry, now), 0.0)
+            return Step(None, delay, f"sacct unavailable: {exc}")
+        found = accounting.get(self.job_id)
+        if found is not None and found.state.is_final:
+            if entry is not None and entry.state.is_final and found.state is not entry.state:
+                found_state_lags = waited < PLACEHOLDER_WAIT
+                if found_state_lags:
+                    self._note_final_seen(first_seen, entry)
+                    return Step(None, delay, "sacct and squeue disagree")
+            if found.is_placeholder and waited < PLACEHOLDER_WAIT:
+                self._note_final_seen(first_seen, entry)
+                return Step(None, delay, "sacct has only a placeholder record yet")
+            reason = entry.reason if entry is not None else ""
+            return Step(final_from_accounting(found, now, reason if reason != "None" else ""), 0.0)
+        self._note_final_seen(first_seen, entry)
+        if waited >= config.accounting_wait:
+            log.warning("job %s: sacct has no final record after %.0f s", self.job_id, waited)
+            return Step(self._fallback_final(record, entry, now), 0.0)
+        what = found.state.value if found is not None else "no record"
+        return Step(None, delay, f"waiting for sacct's final record (now: {what})")
+
+    def _note_final_seen(self, first_seen: float, entry: Optional[QueueEntry], accounting_error: str = "") -> None:
+        def change(record: JobRecord) -> None:
+            record.observation.final_seen_at = first_seen
+            record.observation.controller_down_since = 0.0
+            if entry is not None:
+                record.observation.state = entry.state.value
+                record.observation.reason = entry.reason
+            if accounting_error:
+                if not record.observation.accounting_down_since:
+                    record.observation.accounting_down_since = self.deps.clock()
+                    log.warning("job %s: %s; retrying", self.job_id, accounting_error)
+                record.observation.last_error = accounting_error
+            else:
+                record.observation.accounting_down_since = 0.0
+
+        self._update(change)
+
+    def _fallback_final(self, record: JobRecord, entry: Optional[QueueEntry], now: float) -> FinalRecord:
+        if entry is not None:
+            return self._final_from_queue(entry, now, incomplete=True)
+        state = record.observation.state if JobState.parse(record.observation.state).is_final else "UNKNOWN"
+        return FinalRecord(state=state, state_text=state, source="squeue", incomplete=True, decided_at=now)
+
+    # -- the end ---------------------------------------------------------------------------
+    def finalize(self, final: FinalRecord) -> JobRecord:
+        """Analyse the logs' tails, store the outcome and mark the notification pending, in one write."""
+        record = self.deps.store.load(self.job_id)
+        analysis, excerpt = analyze_logs(record, self.deps.patterns, self.deps.config.tail_lines)
+        if not self.deps.config.send_excerpt:
+            excerpt = ""
+
+        def change(current: JobRecord) -> None:
+            current.final = final
+            current.observation.final_seen_at = current.observation.final_seen_at or final.decided_at
+            current.categories = list(analysis.categories)
+            current.findings = ordered_findings(analysis)
+            current.excerpt = redact_secrets(excerpt)
+            current.notification.status = "pending"
+            current.notification.channel = channel_for(final)
+
+        log.info("job %s: final state %s (exit %s:%s, via %s%s); findings: %s", self.job_id, final.state,
+                 final.exit_code, final.signal, final.source, ", incomplete" if final.incomplete else "",
+                 ", ".join(analysis.categories) or "none")
+        return self._update(change)
+
+    def deliver(self, record: JobRecord) -> str:
+        """Send the pending notification once; returns the notification status afterwards."""
+        config = self.deps.config
+        channel = record.notification.channel or channel_for(record.final or FinalRecord())
+        url = config.webhook_for(channel)
+        if not url:
+            def no_webhook(current: JobRecord) -> None:
+                current.notification.status = "failed"
+                current.notification.last_error = f"no webhook configured for the {channel} channel"
+
+            self._update(no_webhook)
+            return "failed"
+        if not self._delivery_started:
+            self._delivery_started = self.deps.clock()
+        payload = render_payload(build_message(record, self.deps.host), username=config.username)
+
+        def claim(current: JobRecord) -> None:
+            current.notification.status = "sending"
+            current.notification.claimed_by = f"{self.deps.host}:{self.deps.pid}"
+
+        self._update(claim)
+        delivery = self.deps.send(url, payload)
+        now = self.deps.clock()
+
+        def settle(current: JobRecord) -> None:
+            note = current.notification
+            note.attempts += delivery.attempts
+            note.claimed_by = ""
+            if delivery.outcome == "delivered":
+                note.status = "sent"
+                note.sent_at = now
+                note.message_id = delivery.message_id or ""
+                note.last_error = ""
+                current.done = True
+            elif delivery.outcome == "gone":
+                note.status = "gone"
+                note.last_error = delivery.detail
+                current.done = True
+            else:
+                note.status = "failed"
+                note.last_error = delivery.detail
+
+        record = self._update(settle)
+        if delivery.outcome == "delivered":
+            log.info("job %s: notification delivered to the %s channel", self.job_id, channel)
+        elif delivery.outcome == "gone":
+            log.error("job %s: webhook for the %s channel is gone (%s); not retrying. Fix config.json, then "
+                      "run `jobmon recover`", self.job_id, channel, delivery.detail)
+        else:
+            log.warning("job %s: delivery failed: %s", self.job_id, delivery.detail)
+        return record.notification.status
+
+    def _delivery_delay(self) -> Optional[float]:
+        self._delivery_failures += 1
+        if self.deps.clock() - self._delivery_started > DELIVERY_GIVE_UP:
+            return None
+        return min(3600.0, 30.0 * 2 ** (self._delivery_failures - 1))
+
+
+def ordered_findings(analysis: Analysis) -> List[Dict[str, object]]:
+    """Findings as JSON dicts, root cause first (category importance, then line order)."""
+    rank = {category: index for index, category in enumerate(analysis.categories)}
+    ordered = sorted(analysis.findings, key=lambda f: (rank.get(f.category, len(rank)), f.line_no))
+    return [
+        {"category": f.category, "severity": f.severity, "line_no": f.line_no, "line": f.line, "hint": f.hint}
+        for f in ordered
+    ]
+
+
+def log_files(record: JobRecord) -> List[str]:
+    paths = [p for p in (record.stderr_path, record.stdout_path) if p]
+    return list(dict.fromkeys(paths))
+
+
+def analyze_logs(record: JobRecord, patterns: Sequence[Pattern], tail_lines: int) -> Tuple[Analysis, str]:
+    """Analyse the tail of stderr (and stdout when it is another file); pick the excerpt."""
+    lines: List[str] = []
+    for path in log_files(record):
+        lines.extend(read_tail(path, tail_lines).lines)
+    analysis = analyze(lines, patterns)
+    root = analysis.root_cause
+    anchor = root.line_no - 1 if root is not None else None
+    return analysis, choose_excerpt(lines, anchor)

@@ -1,0 +1,141 @@
+"""Turn a finished job record into a notification message, and pick the channel. Pure."""
+from __future__ import annotations
+
+import re
+from typing import List, Optional, Sequence
+
+from core.notifier import Field, Message
+from core.state import FinalRecord, JobRecord
+
+WARNING_STATES = frozenset({"TIMEOUT", "CANCELLED"})
+MAX_FINDINGS_SHOWN = 6
+EXCERPT_LINES = 25
+
+_SECRET_PATTERNS = (
+    (re.compile(r"\bhf_[A-Za-z0-9]{20,}"), "hf_***"),
+    (re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}"), "gh*_***"),
+    (re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"), "sk-***"),
+    (re.compile(r"\bAKIA[0-9A-Z]{16}\b"), "AKIA***"),
+    (re.compile(r"(?i)(authorization:\s*bearer\s+)\S+"), r"\1***"),
+    (re.compile(r"(?i)\b(password|passwd|token|secret|api[_-]?key)(\s*[=:]\s*)\S+"), r"\1\2***"),
+    (re.compile(r"https://(?:\w+\.)?discord(?:app)?\.com/api/webhooks/\S+"), "https://discord.com/api/webhooks/***"),
+)
+
+
+def redact_secrets(text: str) -> str:
+    """Mask the usual token shapes before log text leaves the machine."""
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def is_success(final: FinalRecord) -> bool:
+    return final.state == "COMPLETED" and final.exit_code == 0 and final.signal == 0
+
+
+def channel_for(final: FinalRecord) -> str:
+    """The success webhook hears only clean completions; everything else goes to the error webhook."""
+    return "success" if is_success(final) else "error"
+
+
+def colour_for(final: FinalRecord) -> str:
+    if is_success(final):
+        return "success"
+    if final.state in WARNING_STATES:
+        return "warning"
+    return "failure"
+
+
+def outcome_label(final: FinalRecord) -> str:
+    if final.state == "PENDING" and final.reason:
+        return f"NEVER STARTS ({final.reason})"
+    return final.state or "UNKNOWN"
+
+
+def format_bytes(count: Optional[int]) -> str:
+    if count is None:
+        return "unknown"
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{count} B"
+
+
+def exit_label(final: FinalRecord) -> str:
+    if final.signal:
+        return f"{final.exit_code} (signal {final.signal})"
+    return str(final.exit_code)
+
+
+def choose_excerpt(lines: Sequence[str], anchor: Optional[int], size: int = EXCERPT_LINES) -> str:
+    """The lines around the root cause (mostly before it: tracebacks lead up to it), else the tail."""
+    if not lines:
+        return ""
+    if anchor is None:
+        chosen = lines[-size:]
+    else:
+        end = min(len(lines), anchor + 4)
+        chosen = lines[max(0, end - size):end]
+    return "\n".join(chosen)
+
+
+def build_message(record: JobRecord, host: str = "") -> Message:
+    final = record.final or FinalRecord(state="UNKNOWN", incomplete=True)
+    name = f" ({record.name})" if record.name else ""
+    title = f"Job {record.job_id}{name}: {outcome_label(final)}"
+    description: List[str] = []
+    if final.incomplete:
+        description.append("Accounting (sacct) never confirmed this result: details may be missing.")
+    if record.findings:
+        root = record.findings[0]
+        description.append(f"Likely cause: {root['category']} — {root.get('hint', '')}".rstrip(" —"))
+    elif not is_success(final):
+        description.append("No known error pattern matched the end of the log.")
+    if final.state == "PENDING" and final.reason:
+        description.append("The job can never start; cancel it with scancel and fix its dependency.")
+    state_text = final.state_text or final.state
+    if final.reason and final.reason not in ("None", state_text):
+        state_text = f"{state_text} ({final.reason})"
+    limit = f" of {final.time_limit} limit" if final.time_limit else ""
+    requested = f" of {final.req_mem} requested" if final.req_mem else ""
+    fields = [
+        Field("State", state_text or "UNKNOWN"),
+        Field("Exit code", exit_label(final)),
+        Field("Elapsed", f"{final.elapsed or '?'}{limit}"),
+        Field("Peak memory", f"{format_bytes(final.max_rss_bytes)}{requested}"),
+        Field("Node(s)", final.nodes or "none"),
+        Field("Partition", final.partition or "?"),
+        Field("Working dir", final.work_dir or record.submit_dir or "?", inline=False),
+    ]
+    if record.findings:
+        lines = [
+            f"{f['category']} (line {f['line_no']}): {f.get('hint', '')}".rstrip(": ")
+            for f in _first_per_category(record.findings)[:MAX_FINDINGS_SHOWN]
+        ]
+        fields.append(Field("Findings", "\n".join(lines), inline=False))
+    log_paths = [record.stderr_path] if record.stderr_path else []
+    if record.stdout_path and record.stdout_path != record.stderr_path:
+        log_paths.append(record.stdout_path)
+    if log_paths:
+        fields.append(Field("Log", "\n".join(log_paths), inline=False))
+    footer = "jobmon" + (f" on {host}" if host else "")
+    return Message(
+        title=title,
+        description="\n".join(description),
+        color=colour_for(final),
+        fields=tuple(fields),
+        excerpt=record.excerpt,
+        footer=footer,
+    )
+
+
+def _first_per_category(findings: Sequence[dict]) -> List[dict]:
+    seen = set()
+    chosen = []
+    for finding in findings:
+        if finding["category"] not in seen:
+            seen.add(finding["category"])
+            chosen.append(finding)
+    return chosen

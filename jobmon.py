@@ -1,0 +1,346 @@
+#!/usr/bin/env python3
+"""jobmon: submit or watch Slurm jobs and get one Discord message saying how and why they ended.
+
+This module alone reads argv, prints and chooses exit codes; `core/` does the work.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import sys
+from typing import Callable, Dict, List, Optional, Sequence
+
+from core.config import Paths, config_permission_warning, load_config, load_patterns, resolve_paths
+from core.errors import JobmonError, StateError
+
+__version__ = "0.1.0"
+
+
+class Context:
+    """Lazily built collaborators shared by the commands."""
+
+    def __init__(self) -> None:
+        self.paths: Paths = resolve_paths()
+
+    def ready_paths(self) -> Paths:
+        self.paths.ensure()
+        return self.paths
+
+    def store(self):
+        from core.state import StateStore
+
+        return StateStore(self.ready_paths().state)
+
+    def slurm(self):
+        from core.slurm import Slurm
+
+        return Slurm()
+
+    def warn(self, message: str) -> None:
+        print(f"jobmon: {message}", file=sys.stderr)
+
+    def config(self, *, require_webhook: bool):
+        config = load_config(self.paths, require_webhook=require_webhook)
+        warning = config_permission_warning(self.paths)
+        if warning:
+            self.warn(warning)
+        return config
+
+
+# -- submit ---------------------------------------------------------------------------------
+def _add_submit(sub) -> None:
+    parser = sub.add_parser(
+        "submit", help="sbatch a script and start its monitor",
+        description="Run sbatch with all flags unchanged, then start a detached monitor for the job.",
+        usage="jobmon submit [sbatch flags...] SCRIPT [script args...]",
+    )
+    parser.add_argument("argv", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    parser.set_defaults(handler=_cmd_submit)
+
+
+def _cmd_submit(args, ctx: Context) -> int:
+    from core.daemon import start_monitor
+    from core.submitter import submit
+
+    ctx.config(require_webhook=True)
+    ctx.ready_paths()
+    record = submit(ctx.store(), ctx.slurm(), list(args.argv), cwd=os.getcwd())
+    print(f"Submitted batch job {record.job_id}")
+    pid = start_monitor(ctx.paths, record.job_id)
+    print(f"jobmon: monitoring job {record.job_id} (daemon pid {pid}, log {ctx.paths.monitor_log(record.job_id)})")
+    return 0
+
+
+# -- watch ----------------------------------------------------------------------------------
+def _add_watch(sub) -> None:
+    parser = sub.add_parser("watch", help="monitor a job submitted with plain sbatch")
+    parser.add_argument("job_id")
+    parser.add_argument("--error", metavar="PATH", help="the job's stderr file (default: from scontrol)")
+    parser.add_argument("--output", metavar="PATH", help="the job's stdout file (default: from scontrol)")
+    parser.set_defaults(handler=_cmd_watch)
+
+
+def _cmd_watch(args, ctx: Context) -> int:
+    from core.daemon import start_monitor
+    from core.submitter import attach
+
+    config = ctx.config(require_webhook=True)
+    ctx.ready_paths()
+    store = ctx.store()
+    record, finished = attach(store, ctx.slurm(), args.job_id, stdout=args.output, stderr=args.error)
+    if finished:
+        print(f"jobmon: job {record.job_id} has already ended; analysing and notifying now")
+        status = _run_inline(ctx, record.job_id, config)
+        return 0 if status == "done" else 1
+    pid = start_monitor(ctx.paths, record.job_id)
+    print(f"jobmon: monitoring job {record.job_id} (daemon pid {pid}, log {ctx.paths.monitor_log(record.job_id)})")
+    return 0
+
+
+def _run_inline(ctx: Context, job_id: str, config) -> str:
+    """Tell a finished job's story in this process (no daemon needed) and print the outcome."""
+    from core.monitor import Monitor, MonitorDeps
+    from core.notifier import send
+
+    store = ctx.store()
+    exclusive = store.monitor_lock(job_id)
+    exclusive.acquire()
+    try:
+        deps = MonitorDeps(
+            slurm=ctx.slurm(), store=store, config=config, patterns=load_patterns(ctx.paths),
+            send=lambda url, payload: send(url, payload),
+        )
+        result = Monitor(job_id, deps).run()
+    finally:
+        exclusive.release()
+    record = store.load(job_id)
+    final = record.final
+    causes = ", ".join(record.categories) or "no known error pattern"
+    if final is not None:
+        print(f"jobmon: job {job_id} ended {final.state} (exit {final.exit_code}:{final.signal}); findings: {causes}")
+    print(f"jobmon: notification {record.notification.status}"
+          + (f": {record.notification.last_error}" if record.notification.last_error else ""))
+    return result
+
+
+# -- status ---------------------------------------------------------------------------------
+def _add_status(sub) -> None:
+    parser = sub.add_parser("status", help="one row per monitored job")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--all", action="store_true", help="include jobs finished more than a day ago")
+    parser.set_defaults(handler=_cmd_status)
+
+
+def _cmd_status(args, ctx: Context) -> int:
+    from core.status import collect_status
+
+    rows, warning = collect_status(ctx.store(), ctx.slurm(), include_old=args.all)
+    if warning:
+        ctx.warn(warning)
+    if args.json:
+        print(json.dumps({"jobs": rows}, indent=1))
+        return 0
+    if not rows:
+        print("No monitored jobs." + ("" if args.all else " (--all shows older ones)"))
+        return 0
+    columns = [("JOB", "job_id"), ("NAME", "name"), ("STATE", "state"), ("MONITOR", "monitor"),
+               ("ELAPSED", "elapsed"), ("HOST", "host"), ("LAST POLL", "last_poll"), ("NOTIFY", "notification")]
+    table = [[h for h, _ in columns]] + [[_cell(row, key) for _, key in columns] for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    for line in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+    for row in rows:
+        if row.get("problem"):
+            print(f"  {row['job_id']}: {row['problem']}")
+    return 0
+
+
+def _cell(row: Dict[str, object], key: str) -> str:
+    value = row.get(key)
+    if key == "last_poll":
+        return "-" if value is None else f"{value:.0f}s ago"
+    return "-" if value in (None, "") else str(value)
+
+
+# -- cancel / recover -----------------------------------------------------------------------
+def _add_cancel(sub) -> None:
+    parser = sub.add_parser("cancel", help="stop monitoring a job (the Slurm job keeps running)")
+    parser.add_argument("job_id")
+    parser.set_defaults(handler=_cmd_cancel)
+
+
+def _cmd_cancel(args, ctx: Context) -> int:
+    from core.daemon import is_process_alive
+    from core.jobscript import validate_job_id
+
+    job_id = validate_job_id(args.job_id)
+    store = ctx.store()
+    if not store.exists(job_id):
+        raise StateError(f"job {job_id} is not monitored (see `jobmon status --all`)")
+
+    def request_stop(record) -> None:
+        record.monitor.stop_requested = True
+
+    record = store.update(job_id, request_stop)
+    monitor = record.monitor
+    if monitor.host == socket.gethostname() and is_process_alive(monitor.pid, monitor.start_ticks):
+        os.kill(monitor.pid, signal.SIGTERM)
+    print(f"jobmon: stopped monitoring job {job_id}; the Slurm job itself keeps running (scancel {job_id} stops it)")
+    return 0
+
+
+def _add_recover(sub) -> None:
+    parser = sub.add_parser("recover", help="restart dead monitors and deliver pending notifications")
+    parser.set_defaults(handler=_cmd_recover)
+
+
+def _cmd_recover(args, ctx: Context) -> int:
+    from core.status import recover_all
+
+    actions = recover_all(ctx.ready_paths(), ctx.store())
+    for line in actions:
+        print(f"jobmon: {line}")
+    if not actions:
+        print("jobmon: nothing to recover: every monitor is alive or done")
+    return 0
+
+
+# -- test-discord ---------------------------------------------------------------------------
+def _add_test_discord(sub) -> None:
+    parser = sub.add_parser("test-discord", help="send a test message to each configured webhook")
+    parser.set_defaults(handler=_cmd_test_discord)
+
+
+def _cmd_test_discord(args, ctx: Context) -> int:
+    from core.notifier import Field, Message, redact_url, render_payload, send
+
+    config = ctx.config(require_webhook=True)
+    by_url: Dict[str, List[str]] = {}
+    for channel, url in config.channels():
+        by_url.setdefault(url, []).append(channel)
+    failures = 0
+    for url, channels in by_url.items():
+        label = "+".join(channels)
+        message = Message(
+            title="jobmon test message",
+            description=f"This webhook receives jobmon's {label} notifications.",
+            color="success" if channels == ["success"] else "info",
+            fields=(Field("Host", socket.gethostname()), Field("Channel", label)),
+            footer="jobmon test-discord",
+        )
+        delivery = send(url, render_payload(message, username=config.username), max_attempts=2, timeout=10.0)
+        if delivery.outcome == "delivered":
+            print(f"{label}: OK ({redact_url(url)})")
+        else:
+            failures += 1
+            print(f"{label}: FAILED ({redact_url(url)}): {delivery.detail}")
+    return 1 if failures else 0
+
+
+# -- analyze --------------------------------------------------------------------------------
+def _add_analyze(sub) -> None:
+    parser = sub.add_parser("analyze", help="run the error analyzer on a log file")
+    parser.add_argument("logfile")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--lines", type=_positive_int, default=None, metavar="N",
+                        help="analyse the last N lines (default: config's analysis.tail_lines, 500)")
+    parser.set_defaults(handler=_cmd_analyze)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _cmd_analyze(args, ctx: Context) -> int:
+    from core.analyzer import analyze
+    from core.logtail import read_tail
+
+    path = args.logfile
+    if os.path.isdir(path):
+        raise JobmonError(f"{path} is a directory; give a log file")
+    if not os.path.exists(path):
+        raise JobmonError(f"{path}: no such file")
+    if not os.access(path, os.R_OK):
+        raise JobmonError(f"{path}: permission denied")
+    lines = args.lines or ctx.config(require_webhook=False).tail_lines
+    tail = read_tail(path, lines)
+    analysis = analyze(tail.lines, load_patterns(ctx.paths))
+    if args.json:
+        print(json.dumps(analysis.to_json_dict(), indent=1))
+        return 0
+    scope = "whole file" if tail.whole else f"last {len(tail.lines)} lines"
+    if not analysis.findings:
+        print(f"No known error pattern in {path} ({scope}).")
+        return 0
+    print(f"{path} ({scope}): root cause first: {', '.join(analysis.categories)}")
+    hints = {f.category: f.hint for f in analysis.findings}
+    for category in analysis.categories:
+        print(f"  {category}: {hints[category]}")
+    print()
+    print(f"{'LINE':>6}  {'SEVERITY':<9} {'CATEGORY':<24} TEXT")
+    for finding in analysis.findings:
+        number = finding.line_no if tail.whole else f"-{len(tail.lines) - finding.line_no + 1}"
+        print(f"{number!s:>6}  {finding.severity:<9} {finding.category:<24} {finding.line[:160]}")
+    if not tail.whole:
+        print("(negative line numbers count from the end of the file)")
+    return 0
+
+
+# -- hidden: the daemon's entry -------------------------------------------------------------
+def _add_monitor(sub) -> None:
+    parser = sub.add_parser("_monitor")
+    parser.add_argument("job_id")
+    parser.set_defaults(handler=_cmd_monitor)
+
+
+def _cmd_monitor(args, ctx: Context) -> int:
+    from core.daemon import run_daemon
+
+    return run_daemon(ctx.paths, args.job_id)
+
+
+COMMANDS: Sequence[Callable] = (
+    _add_submit, _add_watch, _add_status, _add_cancel, _add_recover, _add_test_discord, _add_analyze, _add_monitor,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jobmon",
+        description="Monitor Slurm jobs and get a Discord message saying how and why they ended.",
+        epilog="Files live in $JOBMON_HOME (see README). Example: jobmon submit --mem=8G train.sbatch",
+    )
+    parser.add_argument("--version", action="version", version=f"jobmon {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return args.handler(args, Context())
+    except JobmonError as exc:
+        print(f"jobmon: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("jobmon: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
