@@ -23,6 +23,9 @@ USER_PATTERNS_NAME = "user_patterns.json"
 DEFAULT_RUNNING_INTERVAL = 30.0
 DEFAULT_PENDING_INTERVAL = 60.0
 DEFAULT_ACCOUNTING_WAIT = 600.0
+#: Extra time past a daemon's announced next poll before its heartbeat counts as stale: covers a
+#: hung squeue/sacct call (timeout 60 s) or a slow webhook; another host relies on this alone.
+DEFAULT_HEARTBEAT_GRACE = 120.0
 DEFAULT_TAIL_LINES = 500
 
 
@@ -83,6 +86,7 @@ class Config:
     running_interval: float = DEFAULT_RUNNING_INTERVAL
     pending_interval: float = DEFAULT_PENDING_INTERVAL
     accounting_wait: float = DEFAULT_ACCOUNTING_WAIT
+    heartbeat_grace: float = DEFAULT_HEARTBEAT_GRACE
     tail_lines: int = DEFAULT_TAIL_LINES
     send_excerpt: bool = True
 
@@ -160,6 +164,8 @@ def parse_config(text: str, path: str, validate_url: Any) -> Config:
         running_interval=_env_interval("JOBMON_POLL_INTERVAL", running),
         pending_interval=_env_interval("JOBMON_PENDING_INTERVAL", pending),
         accounting_wait=_number(poll, "accounting_wait", DEFAULT_ACCOUNTING_WAIT, "poll", 0),
+        heartbeat_grace=_env_interval(
+            "JOBMON_HEARTBEAT_GRACE", _number(poll, "heartbeat_grace", DEFAULT_HEARTBEAT_GRACE, "poll", 1)),
         tail_lines=tail_lines,
         send_excerpt=send_excerpt,
     )

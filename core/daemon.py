@@ -12,7 +12,7 @@ from typing import List, Optional
 
 from core.config import Paths, load_config, load_patterns
 from core.errors import JobmonError, StateError
-from core.monitor import HEARTBEAT_GRACE, Monitor, MonitorDeps
+from core.monitor import Monitor, MonitorDeps
 from core.state import JobRecord, StateStore
 
 #: How long a claim by `start_monitor` protects a job before the daemon's own heartbeat takes over.
@@ -177,8 +177,8 @@ def run_daemon(paths: Paths, job_id: str) -> int:
             start_ticks=process_start_ticks(os.getpid()) or 0,
             should_stop=stop.is_set,
         )
-        log.info("monitoring job %s (poll %.0f s running, %.0f s pending; grace %.0f s)", job_id,
-                 config.running_interval, config.pending_interval, HEARTBEAT_GRACE)
+        log.info("monitoring job %s (poll %.0f s running, %.0f s pending; heartbeat grace %.0f s)", job_id,
+                 config.running_interval, config.pending_interval, config.heartbeat_grace)
         result = Monitor(job_id, deps).run()
         log.info("monitor finished: %s", result)
         return 0

@@ -27,7 +27,8 @@ log = logging.getLogger("jobmon.monitor")
 PLACEHOLDER_WAIT = 30.0
 #: Delivery is retried this long by the daemon; afterwards `recover` retries it.
 DELIVERY_GIVE_UP = 6 * 3600.0
-HEARTBEAT_GRACE = 15.0
+#: The longest one `send` may take (retries, timeouts, 429 waits): announced in the heartbeat.
+SEND_BUDGET = 300.0
 
 
 @dataclass
@@ -54,9 +55,9 @@ class Step:
     note: str = ""
 
 
-def heartbeat_deadline(now: float, delay: float) -> float:
+def heartbeat_deadline(now: float, delay: float, grace: float) -> float:
     """After this time a silent daemon is considered stale (it should have polled again)."""
-    return now + delay + max(HEARTBEAT_GRACE, delay)
+    return now + delay + grace
 
 
 def final_from_accounting(record: AccountingRecord, now: float, reason: str = "") -> FinalRecord:
@@ -126,7 +127,7 @@ class Monitor:
 
         def change(record: JobRecord) -> None:
             record.monitor.heartbeat = now
-            record.monitor.heartbeat_deadline = heartbeat_deadline(now, delay)
+            record.monitor.heartbeat_deadline = heartbeat_deadline(now, delay, self.deps.config.heartbeat_grace)
             record.monitor.pid = self.deps.pid
             record.monitor.host = self.deps.host
             record.monitor.start_ticks = self.deps.start_ticks
@@ -296,6 +297,7 @@ class Monitor:
             current.notification.claimed_by = f"{self.deps.host}:{self.deps.pid}"
 
         self._update(claim)
+        self._beat(SEND_BUDGET, "sending the notification")
         delivery = self.deps.send(url, payload)
         now = self.deps.clock()
 

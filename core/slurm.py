@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
 from core.errors import SlurmError, SlurmUnavailable
+from core.jobscript import parse_job_id
 
 SACCT_DELIMITER = "^|^"
 SACCT_FIELDS = (
@@ -356,7 +357,7 @@ class Slurm:
         result = self._run(["sbatch", *args])
         if result.returncode != 0:
             raise SbatchRejected(result.returncode, result.stderr)
-        job_id, cluster = parse_parsable(result.stdout)
+        job_id, cluster = parse_job_id(result.stdout)
         return Submission(job_id, cluster, result.stdout, result.stderr)
 
     def query_queue(self, job_ids: Sequence[str]) -> Dict[str, QueueEntry]:
@@ -391,20 +392,3 @@ class Slurm:
                 return None
             raise SlurmUnavailable(f"scontrol failed: {_first_line(result.stderr) or 'no output'}")
         return parse_scontrol_show_job(result.stdout)
-
-
-_PARSABLE_RE = re.compile(r"^(\d+)(?:;(\S+))?$")
-_SUBMITTED_RE = re.compile(r"Submitted batch job (\d+)")
-
-
-def parse_parsable(stdout: str) -> tuple[str, Optional[str]]:
-    """`12345` or `12345;cluster` (the last non-empty line), or the human `Submitted batch job N`."""
-    for line in reversed(stdout.strip().splitlines()):
-        line = line.strip()
-        match = _PARSABLE_RE.match(line)
-        if match:
-            return match.group(1), match.group(2)
-        match = _SUBMITTED_RE.search(line)
-        if match:
-            return match.group(1), None
-    raise SlurmError(f"could not read a job id from sbatch's output: {stdout.strip()[:200]!r}")

@@ -58,11 +58,12 @@ def submit(store: StateStore, slurm: Slurm, argv: Sequence[str], *, cwd: str) ->
         created_at=time.time(),
         source="submit",
     )
-    predicted = resolve_log_paths(
-        options, submit_dir=cwd, job_id=submission.job_id, user=user,
-        default_job_name=os.path.basename(script),
-    )
-    record.stdout_path, record.stderr_path = predicted.stdout, predicted.stderr
+    if not options.array:  # array tasks each have their own files: scontrol names them
+        predicted = resolve_log_paths(
+            options, submit_dir=cwd, job_id=submission.job_id, user=user,
+            default_job_name=os.path.basename(script),
+        )
+        record.stdout_path, record.stderr_path = predicted.stdout, predicted.stderr
     _prefer_controller_paths(record, slurm)
     store.create(record)
     return record

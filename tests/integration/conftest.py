@@ -1,0 +1,248 @@
+"""Integration harness: a real local Slurm, a local Discord receiver, jobmon run as a non-root user.
+
+`scripts/test.sh` (as root) starts Slurm and creates the user named by JOBMON_TEST_USER. The
+checkout is copied to a world-readable folder so that user runs it exactly as README's "folder
+on PATH" install: the `jobmon` entry point, with the system python3 (which lacks requests and
+filelock, so the first run builds the user's private venv).
+"""
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+
+from discord_receiver import DiscordReceiver  # noqa: E402
+
+pytestmark = pytest.mark.integration
+USER_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+def _slurm_up() -> bool:
+    try:
+        done = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0 and "UP" in done.stdout
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> None:
+    if not _slurm_up():
+        if os.environ.get("JOBMON_TEST_USER"):
+            pytest.fail("Slurm is not running although scripts/test.sh set it up: see /var/log/slurm/")
+        pytest.skip("no running Slurm: run scripts/test.sh as root (it starts a local cluster)")
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    uid: int
+    gid: int
+    home: str
+
+    @property
+    def is_self(self) -> bool:
+        return self.uid == os.getuid()
+
+
+@pytest.fixture(scope="session")
+def account(slurm_cluster) -> Account:
+    name = os.environ.get("JOBMON_TEST_USER")
+    if os.geteuid() == 0:
+        if not name:
+            pytest.fail("running as root needs JOBMON_TEST_USER (scripts/test.sh creates it)")
+    else:
+        name = pwd.getpwuid(os.getuid()).pw_name
+    entry = pwd.getpwnam(name)
+    return Account(name, entry.pw_uid, entry.pw_gid, entry.pw_dir)
+
+
+@pytest.fixture(scope="session")
+def base_dir(account) -> str:
+    folder = tempfile.mkdtemp(prefix="jobmon-it-", dir="/tmp")
+    os.chmod(folder, 0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def app(base_dir, account) -> str:
+    """A copy of the checkout the test user can read, as a user would put it on PATH."""
+    target = os.path.join(base_dir, "app")
+    shutil.copytree(ROOT, target, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "state", "logs", "__pycache__", ".pytest_cache", ".ruff_cache", ".hypothesis", "config.json",
+    ))
+    for folder, _subdirs, files in os.walk(target):
+        os.chmod(folder, 0o755)
+        for name in files:
+            path = os.path.join(folder, name)
+            os.chmod(path, 0o755 if os.access(path, os.X_OK) else 0o644)
+    # First run: builds the user's private venv when the system python3 lacks the dependencies.
+    done = _run_as(account, [os.path.join(target, "jobmon"), "--version"], {}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return target
+
+
+def _run_as(account: Account, argv: List[str], env: Dict[str, str], timeout: float, cwd: Optional[str] = None):
+    base_env = {"HOME": account.home, "PATH": USER_PATH, "LANG": "C.UTF-8", "USER": account.name,
+                "LOGNAME": account.name}
+    base_env.update(env)
+    if account.is_self:
+        command = argv
+        full_env = base_env
+    else:
+        command = ["runuser", "-u", account.name, "--", "env", "-i", *[f"{k}={v}" for k, v in base_env.items()], *argv]
+        full_env = None
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd or "/")
+
+
+@dataclass
+class Env:
+    """One test's world: JOBMON_HOME, a job folder, the receiver, and helpers to act as the user."""
+
+    account: Account
+    app: str
+    home: str
+    work: str
+    receiver: DiscordReceiver
+    env: Dict[str, str]
+
+    def jobmon(self, *args: str, timeout: float = 60, extra_env: Optional[Dict[str, str]] = None):
+        env = dict(self.env)
+        env.update(extra_env or {})
+        return _run_as(self.account, [os.path.join(self.app, "jobmon"), *args], env, timeout, cwd=self.work)
+
+    def run(self, *argv: str, timeout: float = 60):
+        return _run_as(self.account, list(argv), self.env, timeout, cwd=self.work)
+
+    def write_script(self, name: str, body: str) -> str:
+        path = os.path.join(self.work, name)
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(body)
+        os.chown(path, self.account.uid, self.account.gid)
+        os.chmod(path, 0o755)
+        return path
+
+    def state(self, job_id: str) -> dict:
+        with open(os.path.join(self.home, "state", f"{job_id}.json"), encoding="utf-8") as handle:
+            return json.load(handle)
+
+    def monitor_log(self, job_id: str) -> str:
+        try:
+            with open(os.path.join(self.home, "logs", f"{job_id}.monitor.log"), encoding="utf-8") as handle:
+                return handle.read()
+        except FileNotFoundError:
+            return ""
+
+    def submit(self, *args: str) -> str:
+        done = self.jobmon("submit", *args)
+        assert done.returncode == 0, f"submit failed: {done.stdout}{done.stderr}"
+        job_id = done.stdout.split("Submitted batch job ", 1)[1].split()[0]
+        return job_id
+
+    def wait_state(self, job_id: str, predicate: Callable[[dict], bool], timeout: float, what: str) -> dict:
+        deadline = time.monotonic() + timeout
+        last: dict = {}
+        while time.monotonic() < deadline:
+            try:
+                last = self.state(job_id)
+            except (OSError, ValueError):
+                last = {}
+            if last and predicate(last):
+                return last
+            time.sleep(0.2)
+        raise AssertionError(f"job {job_id}: {what} not reached in {timeout}s; state={last}\n"
+                             f"monitor log:\n{self.monitor_log(job_id)}")
+
+    def wait_done(self, job_id: str, timeout: float = 60) -> dict:
+        return self.wait_state(job_id, lambda s: s.get("done"), timeout, "done")
+
+    def daemon_pid(self, job_id: str) -> int:
+        return self.state(job_id)["monitor"]["pid"]
+
+
+@pytest.fixture
+def jm(request, app, account, base_dir) -> Env:
+    test_dir = tempfile.mkdtemp(prefix=request.node.name[:40] + "-", dir=base_dir)
+    home = os.path.join(test_dir, "home")
+    work = os.path.join(test_dir, "work")
+    os.makedirs(home)
+    os.makedirs(work)
+    for folder in (test_dir, home, work):
+        os.chown(folder, account.uid, account.gid)
+    os.chmod(test_dir, 0o755)
+    receiver = DiscordReceiver()
+    receiver.start()
+    config = {"discord": {"success_webhook": receiver.webhook_url("success"),
+                          "error_webhook": receiver.webhook_url("error")}}
+    config_path = os.path.join(home, "config.json")
+    with open(config_path, "w", encoding="utf-8") as handle:
+        json.dump(config, handle)
+    os.chown(config_path, account.uid, account.gid)
+    os.chmod(config_path, 0o600)
+    env = {"JOBMON_HOME": home, "JOBMON_POLL_INTERVAL": "1", "JOBMON_PENDING_INTERVAL": "1"}
+    world = Env(account, app, home, work, receiver, env)
+    yield world
+    _stop_daemons(world)
+    receiver.stop()
+
+
+def _stop_daemons(world: Env) -> None:
+    """Kill any daemon the test left behind, so none outlives its receiver."""
+    state_dir = os.path.join(world.home, "state")
+    for name in os.listdir(state_dir) if os.path.isdir(state_dir) else []:
+        if not name.endswith(".json"):
+            continue
+        try:
+            with open(os.path.join(state_dir, name), encoding="utf-8") as handle:
+                pid = json.load(handle).get("monitor", {}).get("pid", 0)
+        except (OSError, ValueError):
+            continue
+        if pid > 0 and _is_monitor_process(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def _is_monitor_process(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return b"_monitor" in handle.read()
+    except OSError:
+        return False
+
+
+def squeue_state(job_id: str) -> str:
+    done = subprocess.run(["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T"], capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+def wait_job_state(job_id: str, states: tuple, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    state = ""
+    while time.monotonic() < deadline:
+        state = squeue_state(job_id)
+        if state in states:
+            return state
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} did not reach {states} within {timeout}s (last: {state!r})")
+
+
+def slurm_local(command: str) -> None:
+    script = os.path.join(ROOT, "scripts", "slurm-local.sh")
+    done = subprocess.run(["bash", script, command], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr

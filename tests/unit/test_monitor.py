@@ -1,0 +1,285 @@
+"""Drive the monitor loop through whole job stories with recorded Slurm answers and a fake clock."""
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Union
+
+import pytest
+
+from core.analyzer import parse_patterns
+from core.config import BUILTIN_PATTERNS, Config
+from core.errors import SlurmUnavailable
+from core.monitor import Monitor, MonitorDeps, heartbeat_deadline
+from core.notifier import Delivery
+from core.slurm import AccountingRecord, QueueEntry, parse_sacct, parse_squeue
+from core.state import JobRecord, StateStore
+
+FIXTURES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures", "slurm")
+JOB = "4"
+
+Answer = Union[Dict[str, QueueEntry], Dict[str, AccountingRecord], Exception]
+
+
+def fixture(name: str) -> str:
+    with open(os.path.join(FIXTURES, name), encoding="utf-8") as handle:
+        return handle.read()
+
+
+def queue(text: str) -> Dict[str, QueueEntry]:
+    return {entry.job_id: entry for entry in parse_squeue(text)}
+
+
+def accounting(text: str) -> Dict[str, AccountingRecord]:
+    return {record.job_id: record for record in parse_sacct(text)}
+
+
+SACCT_OOM = accounting(fixture("sacct_oom.txt"))
+CONTROLLER_DOWN = SlurmUnavailable("squeue failed: Unable to contact slurm controller (connect failure)")
+DBD_DOWN = SlurmUnavailable("sacct failed: Problem talking to the database: Connection refused")
+
+
+def sacct_row(state: str, exit_code: str = "0:0", name: str = "train", req_mem: str = "1G", user: str = "alice") -> str:
+    fields = [JOB, JOB, name, state, exit_code, "00:01:00", "01:00:00", "", req_mem, "vm", "debug", "/w",
+              "2026-11-21T20:00:00", "2026-11-21T20:01:00", user]
+    step = [f"{JOB}.batch", f"{JOB}.batch", "batch", state.split()[0], exit_code, "00:01:00", "", "58180K", "",
+            "vm", "", "", "", "", ""]
+    return "^|^".join(fields) + "\n" + "^|^".join(step) + "\n"
+
+
+class ScriptedSlurm:
+    """Answers squeue/sacct from scripted lists; the last answer repeats."""
+
+    def __init__(self, queue_answers: List[Answer], accounting_answers: List[Answer]) -> None:
+        self.queue_answers = list(queue_answers)
+        self.accounting_answers = list(accounting_answers)
+        self.queue_calls = 0
+        self.accounting_calls = 0
+
+    @staticmethod
+    def _next(answers: List[Answer]):
+        answer = answers.pop(0) if len(answers) > 1 else answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def query_queue(self, job_ids):
+        assert list(job_ids) == [JOB]
+        self.queue_calls += 1
+        return self._next(self.queue_answers)
+
+    def query_accounting(self, job_ids):
+        assert list(job_ids) == [JOB]
+        self.accounting_calls += 1
+        return self._next(self.accounting_answers)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+        self.sleeps: List[float] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+class Outbox:
+    def __init__(self, outcomes: List[str]) -> None:
+        self.outcomes = list(outcomes)
+        self.sent: List[dict] = []
+        self.urls: List[str] = []
+
+    def __call__(self, url: str, payload: dict) -> Delivery:
+        outcome = self.outcomes.pop(0) if len(self.outcomes) > 1 else self.outcomes[0]
+        self.urls.append(url)
+        if outcome == "delivered":
+            self.sent.append(payload)
+            return Delivery("delivered", 200, "ok", 1, "m1")
+        return Delivery(outcome, 404 if outcome == "gone" else 500, f"{outcome} detail", 1)
+
+
+@pytest.fixture
+def patterns():
+    with open(BUILTIN_PATTERNS, encoding="utf-8") as handle:
+        return parse_patterns(handle.read(), BUILTIN_PATTERNS)
+
+
+@pytest.fixture
+def store(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    store = StateStore(str(state))
+    err = tmp_path / "job.err"
+    err.write_text("")
+    store.create(JobRecord(job_id=JOB, name="train", stdout_path=str(err), stderr_path=str(err)))
+    return store
+
+
+CONFIG = Config(success_webhook="http://127.0.0.1:1/api/webhooks/1/ok", error_webhook="http://127.0.0.1:1/api/webhooks/2/err",
+                running_interval=30.0, pending_interval=60.0, accounting_wait=120.0)
+
+
+def run(store, slurm, patterns, outbox, config=CONFIG, clock=None, should_stop=lambda: False):
+    clock = clock or FakeClock()
+    deps = MonitorDeps(slurm=slurm, store=store, config=config, patterns=patterns, send=outbox,
+                       clock=clock.time, sleep=clock.sleep, host="testhost", pid=4242, should_stop=should_stop)
+    result = Monitor(JOB, deps).run()
+    return result, clock
+
+
+def test_pending_running_completed_goes_to_success_channel_once(store, patterns):
+    slurm = ScriptedSlurm(
+        [queue(f"{JOB}|PENDING|Priority|0:00"), queue(f"{JOB}|RUNNING|None|0:05"), queue(f"{JOB}|COMPLETED|None|1:00")],
+        [accounting(sacct_row("COMPLETED", name="allocation", req_mem="16?", user="root")),
+         accounting(sacct_row("COMPLETED"))],
+    )
+    outbox = Outbox(["delivered"])
+    result, clock = run(store, slurm, patterns, outbox)
+    assert result == "done"
+    assert clock.sleeps[:2] == [60.0, 30.0]  # pending interval, then running interval
+    assert slurm.accounting_calls == 2  # the placeholder record was not trusted
+    record = store.load(JOB)
+    assert record.final.state == "COMPLETED" and record.final.max_rss_bytes == 58180 * 1024
+    assert record.final.req_mem == "1G" and not record.final.incomplete
+    assert record.notification.status == "sent" and record.done
+    assert outbox.urls == [CONFIG.success_webhook]
+    assert len(outbox.sent) == 1
+    assert outbox.sent[0]["allowed_mentions"] == {"parse": []}
+
+
+def test_controller_outage_is_never_taken_for_the_end(store, patterns, tmp_path):
+    (tmp_path / "job.err").write_text(
+        "Traceback (most recent call last):\n  File \"train.py\", line 3\n"
+        "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n"
+    )
+    seen_during_outage = []
+
+    class Watching(ScriptedSlurm):
+        def query_queue(self, job_ids):
+            if self.queue_calls in (2, 3, 4):
+                seen_during_outage.append(store.load(JOB))
+            return super().query_queue(job_ids)
+
+    slurm = Watching(
+        [queue(f"{JOB}|RUNNING|None|0:05"), CONTROLLER_DOWN, CONTROLLER_DOWN, CONTROLLER_DOWN, {}],
+        [accounting(sacct_row("FAILED", "1:0"))],
+    )
+    outbox = Outbox(["delivered"])
+    result, _ = run(store, slurm, patterns, outbox)
+    assert result == "done"
+    assert all(r.final is None and r.notification.status == "none" for r in seen_during_outage)
+    assert seen_during_outage[-1].observation.controller_down_since > 0
+    record = store.load(JOB)
+    assert record.final.state == "FAILED" and record.final.exit_code == 1
+    assert record.categories[0] == "cuda_oom"
+    assert outbox.urls == [CONFIG.error_webhook]
+    assert "cuda_oom" in str(outbox.sent[0])
+
+
+def test_sacct_lag_after_squeue_final_is_waited_out(store, patterns):
+    slurm = ScriptedSlurm(
+        [queue(f"{JOB}|OUT_OF_MEMORY|OutOfMemory|0:01")],
+        [{}, accounting(sacct_row("RUNNING")), SACCT_OOM_FOR_JOB],
+    )
+    result, clock = run(store, slurm, patterns, Outbox(["delivered"]))
+    assert result == "done"
+    assert slurm.accounting_calls == 3
+    assert all(delay <= 30.0 for delay in clock.sleeps)
+    record = store.load(JOB)
+    assert record.final.state == "OUT_OF_MEMORY" and record.final.signal == 125
+    assert record.notification.channel == "error"
+
+
+SACCT_OOM_FOR_JOB = SACCT_OOM  # the captured OOM job has id 4
+
+
+def test_accounting_down_past_the_wait_sends_what_squeue_knew_marked_incomplete(store, patterns):
+    slurm = ScriptedSlurm([queue(f"{JOB}|FAILED|NonZeroExitCode|0:03")], [DBD_DOWN])
+    outbox = Outbox(["delivered"])
+    result, clock = run(store, slurm, patterns, outbox)
+    assert result == "done"
+    assert sum(clock.sleeps) >= CONFIG.accounting_wait
+    record = store.load(JOB)
+    assert record.final.state == "FAILED" and record.final.incomplete and record.final.source == "squeue"
+    assert "never confirmed" in outbox.sent[0]["embeds"][0]["description"]
+
+
+def test_dependency_never_satisfied_is_terminal(store, patterns):
+    slurm = ScriptedSlurm([queue(f"{JOB}|PENDING|DependencyNeverSatisfied|0:00")], [{}])
+    outbox = Outbox(["delivered"])
+    result, _ = run(store, slurm, patterns, outbox)
+    assert result == "done"
+    assert slurm.accounting_calls == 0
+    record = store.load(JOB)
+    assert record.final.reason == "DependencyNeverSatisfied"
+    assert "NEVER STARTS" in outbox.sent[0]["embeds"][0]["title"]
+
+
+def test_requeued_job_gets_one_notification_for_its_last_run(store, patterns):
+    slurm = ScriptedSlurm(
+        [queue(f"{JOB}|RUNNING|None|0:05"), queue(f"{JOB}|REQUEUED|None|0:06"), queue(f"{JOB}|PENDING|BeginTime|0:00"),
+         queue(f"{JOB}|RUNNING|None|0:01"), {}],
+        [accounting(sacct_row("COMPLETED"))],
+    )
+    outbox = Outbox(["delivered"])
+    result, _ = run(store, slurm, patterns, outbox)
+    assert result == "done"
+    assert slurm.queue_calls == 5
+    assert len(outbox.sent) == 1
+
+
+def test_failed_delivery_is_retried_until_delivered_exactly_once(store, patterns):
+    slurm = ScriptedSlurm([{}], [accounting(sacct_row("TIMEOUT"))])
+    outbox = Outbox(["failed", "failed", "delivered"])
+    result, clock = run(store, slurm, patterns, outbox)
+    assert result == "done"
+    assert len(outbox.sent) == 1 and len(outbox.urls) == 3
+    assert clock.sleeps == [30.0, 60.0]
+    record = store.load(JOB)
+    assert record.notification.status == "sent" and record.notification.attempts == 3
+
+
+def test_deleted_webhook_stops_retrying_and_is_recorded(store, patterns):
+    slurm = ScriptedSlurm([{}], [accounting(sacct_row("FAILED", "2:0"))])
+    outbox = Outbox(["gone"])
+    result, _ = run(store, slurm, patterns, outbox)
+    assert result == "done"
+    assert len(outbox.urls) == 1
+    record = store.load(JOB)
+    assert record.notification.status == "gone" and "gone detail" in record.notification.last_error
+
+
+def test_stop_request_ends_monitoring_without_a_message(store, patterns):
+    calls = []
+
+    def stop_after_two() -> bool:
+        calls.append(1)
+        return len(calls) > 2
+
+    slurm = ScriptedSlurm([queue(f"{JOB}|RUNNING|None|0:05")], [{}])
+    outbox = Outbox(["delivered"])
+    result, _ = run(store, slurm, patterns, outbox, should_stop=stop_after_two)
+    assert result == "cancelled"
+    assert outbox.urls == []
+
+
+def test_heartbeat_is_written_every_poll_with_a_deadline(store, patterns):
+    seen = []
+
+    class Spy(ScriptedSlurm):
+        def query_queue(self, job_ids):
+            if self.queue_calls == 1:
+                seen.append(store.load(JOB).monitor)
+            return super().query_queue(job_ids)
+
+    slurm = Spy([queue(f"{JOB}|RUNNING|None|0:05"), {}], [accounting(sacct_row("COMPLETED"))])
+    clock = FakeClock()
+    start = clock.now
+    run(store, slurm, patterns, Outbox(["delivered"]), clock=clock)
+    monitor = seen[0]
+    assert monitor.pid == 4242 and monitor.host == "testhost"
+    assert monitor.heartbeat == start
+    assert monitor.heartbeat_deadline == heartbeat_deadline(start, 30.0, CONFIG.heartbeat_grace)
