@@ -327,13 +327,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    if argv[:1] == ["submit"] and argv[1:2] not in (["-h"], ["--help"]):
+        # Everything after `submit` belongs to sbatch and the script, options included.
+        args = argparse.Namespace(handler=_cmd_submit, argv=argv[1:])
+    else:
+        args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help(sys.stderr)
         return 2
+    from core.slurm import SbatchRejected
+
     try:
         return args.handler(args, Context())
+    except SbatchRejected as exc:
+        print(str(exc), file=sys.stderr)  # sbatch's own words, unchanged
+        return exc.exit_code
     except JobmonError as exc:
         print(f"jobmon: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -60,13 +60,13 @@ class Account:
 
 @pytest.fixture(scope="session")
 def account(slurm_cluster) -> Account:
-    name = os.environ.get("JOBMON_TEST_USER")
-    if os.geteuid() == 0:
-        if not name:
-            pytest.fail("running as root needs JOBMON_TEST_USER (scripts/test.sh creates it)")
-    else:
+    name = os.environ.get("JOBMON_TEST_USER", "jobmon-it")
+    if os.geteuid() != 0:
         name = pwd.getpwuid(os.getuid()).pw_name
-    entry = pwd.getpwnam(name)
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        pytest.fail(f"test user {name!r} does not exist: run scripts/test.sh as root (it creates it)")
     return Account(name, entry.pw_uid, entry.pw_gid, entry.pw_dir)
 
 

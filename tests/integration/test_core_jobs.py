@@ -41,7 +41,9 @@ EOF
 
 
 def embed(message: dict) -> dict:
-    return message["payload"]["embeds"][0]
+    """The embed with Discord's markdown escapes removed, as a reader sees it."""
+    card = message["payload"]["embeds"][0]
+    return json.loads(json.dumps(card).replace("\\\\", ""))
 
 
 def test_completed_job_goes_to_the_success_channel(jm):
