@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import stat
 from dataclasses import dataclass
@@ -109,7 +110,7 @@ def _section(data: Dict[str, Any], name: str, path: str) -> Dict[str, Any]:
 
 def _number(section: Dict[str, Any], key: str, default: float, where: str, minimum: float) -> float:
     value = section.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not minimum <= value < math.inf:
         raise ConfigError(f"{where}.{key} must be a number >= {minimum:g}, got {value!r}")
     return float(value)
 
@@ -122,8 +123,8 @@ def _env_interval(name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a number of seconds") from None
-    if value <= 0:
-        raise ConfigError(f"{name}={raw!r} must be greater than 0")
+    if not 0 < value < math.inf:  # also refuses nan and inf, which time.sleep() rejects
+        raise ConfigError(f"{name}={raw!r} must be a finite number greater than 0")
     return value
 
 
