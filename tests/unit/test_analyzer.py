@@ -1,0 +1,308 @@
+"""The analyzer's contract on small hand-made pattern sets: cleaning, ordering, caps, validation."""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+import pathlib
+import random
+import re
+from typing import Sequence
+
+import pytest
+
+from core.analyzer import (
+    MAX_LINE_CHARS,
+    Analysis,
+    Finding,
+    Pattern,
+    analyze,
+    clean_line,
+    merge_patterns,
+    parse_patterns,
+)
+from core.errors import PatternError
+
+ANALYZER_SOURCE = pathlib.Path(__file__).resolve().parents[2] / "core" / "analyzer.py"
+
+
+def pattern(pattern_id: str, *regexes: str, exclude: Sequence[str] = (), severity: str = "error") -> Pattern:
+    return Pattern(
+        id=pattern_id,
+        severity=severity,
+        regexes=tuple(re.compile(r) for r in regexes),
+        description=f"{pattern_id} happened",
+        hint=f"fix {pattern_id}",
+        exclude=tuple(re.compile(r) for r in exclude),
+    )
+
+
+OOM = pattern("oom", r"out of memory", severity="critical")
+KILLED = pattern("killed", r"^Killed$")
+TRACEBACK = pattern("traceback", r"Traceback \(most recent call last\):")
+LIBRARY = (OOM, KILLED, TRACEBACK)
+
+
+# -- clean_line ------------------------------------------------------------------------------
+@pytest.mark.parametrize("raw, expected", [
+    ("plain line\n", "plain line"),
+    ("\x1b[1;31mRuntimeError\x1b[0m: boom", "RuntimeError: boom"),
+    ("\x1b]0;window title\x07after title", "after title"),
+    ("\x1b[2K\x1b[1A\x1b[38;5;196mcursor moves and 256 colours", "cursor moves and 256 colours"),
+    ("first\rsecond\rthird", "third"),
+    ("the error\r\n", "the error"),
+    ("the error\r   \r", "the error"),
+    ("Epoch 1:  45%|████▌  | 450/1000 [01:02<01:16]\rTraceback (most recent call last):",
+     "Traceback (most recent call last):"),
+    ("Epoch 1:  45%|████▌  | 450/1000 [01:02<01:16, 7.2it/s, loss=0.3]Traceback (most recent call last):",
+     "Traceback (most recent call last):"),
+    ("1200it [01:02, 19.2it/s]Killed", "Killed"),
+    ("Epoch 1:  45%|████▌  | 450/1000 [01:02<01:16]", ""),
+    ("tab\tand\x00nul", "tab\tand nul"),
+    ("[rank3]: keeps the rank", "[rank3]: keeps the rank"),
+    ("", ""),
+])
+def test_clean_line(raw, expected):
+    assert clean_line(raw) == expected
+
+
+# -- analyze: which pattern, which order -----------------------------------------------------
+def test_first_matching_pattern_wins_and_categories_follow_pattern_order():
+    lines = [
+        "Traceback (most recent call last):",
+        "  File 'train.py', line 3",
+        "RuntimeError: out of memory (Traceback (most recent call last): quoted)",
+        "Killed",
+    ]
+    analysis = analyze(lines, LIBRARY)
+    assert [(f.line_no, f.category) for f in analysis.findings] == [(1, "traceback"), (3, "oom"), (4, "killed")]
+    assert analysis.categories == ("oom", "killed", "traceback")
+    assert analysis.root_cause == analysis.findings[1]
+
+
+def test_finding_carries_severity_hint_and_cleaned_line():
+    analysis = analyze(["\x1b[31m[rank1]: RuntimeError: out of memory\x1b[0m\n"], LIBRARY, first_line_no=41)
+    assert analysis.findings == (
+        Finding(category="oom", severity="critical", line_no=41,
+                line="[rank1]: RuntimeError: out of memory", hint="fix oom"),
+    )
+
+
+@pytest.mark.parametrize("line", [
+    "Killed", "[rank0]: Killed", "[rank0]:Killed", "0: Killed", "gpu-node07: Killed", "[default1]:Killed",
+    "[1,0]<stderr>:Killed", "2026-11-21 19:43:12,123 Killed", "[2026-11-21T19:43:12.784] Killed",
+    "0: [rank2]: Killed",
+])
+def test_anchored_regex_sees_the_message_without_launcher_prefixes(line):
+    assert analyze([line], LIBRARY).categories == ("killed",)
+
+
+@pytest.mark.parametrize("line", ["Killed by the user", "RuntimeError: Killed", "[W123 x.cpp:1] Killed"])
+def test_anchored_regex_still_anchors(line):
+    assert analyze([line], LIBRARY).categories == ()
+
+
+def test_exclude_vetoes_only_its_own_pattern():
+    retry = pattern("oom", r"out of memory", exclude=[r"\bretrying\b"])
+    catch_all = pattern("memory_word", r"memory")
+    analysis = analyze(["out of memory, retrying with a smaller batch", "out of memory"], (retry, catch_all))
+    assert [(f.line_no, f.category) for f in analysis.findings] == [(1, "memory_word"), (2, "oom")]
+
+
+def test_nothing_found():
+    analysis = analyze(["all good", "", "\r"], LIBRARY)
+    assert analysis == Analysis(findings=(), categories=())
+    assert analysis.root_cause is None
+
+
+def test_accepts_any_iterable_of_lines():
+    assert analyze(iter(["Killed"]), LIBRARY).categories == ("killed",)
+
+
+def test_root_cause_is_earliest_finding_of_most_important_category():
+    lines = ["Killed", "out of memory", "out of memory", "Traceback (most recent call last):"]
+    assert analyze(lines, LIBRARY).root_cause.line_no == 2
+
+
+# -- analyze: caps ---------------------------------------------------------------------------
+def test_cap_keeps_first_finding_of_every_category():
+    lines = ["Traceback (most recent call last):"] * 100 + ["Killed", "out of memory"]
+    analysis = analyze(lines, LIBRARY, max_findings=5)
+    assert [f.line_no for f in analysis.findings] == [1, 2, 3, 101, 102]
+    assert analysis.categories == ("oom", "killed", "traceback")
+
+
+def test_cap_below_category_count_keeps_the_most_important():
+    lines = ["Traceback (most recent call last):", "Killed", "out of memory"]
+    analysis = analyze(lines, LIBRARY, max_findings=2)
+    assert [f.category for f in analysis.findings] == ["killed", "oom"]
+    assert analysis.categories == ("oom", "killed")
+
+
+def test_cap_of_zero_and_negative():
+    assert analyze(["Killed"], LIBRARY, max_findings=0) == Analysis((), ())
+    with pytest.raises(ValueError):
+        analyze(["Killed"], LIBRARY, max_findings=-1)
+
+
+def test_shown_line_is_capped_and_shows_the_match():
+    head = "x" * 1000
+    analysis = analyze([f"{head} out of memory {head}"], LIBRARY)
+    line = analysis.findings[0].line
+    assert len(line) == MAX_LINE_CHARS
+    assert "out of memory" in line
+
+
+# -- huge and hostile input ------------------------------------------------------------------
+def test_five_megabyte_line_is_matched_at_its_ends_only():
+    filler = "█" * (5 * 1024 * 1024)
+    lines = [
+        f"out of memory {filler}",
+        f"{filler} Traceback (most recent call last):",
+        f"{filler[:len(filler) // 2]} out of memory {filler[:len(filler) // 2]}",
+    ]
+    analysis = analyze(lines, LIBRARY)
+    assert [(f.line_no, f.category) for f in analysis.findings] == [(1, "oom"), (2, "traceback")]
+    assert all(len(f.line) <= MAX_LINE_CHARS for f in analysis.findings)
+
+
+def test_five_megabyte_line_of_regex_bait_is_harmless():
+    bait = "[rank1]:\x1b[0;" + "0: " * 10 + "| 1/2 [01:" + "out of memor" * 400_000
+    assert analyze([bait, bait + "\r"], LIBRARY).categories == ()
+
+
+def test_random_text_never_raises():
+    rng = random.Random(1234)
+    alphabet = "\r\n\t\x00\x1b[]()|:;0123456789 aKilledTrace█é中\u2028\ud800\U0001f600"
+    for _ in range(500):
+        line = "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 200)))
+        analysis = analyze([line], LIBRARY)
+        json.dumps(analysis.to_json_dict())
+
+
+# -- Analysis --------------------------------------------------------------------------------
+def test_to_json_dict_shape():
+    analysis = analyze(["Killed", "out of memory"], LIBRARY)
+    assert analysis.to_json_dict() == {
+        "categories": ["oom", "killed"],
+        "findings": [
+            {"category": "killed", "severity": "error", "line_no": 1, "line": "Killed"},
+            {"category": "oom", "severity": "critical", "line_no": 2, "line": "out of memory"},
+        ],
+    }
+
+
+def test_results_are_frozen():
+    analysis = analyze(["Killed"], LIBRARY)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        analysis.categories = ()  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        analysis.findings[0].line = ""  # type: ignore[misc]
+
+
+# -- parse_patterns --------------------------------------------------------------------------
+def entry(**fields: object) -> dict:
+    base = {"id": "cuda_oom", "severity": "critical", "regexes": ["CUDA out of memory"],
+            "description": "the GPU is full", "hint": "use a smaller batch"}
+    base.update(fields)
+    return {key: value for key, value in base.items() if value is not None}
+
+
+def document(*entries: object, **top: object) -> str:
+    body = {"schema_version": 1, "patterns": list(entries)}
+    body.update(top)
+    return json.dumps(body)
+
+
+def test_parse_valid_file():
+    text = document(entry(_note="kept out"), entry(id="killed", severity="warning", regexes=["^Killed$"],
+                                                   exclude=["Killed 0"]), _doc="comments are fine")
+    cuda, killed = parse_patterns(text, "/x/p.json")
+    assert (cuda.id, cuda.severity, cuda.exclude) == ("cuda_oom", "critical", ())
+    assert [r.pattern for r in cuda.regexes] == ["CUDA out of memory"]
+    assert (killed.id, [r.pattern for r in killed.exclude]) == ("killed", ["Killed 0"])
+
+
+def test_parse_empty_pattern_list():
+    assert parse_patterns(document(), "p.json") == ()
+
+
+PREFIX = "patterns file /x/p.json"
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"schema_version": 1,\n "patterns": [}', f"{PREFIX}: invalid JSON at line 2, column 15: Expecting value"),
+    ("[" * 100_000, f"{PREFIX}: invalid JSON: nested too deeply"),
+    ("[]", f"{PREFIX}: the top level must be an object, not an array"),
+    ('{"patterns": []}', f"{PREFIX}: 'schema_version' must be 1, not None"),
+    ('{"schema_version": 2, "patterns": []}', f"{PREFIX}: 'schema_version' must be 1, not 2"),
+    ('{"schema_version": true, "patterns": []}', f"{PREFIX}: 'schema_version' must be 1, not True"),
+    ('{"schema_version": 1}', f"{PREFIX}: 'patterns' must be an array, not null"),
+    ('{"schema_version": 1, "patterns": {}}', f"{PREFIX}: 'patterns' must be an array, not an object"),
+    (document(pattern=[]), f"{PREFIX}: unknown top-level key 'pattern' (prefix documentation keys with '_')"),
+    (document("cuda_oom"), f"{PREFIX}: entry 0: must be an object, not a string"),
+    (document(entry(id=None)), f"{PREFIX}: entry 0: missing field 'id'"),
+    (document(entry(id="CUDA OOM")), f"{PREFIX}: entry 0: 'id' must be a string of lowercase letters, digits "
+                                     "and '_' starting with a letter, not 'CUDA OOM'"),
+    (document(entry(), entry(id="x", hint=None)), f"{PREFIX}: entry 1 ('x'): missing field 'hint'"),
+    (document(entry(description=7)), f"{PREFIX}: entry 0 ('cuda_oom'): 'description' must be a string, not "
+                                     "a number"),
+    (document(entry(hint="  ")), f"{PREFIX}: entry 0 ('cuda_oom'): 'hint' must not be empty"),
+    (document(entry(severity="fatal")), f"{PREFIX}: entry 0 ('cuda_oom'): unknown severity 'fatal' (use one "
+                                        "of: critical, error, warning)"),
+    (document(entry(regexes="CUDA")), f"{PREFIX}: entry 0 ('cuda_oom'): 'regexes' must be an array of strings"),
+    (document(entry(regexes=[])), f"{PREFIX}: entry 0 ('cuda_oom'): 'regexes' must not be empty"),
+    (document(entry(exclude=[1])), f"{PREFIX}: entry 0 ('cuda_oom'): 'exclude' must be an array of strings"),
+    (document(entry(id="a"), entry(id="b"), entry(id="c"), entry(regexes=["abc("])),
+     f"{PREFIX}: entry 3 ('cuda_oom'): invalid regex 'abc(': missing ), unterminated subpattern at position 3"),
+    (document(entry(exclude=["[unclosed"])),
+     f"{PREFIX}: entry 0 ('cuda_oom'): invalid regex '[unclosed': unterminated character set at position 0"),
+    (document(entry(regexes=["x*"])), f"{PREFIX}: entry 0 ('cuda_oom'): regex 'x*' matches the empty string"),
+    (document(entry(exclude=["|no"])), f"{PREFIX}: entry 0 ('cuda_oom'): regex '|no' matches the empty string"),
+    (document(entry(), entry(id="x"), entry()),
+     f"{PREFIX}: entry 2 ('cuda_oom'): duplicate id, already used by entry 0"),
+    (document(entry(regex=["typo"])), f"{PREFIX}: entry 0 ('cuda_oom'): unknown field 'regex'"),
+])
+def test_parse_errors_name_file_and_entry_in_one_line(text, message):
+    with pytest.raises(PatternError) as caught:
+        parse_patterns(text, "/x/p.json")
+    assert str(caught.value) == message
+    assert "\n" not in str(caught.value)
+
+
+def test_multiline_regex_is_reported_on_one_line():
+    with pytest.raises(PatternError) as caught:
+        parse_patterns(document(entry(regexes=["a\n("])), "p.json")
+    assert "\n" not in str(caught.value)
+
+
+# -- merge_patterns --------------------------------------------------------------------------
+def test_merge_puts_new_user_patterns_first_and_replaces_builtins_in_place():
+    user_killed = pattern("killed", r"^Killed\b")
+    mine = pattern("my_dataset_corrupt", r"CRC mismatch in shard")
+    mine_too = pattern("my_quota", r"over quota")
+    merged = merge_patterns(LIBRARY, (mine, user_killed, mine_too))
+    assert [p.id for p in merged] == ["my_dataset_corrupt", "my_quota", "oom", "killed", "traceback"]
+    assert merged[3] is user_killed
+
+
+def test_merge_without_user_patterns_is_the_builtin_library():
+    assert merge_patterns(LIBRARY, ()) == LIBRARY
+
+
+def test_user_pattern_outranks_builtins_in_analysis():
+    merged = merge_patterns(LIBRARY, (pattern("shard_crc", r"CRC mismatch"),))
+    analysis = analyze(["out of memory", "CRC mismatch in shard 7"], merged)
+    assert analysis.categories == ("shard_crc", "oom")
+
+
+# -- purity ----------------------------------------------------------------------------------
+def test_analyzer_imports_only_pure_modules():
+    tree = ast.parse(ANALYZER_SOURCE.read_text(encoding="utf-8"))
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(node.module or "")
+    assert imported <= {"__future__", "re", "json", "dataclasses", "typing", "core.errors"}

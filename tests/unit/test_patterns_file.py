@@ -1,0 +1,451 @@
+"""The built-in pattern library on real-looking log lines: what must match, what must not, in what order."""
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Callable, List, Optional, Tuple
+
+import pytest
+
+from core.analyzer import SEVERITIES, Pattern, analyze, parse_patterns
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+PATTERNS_FILE = ROOT / "patterns" / "error_patterns.json"
+LOG_FIXTURES = ROOT / "tests" / "fixtures" / "logs"
+
+REQUIRED_IDS = (
+    "cuda_oom", "slurm_oom", "memory_error", "cpp_bad_alloc", "killed_signal", "segfault", "bus_error",
+    "illegal_instruction", "nccl_error", "nccl_timeout", "cuda_error", "gpu_ecc_xid", "no_gpu",
+    "distributed_rendezvous", "address_in_use", "mpi_abort", "dataloader_killed", "import_error",
+    "file_not_found", "permission_denied", "disk_quota", "slurm_timeout", "slurm_cancelled", "node_fail",
+    "nan_loss", "python_traceback",
+)
+
+
+@pytest.fixture(scope="module")
+def library() -> Tuple[Pattern, ...]:
+    return parse_patterns(PATTERNS_FILE.read_text(encoding="utf-8"), str(PATTERNS_FILE))
+
+
+def category_of(line: str, library: Tuple[Pattern, ...]) -> Optional[str]:
+    analysis = analyze([line], library)
+    return analysis.categories[0] if analysis.categories else None
+
+
+# -- the file itself ------------------------------------------------------------------------
+def test_file_has_documentation_and_schema_version():
+    document = json.loads(PATTERNS_FILE.read_text(encoding="utf-8"))
+    assert document["schema_version"] == 1
+    assert "ORDER" in document["_doc"]
+
+
+def test_every_required_id_is_present(library):
+    ids = [p.id for p in library]
+    assert sorted(set(REQUIRED_IDS) - set(ids)) == []
+
+
+def test_entries_have_severity_description_and_a_one_line_hint(library):
+    for pattern in library:
+        assert pattern.severity in SEVERITIES
+        assert len(pattern.description) > 30, pattern.id
+        assert 20 < len(pattern.hint) < 200 and "\n" not in pattern.hint, pattern.id
+
+
+def test_generic_categories_come_last(library):
+    ids = [p.id for p in library]
+    assert ids[-2:] == ["python_traceback", "slurm_cancelled"]
+
+
+@pytest.mark.parametrize("specific, generic", [
+    ("cuda_oom", "cuda_error"),
+    ("cuda_oom", "nccl_error"),
+    ("gpu_ecc_xid", "cuda_error"),
+    ("no_gpu", "cuda_error"),
+    ("nccl_timeout", "nccl_error"),
+    ("slurm_oom", "killed_signal"),
+    ("dataloader_killed", "bus_error"),
+    ("dataloader_killed", "killed_signal"),
+    ("address_in_use", "distributed_rendezvous"),
+    ("import_error", "file_not_found"),
+    ("disk_quota", "file_not_found"),
+    ("slurm_timeout", "slurm_cancelled"),
+    ("node_fail", "slurm_cancelled"),
+    ("segfault", "python_traceback"),
+])
+def test_specific_cause_ranks_above_generic(library, specific, generic):
+    ids = [p.id for p in library]
+    assert ids.index(specific) < ids.index(generic)
+
+
+# -- positives: at least two real-looking lines per category --------------------------------
+POSITIVES = {
+    "cuda_oom": [
+        "torch.cuda.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity "
+        "of 79.15 GiB of which 1.06 GiB is free. Including non-PyTorch memory, this process has 78.08 GiB in use.",
+        "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 MiB. GPU 1 has a total capacity of "
+        "23.64 GiB of which 3.12 MiB is free.",
+        "RuntimeError: CUDA out of memory. Tried to allocate 512.00 MiB (GPU 0; 15.78 GiB total capacity; "
+        "14.21 GiB already allocated; 301.19 MiB free; 14.50 GiB reserved in total by PyTorch)",
+        "RuntimeError: CUDA error: out of memory",
+        "RuntimeError: CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`",
+        "jaxlib.xla_extension.XlaRuntimeError: RESOURCE_EXHAUSTED: Out of memory while trying to allocate "
+        "4294967296 bytes.",
+        "gpu-node07:51220:51290 [0] NCCL WARN Cuda failure 'out of memory'",
+    ],
+    "slurm_oom": [
+        "slurmstepd: error: Exceeded job memory limit",
+        "slurmstepd: error: Job 1234 exceeded memory limit (1234 > 1000), being killed",
+        "slurmstepd-vm: error: StepId=74.batch exceeded memory limit (203976704 > 104857600), being killed",
+        "slurmstepd: error: Detected 1 oom-kill event(s) in step 1234.batch cgroup. Some of your processes may "
+        "have been killed by the cgroup out-of-memory handler.",
+        "slurmstepd-vm: error: Detected 1 oom-kill event(s) in StepId=49.batch. Some of your processes may have "
+        "been killed by the cgroup out-of-memory handler.",
+        "[2026-09-14T17:14:38.784] error: Detected 1 oom_kill event in StepId=22035606.1. Some of the step tasks "
+        "have been OOM Killed.",
+        "srun: error: gpu-node07: task 0: Out Of Memory",
+    ],
+    "dataloader_killed": [
+        "RuntimeError: DataLoader worker (pid 12345) is killed by signal: Killed.",
+        "RuntimeError: DataLoader worker (pid(s) 123, 124) exited unexpectedly",
+        "ERROR: Unexpected bus error encountered in worker. This might be caused by insufficient shared memory "
+        "(shm).",
+        "RuntimeError: DataLoader worker (pid 4567) is killed by signal: Bus error. It is possible that "
+        "dataloader's workers are out of shared memory. Please try to raise your shared memory limit.",
+        "RuntimeError: unable to write to file </torch_18692_1954506624>: No space left on device (28)",
+    ],
+    "memory_error": [
+        "MemoryError",
+        "numpy.core._exceptions._ArrayMemoryError: Unable to allocate 7.45 GiB for an array with shape "
+        "(1000000, 1000) and data type float64",
+        "RuntimeError: [enforce fail at alloc_cpu.cpp:114] data. DefaultCPUAllocator: not enough memory: you "
+        "tried to allocate 34359738368 bytes.",
+        "OSError: [Errno 12] Cannot allocate memory",
+    ],
+    "cpp_bad_alloc": [
+        "terminate called after throwing an instance of 'std::bad_alloc'",
+        "  what():  std::bad_alloc",
+    ],
+    "gpu_ecc_xid": [
+        "NVRM: Xid (PCI:0000:3b:00): 79, GPU has fallen off the bus",
+        "NVRM: Xid (PCI:0000:86:00): 48, pid=5678, An uncorrectable double bit error (DBE) has been detected.",
+        "RuntimeError: CUDA error: uncorrectable ECC error encountered",
+        "Unable to determine the device handle for GPU 0000:3B:00.0: GPU is lost.  Reboot the system to recover",
+    ],
+    "node_fail": [
+        "slurmstepd: error: *** JOB 1234 ON gpu-node07 CANCELLED AT 2026-11-21T19:43:12 DUE TO NODE FAILURE, "
+        "SEE SLURMCTLD LOG FOR DETAILS ***",
+        "srun: error: Node failure on gpu-node07",
+        "Job 1234 ended in state NODE_FAIL",
+    ],
+    "no_gpu": [
+        "RuntimeError: No CUDA GPUs are available",
+        "AssertionError: Torch not compiled with CUDA enabled",
+        "RuntimeError: CUDA error: no CUDA-capable device is detected",
+        "RuntimeError: CUDA driver initialization failed, you might not have a CUDA gpu.",
+        "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. Make sure that the latest "
+        "NVIDIA driver is installed and running.",
+    ],
+    "nccl_timeout": [
+        "[rank1]:[E1121 19:43:12.123456 1234 ProcessGroupNCCL.cpp:616] [Rank 1] Watchdog caught collective "
+        "operation timeout: WorkNCCL(SeqNum=4563, OpType=ALLREDUCE, NumelIn=1, NumelOut=1, Timeout(ms)=600000) "
+        "ran for 600034 milliseconds before timing out.",
+        "[E ProcessGroupNCCL.cpp:475] [Rank 0] Watchdog caught collective operation timeout: WorkNCCL(SeqNum=1, "
+        "OpType=BROADCAST, Timeout(ms)=1800000) ran for 1800127 milliseconds before timing out.",
+        "RuntimeError: NCCL communicator was aborted on rank 3.",
+        "[E ProcessGroupNCCL.cpp:455] Some NCCL operations have failed or timed out. Due to the asynchronous "
+        "nature of CUDA kernels, subsequent GPU operations might run on corrupted/incomplete data.",
+    ],
+    "nccl_error": [
+        "torch.distributed.DistBackendError: NCCL error in: ../torch/csrc/distributed/c10d/ProcessGroupNCCL.cpp:"
+        "1970, unhandled system error (run with NCCL_DEBUG=INFO for details), NCCL version 2.20.5",
+        "ncclUnhandledCudaError: Call to CUDA function failed.",
+        "ncclInternalError: Internal check failed.",
+        "ncclSystemError: System call (e.g. socket, malloc) or external library call failed or device error.",
+        "RuntimeError: NCCL Error 2: unhandled system error",
+    ],
+    "cuda_error": [
+        "RuntimeError: CUDA error: an illegal memory access was encountered",
+        "RuntimeError: CUDA error: device-side assert triggered",
+        "../aten/src/ATen/native/cuda/Loss.cu:240: nll_loss_forward_reduce_cuda_kernel_2d: block: [0,0,0], "
+        "thread: [5,0,0] Assertion `t >= 0 && t < n_classes` failed.",
+        "RuntimeError: cuDNN error: CUDNN_STATUS_INTERNAL_ERROR",
+        "RuntimeError: CUDA error: CUBLAS_STATUS_EXECUTION_FAILED when calling `cublasSgemm( handle, opa, opb)`",
+    ],
+    "address_in_use": [
+        "torch.distributed.DistNetworkError: The server socket has failed to listen on any local network address. "
+        "The server socket has failed to bind to [::]:29500 (errno: 98 - Address already in use).",
+        "[E socket.cpp:500] [c10d] The server socket has failed to listen on any local network address.",
+        "OSError: [Errno 98] Address already in use",
+        "Error: listen EADDRINUSE: address already in use :::8080",
+    ],
+    "distributed_rendezvous": [
+        "torch.distributed.elastic.rendezvous.api.RendezvousTimeoutError",
+        "torch.distributed.elastic.rendezvous.api.RendezvousConnectionError: The connection to the C10d store "
+        "has failed. See inner exception for details.",
+        "torch.distributed.DistNetworkError: The client socket has timed out after 1800s while trying to connect "
+        "to (gpu-node07, 29500).",
+        "torch.distributed.DistStoreError: Timed out after 901 seconds waiting for clients. 1/2 clients joined.",
+    ],
+    "disk_quota": [
+        "OSError: [Errno 122] Disk quota exceeded",
+        "OSError: [Errno 28] No space left on device: '/tmp/tmpab12/ckpt.pt'",
+        "cp: error writing '/home/alice/model.bin': Disk quota exceeded",
+        "tar: ./data/shard-0003: Cannot write: No space left on device",
+    ],
+    "import_error": [
+        "ModuleNotFoundError: No module named 'wandb'",
+        "ImportError: cannot import name 'packaging' from 'pkg_resources' "
+        "(/opt/conda/lib/python3.10/site-packages/pkg_resources/__init__.py)",
+        "ImportError: libcudnn.so.8: cannot open shared object file: No such file or directory",
+        "python: error while loading shared libraries: libpython3.10.so.1.0: cannot open shared object file: "
+        "No such file or directory",
+        "ImportError: /lib64/libstdc++.so.6: version `GLIBCXX_3.4.29' not found (required by libtorch_python.so)",
+    ],
+    "file_not_found": [
+        "FileNotFoundError: [Errno 2] No such file or directory: '/scratch/alice/data/train.parquet'",
+        "/var/spool/slurmd/job00023/slurm_script: line 5: /home/alice/venv/bin/activate: No such file or "
+        "directory",
+        "python: can't open file '/home/alice/project/train.py': [Errno 2] No such file or directory",
+        "/var/spool/slurmd/job00023/slurm_script: line 8: torchrun: command not found",
+    ],
+    "permission_denied": [
+        "PermissionError: [Errno 13] Permission denied: '/data/shared/checkpoints/run1'",
+        "bash: ./x: Permission denied",
+        "/var/spool/slurmd/job00023/slurm_script: line 4: ./train.sh: Permission denied",
+    ],
+    "nan_loss": [
+        "loss is nan, stopping training",
+        "Epoch 3 | step 1200 | Loss: nan | lr 3.0e-04",
+        "{'loss': nan, 'grad_norm': nan, 'learning_rate': 1e-05, 'epoch': 0.5}",
+        "RuntimeError: Function 'LogSoftmaxBackward0' returned nan values in its 0th output.",
+        "FloatingPointError: Minimum loss scale reached (0.0001). Your loss is probably exploding.",
+        "RuntimeError: NaN or Inf found in input tensor.",
+        "WARNING: Detected NaN in gradients at step 1200, aborting",
+    ],
+    "slurm_timeout": [
+        "slurmstepd: error: *** JOB 23 ON vm CANCELLED AT 2026-11-21T19:43:12 DUE TO TIME LIMIT ***",
+        "slurmstepd-vm: error: *** STEP 1234.0 ON gpu-node07 CANCELLED AT 2026-11-21T19:43:12 DUE TO TIME LIMIT "
+        "***",
+    ],
+    "mpi_abort": [
+        "MPI_ABORT was invoked on rank 0 in communicator MPI_COMM_WORLD",
+        "application called MPI_Abort(MPI_COMM_WORLD, 1) - process 0",
+        "*** MPI_ERRORS_ARE_FATAL (processes in this communicator will now abort,",
+    ],
+    "killed_signal": [
+        "Killed",
+        "/var/spool/slurmd/job00023/slurm_script: line 12: 48213 Killed                  python train.py",
+        "c++: fatal error: Killed signal terminated program cc1plus",
+        "srun: error: gpu-node07: task 3: Killed",
+        "subprocess.CalledProcessError: Command '['python', 'x.py']' returned non-zero exit status 137.",
+        "E1121 19:41:15.337000 140231 api.py:869] failed (exitcode: -9) local_rank: 0 (pid: 1234) of binary: "
+        "/usr/bin/python3",
+    ],
+    "segfault": [
+        "Segmentation fault (core dumped)",
+        "Fatal Python error: Segmentation fault",
+        "/var/spool/slurmd/job00023/slurm_script: line 12: 48213 Segmentation fault      (core dumped) python x.py",
+        "Caught signal 11 (SIGSEGV) in thread 0x7f3b2c1e2446",
+    ],
+    "bus_error": [
+        "Bus error (core dumped)",
+        "/var/spool/slurmd/job00023/slurm_script: line 7: 1234 Bus error               (core dumped) python x.py",
+        "Fatal Python error: Bus error",
+    ],
+    "illegal_instruction": [
+        "Illegal instruction (core dumped)",
+        "/var/spool/slurmd/job00023/slurm_script: line 9: 2345 Illegal instruction     (core dumped) ./simulate",
+        "Fatal Python error: Illegal instruction",
+    ],
+    "python_traceback": [
+        "Traceback (most recent call last):",
+        "Fatal Python error: Aborted",
+    ],
+    "slurm_cancelled": [
+        "slurmstepd: error: *** JOB 50 ON vm CANCELLED AT 2026-11-21T19:43:12 ***",
+        "slurmstepd: error: *** STEP 1234.0 ON gpu-node07 CANCELLED AT 2026-11-21T19:43:12 ***",
+        "slurmstepd: error: *** JOB 77 ON gpu-node07 CANCELLED AT 2026-11-21T19:43:12 DUE TO PREEMPTION ***",
+    ],
+}
+
+BAR = "Epoch 1:  45%|████▌     | 450/1000 [01:02<01:16, 7.20it/s, loss=0.312]"
+# How real logs dress a line: launcher and logger prefixes, colours, a progress bar it was glued to.
+DECORATIONS: List[Tuple[str, Callable[[str], str]]] = [
+    ("plain", lambda s: s),
+    ("rank", lambda s: f"[rank3]: {s}"),
+    ("rank_no_space", lambda s: f"[rank3]:{s}"),
+    ("torchrun_tee", lambda s: f"[default0]:{s}"),
+    ("srun_label", lambda s: f"0: {s}"),
+    ("host", lambda s: f"gpu-node07: {s}"),
+    ("mpirun_tag", lambda s: f"[1,0]<stderr>:{s}"),
+    ("timestamp", lambda s: f"2026-11-21 19:43:12,123 {s}"),
+    ("bracket_timestamp", lambda s: f"[2026-11-21T19:43:12.784] {s}"),
+    ("ansi", lambda s: f"\x1b[1;31m{s}\x1b[0m"),
+    ("bar_then_cr", lambda s: f"{BAR}\r{s}"),
+    ("bar_glued", lambda s: f"{BAR}{s}"),
+    ("bar_no_rate", lambda s: f"Epoch 1:  45%|████▌  | 450/1000 [01:02<01:16]{s}"),
+    ("newline", lambda s: f"{s}\r\n"),
+    ("everything", lambda s: f"\x1b[2K{BAR}\r0: [rank1]: \x1b[31m{s}\x1b[0m\n"),
+]
+
+POSITIVE_CASES = [(cat, line) for cat, lines in POSITIVES.items() for line in lines]
+
+
+def test_every_required_id_has_two_positive_lines():
+    assert sorted(cat for cat in REQUIRED_IDS if len(POSITIVES.get(cat, [])) < 2) == []
+
+
+@pytest.mark.parametrize("decoration", [name for name, _ in DECORATIONS])
+@pytest.mark.parametrize("expected, line", POSITIVE_CASES)
+def test_positive_line_is_classified_whatever_its_dressing(library, expected, line, decoration):
+    dress = dict(DECORATIONS)[decoration]
+    assert category_of(dress(line), library) == expected
+
+
+# -- harmless look-alikes: nothing may match ------------------------------------------------
+HARMLESS = [
+    "/opt/conda/lib/python3.10/site-packages/torch/utils/data/dataloader.py:558: UserWarning: This DataLoader "
+    "will create 16 worker processes in total. Our suggested max number of worker in current system is 8.",
+    "  warnings.warn(_create_warning_msg(",
+    "/opt/conda/lib/python3.10/site-packages/torch/nn/modules/conv.py:456: UserWarning: Plan failed with a "
+    "cudnnException: CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR: cudnnFinalize Descriptor Failed cudnn_status: "
+    "CUDNN_STATUS_NOT_SUPPORTED (Triggered internally at ../aten/src/ATen/native/cudnn/Conv_v8.cpp:919.)",
+    "/opt/conda/lib/python3.10/site-packages/torchvision/io/image.py:13: UserWarning: Failed to load image "
+    "Python extension: 'libc10_cuda.so: cannot open shared object file: No such file or directory'",
+    "/opt/conda/lib/python3.10/site-packages/torch/cuda/__init__.py:128: UserWarning: CUDA initialization: Found "
+    "no NVIDIA driver on your system. Please check that you have an NVIDIA GPU and installed a driver",
+    "FutureWarning: `torch.cuda.amp.GradScaler(args...)` is deprecated. Please use "
+    "`torch.amp.GradScaler('cuda', args...)` instead.",
+    "gpu-node07:1234:1234 [0] NCCL INFO Channel 00/02 :    0   1",
+    "gpu-node07:1234:1234 [0] NCCL INFO NET/Socket : Using [0]eth0:10.0.0.1<0>",
+    "gpu-node07:1234:1234 [0] NCCL INFO NET/Plugin : dlerror=libnccl-net.so: cannot open shared object file: "
+    "No such file or directory No plugin found (libnccl-net.so), using internal implementation",
+    "gpu-node07:1234:1290 [0] NCCL INFO Call to connect returned Connection refused, retrying",
+    "gpu-node07:1234:1290 [0] NCCL INFO NCCL_ASYNC_ERROR_HANDLING set by environment to 1 (NCCL error "
+    "handling enabled)",
+    "gpu-node07:1234:1290 [0] NCCL INFO transport/net_socket.cc:451 -> 6 ncclSystemError: retry 1",
+    "NCCL version 2.18.1+cuda12.1",
+    "error_rate=0.01",
+    "val_error: 0.123",
+    "0 errors",
+    "Errors: 0",
+    '  File "/opt/conda/lib/python3.10/site-packages/torch/distributed/elastic/multiprocessing/errors/'
+    'error_handler.py", line 73, in record_exception',
+    "Warning: memory usage is high (85%)",
+    "Running: python train.py --cuda-oom-retry 3 --batch-size 64",
+    "Namespace(batch_size=32, cuda_oom_retry=3, lr=0.001)",
+    "step 1200 | loss=0.0312 nan_count=0 | lr=3e-4",
+    "oom_score_adj: 0",
+    "  oom_kill_disable: false",
+    "Using cuda:0",
+    "Using memory_efficient_attention from xformers",
+    "INFO oom_guard: caught torch.cuda.OutOfMemoryError at batch_size=64, halved to 32 and recovered",
+    "WARNING oom_guard: CUDA out of memory at batch_size=64, retrying with batch_size=32",
+    BAR,
+    "Validating: 100%|██████████| 50/50 [00:05<00:00,  9.87it/s]",
+    "\rEpoch 0:   0%|          | 0/1000 [00:00<?, ?it/s]\rEpoch 0:   1%|          | 10/1000 [00:01<02:10, 7.60it/s]",
+    "[rank0]:[W1121 19:43:12.123456 1234 ProcessGroupNCCL.cpp:1250] Warning: WARNING: process group has NOT been "
+    "destroyed before we destruct ProcessGroupNCCL. On normal program exit, the application should call "
+    "destroy_process_group to ensure that any pending NCCL operations have finished in this process.",
+    "[W socket.cpp:697] [c10d] The client socket has failed to connect to [localhost]:29500 (errno: 97 - Address "
+    "family not supported by protocol).",
+    "[W socket.cpp:464] [c10d] The server socket has failed to bind to [::]:29500 (errno: 98 - Address already "
+    "in use).",
+    "Gradient overflow.  Skipping step, loss scaler 0 reducing loss scale to 32768.0",
+    "[2026-11-21 19:43:12,123] torch.distributed.run: [WARNING] Setting OMP_NUM_THREADS environment variable for "
+    "each process to be 1 in default, to avoid your system being overloaded",
+    "wandb: Network error (ReadTimeout), entering retry loop.",
+    "Killed 0 stale processes",
+    "No NaN detected in gradients",
+    "torch.cuda.is_available(): True",
+    # srun only repeats the exit code, which Slurm's accounting already reports: deliberately not a finding.
+    "srun: error: gpu-node07: task 0: Exited with exit code 1",
+    "\x1b[0m",
+    "",
+    "\r\r\r",
+]
+
+
+@pytest.mark.parametrize("decoration", [name for name, _ in DECORATIONS])
+@pytest.mark.parametrize("line", HARMLESS)
+def test_harmless_line_matches_nothing(library, line, decoration):
+    dress = dict(DECORATIONS)[decoration]
+    assert category_of(dress(line), library) is None
+
+
+# -- one line, several candidates: the more specific pattern wins --------------------------
+@pytest.mark.parametrize("line, expected", [
+    ("RuntimeError: CUDA error: out of memory", "cuda_oom"),
+    ("RuntimeError: CUDA error: no CUDA-capable device is detected", "no_gpu"),
+    ("RuntimeError: CUDA error: uncorrectable ECC error encountered", "gpu_ecc_xid"),
+    ("ERROR: Unexpected bus error encountered in worker. This might be caused by insufficient shared memory "
+     "(shm).", "dataloader_killed"),
+    ("RuntimeError: DataLoader worker (pid 12345) is killed by signal: Killed.", "dataloader_killed"),
+    ("ImportError: libcudnn.so.8: cannot open shared object file: No such file or directory", "import_error"),
+    ("OSError: [Errno 28] No space left on device: '/scratch/x'", "disk_quota"),
+    ("torch.distributed.DistNetworkError: The server socket has failed to listen on any local network address. "
+     "(errno: 98 - Address already in use).", "address_in_use"),
+    ("Fatal Python error: Segmentation fault", "segfault"),
+    ("slurmstepd: error: *** JOB 23 ON vm CANCELLED AT 2026-11-21T19:43:12 DUE TO TIME LIMIT ***",
+     "slurm_timeout"),
+    ("slurmstepd: error: *** JOB 23 ON vm CANCELLED AT 2026-11-21T19:43:12 DUE TO NODE FAILURE ***", "node_fail"),
+    ("torch.distributed.DistBackendError: NCCL error in: ProcessGroupNCCL.cpp:1970, unhandled cuda error, "
+     "Last error: Cuda failure 'out of memory'", "cuda_oom"),
+    ("RuntimeError: NCCL communicator was aborted on rank 3. Original reason for failure was: NCCL error",
+     "nccl_timeout"),
+    ("srun: error: gpu-node07: task 0: Out Of Memory", "slurm_oom"),
+])
+def test_specific_pattern_wins_on_a_line(library, line, expected):
+    assert category_of(line, library) == expected
+
+
+# -- whole logs ------------------------------------------------------------------------------
+def test_cuda_oom_traceback_puts_cuda_oom_first(library):
+    log = [
+        "Traceback (most recent call last):",
+        '  File "train.py", line 88, in <module>',
+        "    loss.backward()",
+        "torch.cuda.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.00 GiB.",
+    ]
+    assert analyze(log, library).categories == ("cuda_oom", "python_traceback")
+
+
+def test_oom_killed_job_puts_slurm_oom_first(library):
+    log = [
+        "/var/spool/slurmd/job00074/slurm_script: line 14: 2283417 Killed    python preprocess.py",
+        "slurmstepd: error: Detected 1 oom-kill event(s) in StepId=74.batch cgroup. Some of your processes may "
+        "have been killed by the cgroup out-of-memory handler.",
+    ]
+    analysis = analyze(log, library)
+    assert analysis.categories == ("slurm_oom", "killed_signal")
+    assert analysis.root_cause is not None and analysis.root_cause.line_no == 2
+
+
+FIXTURES = {
+    "ddp_cuda_oom.log": (("cuda_oom", "python_traceback"), "torch.OutOfMemoryError: CUDA out of memory"),
+    "nccl_watchdog_timeout.log": (
+        ("nccl_timeout", "nccl_error", "slurm_cancelled"), "Watchdog caught collective operation timeout"),
+    "cgroup_oom_kill.log": (("slurm_oom", "killed_signal"), "Detected 1 oom-kill event(s)"),
+    "clean_training_run.log": ((), None),
+    "dataloader_shm_bus_error.log": (("dataloader_killed", "python_traceback"), "Unexpected bus error"),
+    "missing_module.log": (("import_error", "python_traceback"), "No module named 'peft'"),
+}
+
+
+def test_every_fixture_is_listed():
+    assert sorted(p.name for p in LOG_FIXTURES.glob("*.log")) == sorted(FIXTURES)
+
+
+@pytest.mark.parametrize("split", ["newlines_only", "splitlines"])
+@pytest.mark.parametrize("name", sorted(FIXTURES))
+def test_fixture_log(library, name, split):
+    text = (LOG_FIXTURES / name).read_text(encoding="utf-8")
+    # jobmon's log reader uses splitlines(), which also splits at the bars' carriage returns.
+    lines = text.split("\n") if split == "newlines_only" else text.splitlines()
+    expected_categories, root_text = FIXTURES[name]
+    analysis = analyze(lines, library)
+    assert analysis.categories == expected_categories
+    if root_text is None:
+        assert analysis.findings == ()
+    else:
+        assert analysis.root_cause is not None and root_text in analysis.root_cause.line
