@@ -1,0 +1,531 @@
+"""Discord webhook notifications: build a safe embed payload and deliver it.
+
+This module knows nothing of Slurm. It is the only module that talks HTTP, and it
+imports ``requests`` inside ``send`` so a daemon that never sends does not load it.
+
+Text handling, decided once here so callers need not think about it:
+
+* ``Field.name``, ``Field.value`` and ``Message.title`` are plain text: Discord
+  markdown specials in them are escaped, so a job named ``my_*run*`` shows as
+  typed. Wrap a string in ``Markdown(...)`` to pass already formatted text
+  through untouched (e.g. a masked link).
+* ``Message.description`` is already formatted by the caller (jobmon composes
+  it; it is not copied from logs); use ``escape_markdown`` on untrusted parts.
+* ``Message.excerpt`` is raw log text shown in a code block; only runs of
+  backticks are broken up so the log cannot close the block early.
+* ``Message.footer`` is not rendered as markdown by Discord and is sent as is.
+* Mentions never ping: ``allowed_mentions`` is always empty.
+
+Every documented Discord limit is enforced by truncating with ``…``, never by
+failing. When the embed's total exceeds 6000 characters the excerpt shrinks
+first (keeping its tail), then field values (longest first), then the
+description, the footer, field names and finally the title.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from http.client import RemoteDisconnected
+from typing import Any, Callable, Dict, List, Literal, Mapping, Optional, Tuple
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from core.errors import ConfigError
+
+COLORS: Dict[str, int] = {
+    "success": 0x2ECC71,
+    "failure": 0xE74C3C,
+    "warning": 0xE67E22,
+    "info": 0x3498DB,
+}
+
+# Discord's documented limits (Message resource "Embed Limits"; Execute Webhook).
+TITLE_LIMIT = 256
+DESCRIPTION_LIMIT = 4096
+FIELDS_LIMIT = 25
+FIELD_NAME_LIMIT = 256
+FIELD_VALUE_LIMIT = 1024
+FOOTER_LIMIT = 2048
+EMBED_TOTAL_LIMIT = 6000
+USERNAME_LIMIT = 80
+URL_LIMIT = 2048
+
+ELLIPSIS = "…"
+EMPTY_VALUE = "—"
+_CODE_OPEN = "```\n"
+_CODE_CLOSE = "\n```"
+_ZWJ = "\u200d"
+
+# Escaped anywhere / only at the start of a line (headers, quotes, lists).
+_ALWAYS_SPECIAL = frozenset("\\*_~`|[]<")
+_LINE_START_SPECIAL = frozenset("#>-")
+
+_BACKOFF_CAP = 60.0
+_DETAIL_LIMIT = 300
+
+Outcome = Literal["delivered", "gone", "failed"]
+_Row = Tuple[str, str, bool]
+
+
+class Markdown(str):
+    """Marks text as already formatted, so ``render_payload`` does not escape it."""
+
+
+@dataclass(frozen=True)
+class Field:
+    """One embed field; ``name`` and ``value`` are plain text unless wrapped in ``Markdown``."""
+
+    name: str
+    value: str
+    inline: bool = True
+
+
+@dataclass(frozen=True)
+class Message:
+    """What to tell the channel, independent of Discord's wire format and limits."""
+
+    title: str
+    description: str = ""
+    color: str = "info"
+    fields: Tuple[Field, ...] = ()
+    excerpt: str = ""
+    footer: str = ""
+    url: str = ""
+
+    def __post_init__(self) -> None:
+        if self.color not in COLORS:
+            raise ValueError(f"unknown colour {self.color!r}; use one of {sorted(COLORS)}")
+        # A list passed in would leave the frozen message mutable from outside.
+        object.__setattr__(self, "fields", tuple(self.fields))
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """How a send ended, in a form the caller can log and act on without leaking secrets."""
+
+    outcome: Outcome
+    http_status: Optional[int]
+    detail: str
+    attempts: int
+    message_id: Optional[str] = None
+    retry_after_hint: float = 0.0
+
+
+# --------------------------------------------------------------------------- text
+
+
+def escape_markdown(text: str) -> str:
+    """Escape Discord markdown so plain text is shown literally."""
+    return "".join(_escape_tokens(text))
+
+
+def _escape_tokens(text: str) -> List[str]:
+    """One token per source character, so truncation never splits an escape."""
+    tokens = []
+    line_start = True
+    for ch in text:
+        if ch in _ALWAYS_SPECIAL or (line_start and ch in _LINE_START_SPECIAL):
+            tokens.append("\\" + ch)
+        else:
+            tokens.append(ch)
+        if ch == "\n":
+            line_start = True
+        elif not ch.isspace():
+            line_start = False
+    return tokens
+
+
+def _plain(text: str) -> bool:
+    return not isinstance(text, Markdown)
+
+
+def _fit(text: str, limit: int) -> str:
+    """Render ``text`` (escaped unless Markdown) in at most ``limit`` chars, keeping the head."""
+    if limit <= 0:
+        return ""
+    # Escaping only lengthens text, so limit + 1 source chars decide everything.
+    view = text[: limit + 1]
+    tokens = _escape_tokens(view) if _plain(text) else list(view)
+    if sum(map(len, tokens)) <= limit:
+        return "".join(tokens)
+    kept: List[str] = []
+    room = limit - len(ELLIPSIS)
+    for token in tokens:
+        if len(token) > room:
+            break
+        kept.append(token)
+        room -= len(token)
+    return "".join(kept) + ELLIPSIS
+
+
+def _fit_tail(text: str, limit: int) -> str:
+    """Keep the end of ``text`` in at most ``limit`` chars: a log's last lines matter most."""
+    if len(text) <= limit:
+        return text
+    return ELLIPSIS + text[len(text) - (limit - len(ELLIPSIS)):]
+
+
+def _neutralise_fences(text: str) -> str:
+    """Put a zero-width joiner between adjacent backticks, so no ``` can form."""
+    return re.sub(r"`(?=`)", "`" + _ZWJ, text)
+
+
+def _water_fill(sources: List[str], budget: int, cap: int) -> int:
+    """Largest per-item cap (1..cap) whose rendered total fits ``budget``; 1 if none does."""
+    def total(c: int) -> int:
+        return sum(len(_fit(s, c)) for s in sources)
+
+    low, high = 1, cap
+    while low < high:
+        mid = (low + high + 1) // 2
+        if total(mid) <= budget:
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+# ----------------------------------------------------------------------- payload
+
+
+@dataclass(frozen=True)
+class _Parts:
+    """The embed's texts after truncation, with what the 6000 total counts."""
+
+    title: str
+    description: str
+    excerpt_len: int
+    fields: Tuple[_Row, ...]
+    footer: str
+
+    def size(self) -> int:
+        return (
+            len(self.title) + len(self.description) + len(self.footer)
+            + sum(len(name) + len(value) for name, value, _ in self.fields)
+        )
+
+
+def _render_parts(message: Message, rows: List[_Row], excerpt: str, caps: Mapping[str, int]) -> _Parts:
+    title = _fit(message.title, caps["title"])
+    description = _fit(Markdown(message.description), caps["description"])
+    sep = "\n" if description else ""
+    room = DESCRIPTION_LIMIT - len(description) - len(sep) - len(_CODE_OPEN) - len(_CODE_CLOSE)
+    room = min(room, caps["excerpt"])
+    tail = _fit_tail(excerpt, room) if excerpt and room > len(ELLIPSIS) else ""
+    if tail:
+        description += sep + _CODE_OPEN + tail + _CODE_CLOSE
+    fields = tuple((_fit(name, caps["name"]), _fit(value, caps["value"]), inline) for name, value, inline in rows)
+    footer = _fit(Markdown(message.footer), caps["footer"])
+    return _Parts(title, description, len(tail), fields, footer)
+
+
+def render_payload(
+    message: Message, *, username: str = "jobmon", now: Optional[datetime] = None
+) -> Dict[str, Any]:
+    """Build an execute-webhook body with one embed that Discord will accept whatever the input."""
+    # Discord refuses empty (or blank) field names and values.
+    rows: List[_Row] = [
+        (f.name if f.name.strip() else EMPTY_VALUE, f.value if f.value.strip() else EMPTY_VALUE, f.inline)
+        for f in message.fields[:FIELDS_LIMIT]
+    ]
+    excerpt = _neutralise_fences(message.excerpt.rstrip())
+    caps = {
+        "title": TITLE_LIMIT,
+        "description": DESCRIPTION_LIMIT,
+        "excerpt": DESCRIPTION_LIMIT,
+        "name": FIELD_NAME_LIMIT,
+        "value": FIELD_VALUE_LIMIT,
+        "footer": FOOTER_LIMIT,
+    }
+    parts = _render_parts(message, rows, excerpt, caps)
+    for step in ("excerpt", "value", "description", "footer", "name", "title"):
+        excess = parts.size() - EMBED_TOTAL_LIMIT
+        if excess <= 0:
+            break
+        if step in ("name", "value"):
+            index = 0 if step == "name" else 1
+            used = sum(len(row[index]) for row in parts.fields)
+            caps[step] = _water_fill([row[index] for row in rows], used - excess, caps[step])
+        else:
+            current = {
+                "excerpt": parts.excerpt_len,
+                "description": len(parts.description),
+                "footer": len(parts.footer),
+                "title": len(parts.title),
+            }[step]
+            caps[step] = max(0, current - excess)
+        parts = _render_parts(message, rows, excerpt, caps)
+
+    stamp = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    embed: Dict[str, Any] = {"color": COLORS[message.color], "timestamp": stamp.isoformat(timespec="seconds")}
+    if parts.title:
+        embed["title"] = parts.title
+    if parts.description:
+        embed["description"] = parts.description
+    if parts.fields:
+        embed["fields"] = [{"name": n, "value": v, "inline": inline} for n, v, inline in parts.fields]
+    if parts.footer:
+        embed["footer"] = {"text": parts.footer}
+    # A malformed embed URL makes Discord reject the whole message, so it is dropped instead.
+    if re.fullmatch(r"https?://\S+", message.url) and len(message.url) <= URL_LIMIT:
+        embed["url"] = message.url
+
+    payload: Dict[str, Any] = {"embeds": [embed], "allowed_mentions": {"parse": []}}
+    name = _fit(Markdown(username.strip()), USERNAME_LIMIT)
+    if name:
+        payload["username"] = name
+    return payload
+
+
+# -------------------------------------------------------------------------- URLs
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def validate_webhook_url(url: str, *, name: str) -> str:
+    """Return the URL without surrounding blanks, or raise ConfigError naming the key ``name``."""
+    hint = "copy it from Discord: channel settings > Integrations > Webhooks > Copy Webhook URL"
+    text = url.strip() if isinstance(url, str) else ""
+    if not text:
+        raise ConfigError(f"{name} is empty; {hint}")
+    shown = redact_url(text)
+    if any(ch.isspace() or not ch.isprintable() for ch in text):
+        raise ConfigError(f"{name} contains spaces or control characters ({shown}); {hint}")
+    try:
+        parts = urlsplit(text)
+        host = parts.hostname or ""
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        raise ConfigError(f"{name} is not a valid URL ({shown}); {hint}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("https", "http"):
+        raise ConfigError(f"{name} must start with https:// ({shown}); {hint}")
+    if not host:
+        raise ConfigError(f"{name} has no host name ({shown}); {hint}")
+    if scheme == "http" and not _is_loopback(host):
+        raise ConfigError(
+            f"{name} must use https:// ({shown}); plain http is only allowed to 127.0.0.1, ::1 or localhost"
+        )
+    return text
+
+
+def redact_url(url: str) -> str:
+    """Show where a webhook points (scheme, host, webhook id) without its token or query."""
+    try:
+        parts = urlsplit(url.strip())
+        host = parts.hostname or ""
+        port = parts.port
+    except (ValueError, AttributeError, TypeError):
+        return "****"
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", parts.scheme) or not re.fullmatch(r"[A-Za-z0-9.:-]+", host):
+        return "****"
+    shown = f"[{host}]" if ":" in host else host
+    if port is not None:
+        shown += f":{port}"
+    webhook = re.match(r"(/api(?:/v\d+)?/webhooks/\d+)(?:/|$)", parts.path)
+    if webhook:
+        path = webhook.group(1) + "/****"
+    elif parts.path not in ("", "/") or parts.query or parts.fragment:
+        path = "/****"
+    else:
+        path = ""
+    return f"{parts.scheme}://{shown}{path}"
+
+
+def _with_wait(url: str) -> str:
+    """Add ``wait=true`` (keeping any other query) so Discord answers with the created message."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "wait"]
+    query.append(("wait", "true"))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+# ------------------------------------------------------------------------ sending
+
+
+def _header(headers: Any, name: str) -> Optional[str]:
+    """Case-insensitive header lookup that also works on a plain dict."""
+    if not headers:
+        return None
+    lowered = name.lower()
+    for key, value in headers.items():
+        if str(key).lower() == lowered:
+            return str(value).strip()
+    return None
+
+
+def _seconds(value: Any) -> Optional[float]:
+    """A non-negative finite number of seconds, or None."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    return seconds if 0 <= seconds < float("inf") else None
+
+
+def _json_body(response: Any) -> Mapping[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _one_line(text: str, limit: int = _DETAIL_LIMIT) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - len(ELLIPSIS)] + ELLIPSIS
+
+
+def _secrets_of(url: str) -> List[str]:
+    """Parts of the URL that may be a token: longer non-numeric path segments and query values.
+
+    Short ones are left alone, as masking them would garble ordinary words (real tokens are ~68 chars).
+    """
+    parts = urlsplit(url)
+    candidates = parts.path.split("/") + [value for _, value in parse_qsl(parts.query)]
+    return sorted({c for c in candidates if len(c) >= 6 and not c.isdigit() and c != "webhooks"}, key=len, reverse=True)
+
+
+def _discord_error(response: Any, secrets: List[str]) -> str:
+    """The server's explanation of a refusal on one line, with anything from the URL masked."""
+    body = _json_body(response)
+    message = str(body.get("message", "")).strip()
+    if body.get("errors"):
+        message += " " + json.dumps(body["errors"], separators=(",", ":"), ensure_ascii=False)
+    # A proxy's error page may echo the request path, token included.
+    message = message or str(getattr(response, "text", "") or "no explanation given")
+    for secret in secrets:
+        message = message.replace(secret, "****")
+    return _one_line(message)
+
+
+def _causes(exc: BaseException) -> List[BaseException]:
+    """The exception and everything it wraps (requests hides the real cause deep down)."""
+    found: List[BaseException] = []
+    stack: List[Any] = [exc]
+    while stack:
+        item = stack.pop()
+        if not isinstance(item, BaseException) or any(item is seen for seen in found):
+            continue
+        found.append(item)
+        stack.extend([item.__cause__, item.__context__, getattr(item, "reason", None), *item.args])
+    return found
+
+
+def _describe_transport(exc: BaseException, timeout: float) -> str:
+    """Name the network problem from exception types only: their text may contain the token."""
+    causes = _causes(exc)
+
+    def has(kind: type) -> bool:
+        return any(isinstance(cause, kind) for cause in causes)
+
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if has(ConnectionRefusedError):
+        return "connection refused (is the host and port right, is the server up?)"
+    if has(socket.gaierror):
+        return "host name could not be resolved (DNS)"
+    if has(ssl.SSLError):
+        return "TLS handshake failed"
+    if "ConnectTimeout" in names:
+        return f"could not connect within {timeout:g}s"
+    if "ReadTimeout" in names or has(socket.timeout) or has(TimeoutError):
+        return f"no answer within {timeout:g}s"
+    if has(ConnectionResetError) or has(RemoteDisconnected):
+        return "connection closed by the server before it answered"
+    return f"network error ({type(exc).__name__})"
+
+
+def _retry_after(response: Any) -> Optional[float]:
+    """Seconds a 429 asks us to wait: the larger of header and body, so we never come back early."""
+    candidates = (_header(response.headers, "Retry-After"), _json_body(response).get("retry_after"))
+    asked = [s for s in map(_seconds, candidates) if s is not None]
+    return max(asked) if asked else None
+
+
+def send(
+    url: str,
+    payload: Dict[str, Any],
+    *,
+    post: Optional[Callable[..., Any]] = None,
+    sleep: Callable[[float], None] = time.sleep,
+    max_attempts: int = 5,
+    timeout: float = 10.0,
+    max_wait: float = 300.0,
+) -> Delivery:
+    """POST ``payload`` to a Discord webhook, retrying only what can succeed later.
+
+    Never raises for network or HTTP problems: the Delivery says what happened, and its
+    detail never contains the webhook token.
+    """
+    if post is None:
+        import requests  # lazy: an idle daemon should not pay for it
+
+        post = requests.post
+    try:
+        target = _with_wait(url)
+        secrets = _secrets_of(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return Delivery("failed", None, f"not a usable webhook URL: {redact_url(url)}", 0)
+    attempts = 0
+    failures = 0  # 5xx and transport errors so far: the backoff exponent
+    status: Optional[int] = None
+    problem = "no attempt made"
+    hint = 0.0
+    while attempts < max_attempts:
+        attempts += 1
+        try:
+            response = post(target, json=payload, timeout=timeout)
+        except OSError as exc:  # requests' exceptions derive from OSError too
+            if isinstance(exc, ValueError):  # requests' MissingSchema / InvalidURL: retrying cannot help
+                return Delivery("failed", None, f"not a usable webhook URL: {redact_url(url)}", attempts)
+            status, problem = None, _describe_transport(exc, timeout)
+        else:
+            status = int(response.status_code)
+            if status in (200, 204):
+                message_id = _json_body(response).get("id") if status == 200 else None
+                pace = 0.0  # an empty bucket means the next message to this webhook should wait
+                if _header(response.headers, "X-RateLimit-Remaining") == "0":
+                    pace = _seconds(_header(response.headers, "X-RateLimit-Reset-After")) or 0.0
+                return Delivery(
+                    "delivered", status, "delivered", attempts,
+                    str(message_id) if message_id else None, pace,
+                )
+            if status in (401, 403, 404):
+                detail = f"webhook deleted or invalid (HTTP {status}: {_discord_error(response, secrets)})"
+                return Delivery("gone", status, detail, attempts)
+            if status == 429:
+                wait = _retry_after(response)
+                if wait is not None:
+                    hint = wait
+                    problem = f"rate limited for {wait:g}s"
+                    # Never sleep less than asked: a wait beyond max_wait is left to the caller.
+                    if wait > max_wait:
+                        detail = f"rate limited for {wait:g}s, longer than max_wait {max_wait:g}s"
+                        return Delivery("failed", status, detail, attempts, retry_after_hint=wait)
+                    if attempts < max_attempts:
+                        sleep(wait)
+                    continue
+                problem = "rate limited without a retry time"
+            elif 500 <= status <= 599:
+                problem = f"server error HTTP {status}"
+            else:
+                detail = f"Discord refused the message (HTTP {status}): {_discord_error(response, secrets)}"
+                return Delivery("failed", status, detail, attempts)
+        # Transport error, 5xx or a 429 without a time: deterministic exponential backoff.
+        if attempts < max_attempts:
+            sleep(min(_BACKOFF_CAP, 2.0 ** failures))
+        failures += 1
+    detail = f"gave up after {attempts} attempt{'s' if attempts != 1 else ''}: {problem}"
+    return Delivery("failed", status, detail, attempts, retry_after_hint=hint)
