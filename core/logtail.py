@@ -45,7 +45,11 @@ def read_tail(path: str, max_lines: int = 500, max_bytes: int = DEFAULT_MAX_BYTE
     except OSError:
         return Tail((), False, 0)
     data = b"".join(reversed(chunks))
-    lines = data.decode("utf-8", errors="replace").splitlines()
+    # Split on \n only: a progress bar's \r belongs to its line (the analyzer reads past it).
+    lines = data.decode("utf-8", errors="replace").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    lines = [line[:-1] if line.endswith("\r") else line for line in lines]
     if position > 0 and len(lines) > 1:
         lines = lines[1:]  # the first line was cut by where we started reading
     whole = position == 0 and len(lines) <= max_lines

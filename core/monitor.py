@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from core.analyzer import Analysis, Pattern, analyze
+from core.analyzer import Analysis, Pattern, analyze, clean_line
 from core.config import Config
 from core.errors import SlurmError, SlurmUnavailable, StateError
 from core.logtail import read_tail
@@ -359,4 +359,4 @@ def analyze_logs(record: JobRecord, patterns: Sequence[Pattern], tail_lines: int
     analysis = analyze(lines, patterns)
     root = analysis.root_cause
     anchor = root.line_no - 1 if root is not None else None
-    return analysis, choose_excerpt(lines, anchor)
+    return analysis, choose_excerpt([clean_line(line) for line in lines], anchor)
