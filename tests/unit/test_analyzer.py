@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import pathlib
 import random
 import re
 from typing import Sequence
@@ -21,8 +20,6 @@ from core.analyzer import (
     parse_patterns,
 )
 from core.errors import PatternError
-
-ANALYZER_SOURCE = pathlib.Path(__file__).resolve().parents[2] / "core" / "analyzer.py"
 
 
 def pattern(pattern_id: str, *regexes: str, exclude: Sequence[str] = (), severity: str = "error") -> Pattern:
