@@ -66,6 +66,7 @@ def _cmd_submit(args, ctx: Context) -> int:
     from core.submitter import submit
 
     ctx.config(require_webhook=True)
+    load_patterns(ctx.paths)  # a broken user patterns file must stop us before sbatch, not the daemon later
     ctx.ready_paths()
     record = submit(ctx.store(), ctx.slurm(), list(args.argv), cwd=os.getcwd())
     print(f"Submitted batch job {record.job_id}")
@@ -88,6 +89,7 @@ def _cmd_watch(args, ctx: Context) -> int:
     from core.submitter import attach
 
     config = ctx.config(require_webhook=True)
+    load_patterns(ctx.paths)
     ctx.ready_paths()
     store = ctx.store()
     record, finished = attach(store, ctx.slurm(), args.job_id, stdout=args.output, stderr=args.error)

@@ -1,0 +1,128 @@
+"""Bad input gets one clear line and a non-zero exit, never a traceback (no Slurm needed)."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+import jobmon
+
+GOOD_CONFIG = {"discord": {"success_webhook": "http://127.0.0.1:9/api/webhooks/1/tok",
+                           "error_webhook": "http://127.0.0.1:9/api/webhooks/2/tok"}}
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("JOBMON_HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def write_config(home, data) -> None:
+    path = home / "config.json"
+    path.write_text(data if isinstance(data, str) else json.dumps(data))
+    path.chmod(0o600)
+
+
+def run(capsys, *argv):
+    code = jobmon.main(list(argv))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return code, out, err
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["submit"], "script"),
+    (["submit", "missing.sbatch"], "not found"),
+    (["submit", "--mem", "4G"], "script"),
+    (["submit", "."], "is a directory"),
+])
+def test_submit_refuses_bad_scripts_before_sbatch(home, capsys, monkeypatch, argv, expected):
+    write_config(home, GOOD_CONFIG)
+    monkeypatch.setenv("PATH", "/nonexistent")  # sbatch must not even be looked for
+    code, _, err = run(capsys, *argv)
+    assert code != 0
+    assert expected in err and err.count("\n") == 1
+
+
+def test_submit_without_config_points_at_the_example(home, capsys):
+    (home / "job.sbatch").write_text("#!/bin/bash\necho hi\n")
+    code, _, err = run(capsys, "submit", "job.sbatch")
+    assert code != 0 and "config.json.example" in err
+
+
+@pytest.mark.parametrize("config, expected", [
+    ("{not json", "not valid JSON"),
+    ({"discord": {"error_webhook": "http://example.com/api/webhooks/1/secret-token"}}, "discord.error_webhook"),
+    ({"discord": {"success_webhook": 42}}, "discord.success_webhook"),
+    ({"discord": {"success_webhook": "https://discord.com/api/webhooks/1/t"}, "poll": {"running_interval": "fast"}},
+     "running_interval"),
+])
+def test_bad_config_is_one_clear_line(home, capsys, config, expected):
+    write_config(home, config)
+    (home / "job.sbatch").write_text("#!/bin/bash\necho hi\n")
+    code, _, err = run(capsys, "submit", "job.sbatch")
+    assert code != 0 and expected in err
+    assert "secret-token" not in err
+
+
+def test_broken_user_patterns_stop_submit_and_name_the_entry(home, capsys, monkeypatch):
+    write_config(home, GOOD_CONFIG)
+    (home / "user_patterns.json").write_text(json.dumps({"schema_version": 1, "patterns": [
+        {"id": "mine", "severity": "error", "regexes": ["oops("], "description": "d", "hint": "h"}]}))
+    (home / "job.sbatch").write_text("#!/bin/bash\necho hi\n")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    code, _, err = run(capsys, "submit", "job.sbatch")
+    assert code != 0 and "'mine'" in err and "user_patterns.json" in err
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["watch", "abc"], "is not a Slurm job id"),
+    (["cancel", "12x"], "is not a Slurm job id"),
+    (["cancel", "4242"], "not monitored"),
+    (["analyze", "nope.log"], "no such file"),
+    (["analyze", "."], "is a directory"),
+])
+def test_bad_ids_and_paths(home, capsys, argv, expected):
+    write_config(home, GOOD_CONFIG)
+    code, _, err = run(capsys, *argv)
+    assert code != 0 and expected in err
+
+
+def test_missing_slurm_commands_are_named(home, capsys, monkeypatch):
+    write_config(home, GOOD_CONFIG)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    code, _, err = run(capsys, "watch", "123")
+    assert code != 0 and "'scontrol' is not on PATH" in err
+
+
+def test_unwritable_home_is_reported(tmp_path, capsys, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("JOBMON_HOME", str(blocker / "home"))
+    code, _, err = run(capsys, "status")
+    assert code != 0 and "JOBMON_HOME" in err
+
+
+def test_status_with_no_jobs_and_analyze_json(home, capsys):
+    code, out, _ = run(capsys, "status")
+    assert code == 0 and "No monitored jobs" in out
+    log = home / "train.err"
+    log.write_text("step 1\nTraceback (most recent call last):\n"
+                   "torch.cuda.OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 MiB\n")
+    code, out, _ = run(capsys, "analyze", "--json", str(log))
+    assert code == 0
+    result = json.loads(out)
+    assert result["categories"] == ["cuda_oom", "python_traceback"]
+    assert result["findings"][0] == {"category": "python_traceback", "severity": result["findings"][0]["severity"],
+                                     "line_no": 2, "line": "Traceback (most recent call last):"}
+    code, out, _ = run(capsys, "analyze", str(log))
+    assert code == 0 and "root cause first: cuda_oom, python_traceback" in out
+
+
+def test_config_readable_by_others_warns(home, capsys):
+    write_config(home, GOOD_CONFIG)
+    os.chmod(home / "config.json", 0o644)
+    code, _, err = run(capsys, "analyze", "--json", str(home / "config.json"))
+    assert code == 0 and "chmod 600" in err
