@@ -212,15 +212,17 @@ def merge_patterns(builtin: Sequence[Pattern], user: Sequence[Pattern]) -> Tuple
 
 
 # -- matching -------------------------------------------------------------------------------
-def clean_line(raw: str) -> str:
+def clean_line(raw: str, *, keep_indent: bool = False) -> str:
     """The readable text of a log line: what a terminal would have shown last.
 
     Keeps only the text after the last carriage return (a progress bar redraws itself with
     `\\r`), drops ANSI escapes and other control characters, and drops a tqdm bar that a crash
     message was glued to. Rank and host prefixes stay: they say where the error happened.
+    `keep_indent` keeps leading spaces, for showing tracebacks as they were printed.
     """
     start, end = _last_segment(raw)
-    return _clean(raw[start:end])
+    text = _clean(raw[start:end])
+    return text.rstrip() if keep_indent else text.strip()
 
 
 def _last_segment(raw: str) -> Tuple[int, int]:
@@ -235,7 +237,7 @@ def _clean(text: str) -> str:
         bar_ends = [m.end() for m in _BAR_END.finditer(text)]
         if bar_ends:
             text = text[bar_ends[-1]:]
-    return text.strip()
+    return text
 
 
 def _strip_prefixes(text: str) -> str:

@@ -359,4 +359,4 @@ def analyze_logs(record: JobRecord, patterns: Sequence[Pattern], tail_lines: int
     analysis = analyze(lines, patterns)
     root = analysis.root_cause
     anchor = root.line_no - 1 if root is not None else None
-    return analysis, choose_excerpt([clean_line(line) for line in lines], anchor)
+    return analysis, choose_excerpt([clean_line(line, keep_indent=True) for line in lines], anchor)

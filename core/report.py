@@ -64,8 +64,11 @@ def format_bytes(count: Optional[int]) -> str:
 
 
 def exit_label(final: FinalRecord) -> str:
-    if final.signal:
+    """sacct's `exit:signal`; Slurm puts non-signal codes there too (OUT_OF_MEMORY is `0:125`)."""
+    if 0 < final.signal < 65:
         return f"{final.exit_code} (signal {final.signal})"
+    if final.signal:
+        return f"{final.exit_code}:{final.signal}"
     return str(final.exit_code)
 
 
@@ -100,18 +103,19 @@ def build_message(record: JobRecord, host: str = "") -> Message:
         state_text = f"{state_text} ({final.reason})"
     limit = f" of {final.time_limit} limit" if final.time_limit else ""
     requested = f" of {final.req_mem} requested" if final.req_mem else ""
+    peak = format_bytes(final.max_rss_bytes) if final.max_rss_bytes else "not sampled"
     fields = [
         Field("State", state_text or "UNKNOWN"),
         Field("Exit code", exit_label(final)),
         Field("Elapsed", f"{final.elapsed or '?'}{limit}"),
-        Field("Peak memory", f"{format_bytes(final.max_rss_bytes)}{requested}"),
+        Field("Peak memory", f"{peak}{requested}"),
         Field("Node(s)", final.nodes or "none"),
         Field("Partition", final.partition or "?"),
         Field("Working dir", final.work_dir or record.submit_dir or "?", inline=False),
     ]
     if record.findings:
         lines = [
-            f"{f['category']} (line {f['line_no']}): {f.get('hint', '')}".rstrip(": ")
+            f"{f['category']}: {f.get('hint', '')}".rstrip(": ")
             for f in _first_per_category(record.findings)[:MAX_FINDINGS_SHOWN]
         ]
         fields.append(Field("Findings", "\n".join(lines), inline=False))

@@ -46,7 +46,7 @@ events = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
 accepted = [e for e in events if e.get("event") == "accepted"]
 if len(accepted) < 2:
     sys.exit("demo: no job notification arrived within 120 s; see $JOBMON_HOME/logs/")
-embed = accepted[-1]["payload"]["embeds"][0]
+embed = json.loads(json.dumps(accepted[-1]["payload"]["embeds"][0]).replace("\\\\", ""))  # drop markdown escapes
 print(embed["title"])
 print(embed.get("description", ""))
 for field in embed.get("fields", []):
