@@ -399,6 +399,7 @@ class DiscordReceiver:
             return self._names.get(hook_id, hook_id)
 
     def _record(self, kind: str, entry: Dict[str, Any]) -> Dict[str, Any]:
+        entry["received_at"] = time.time()
         with self._changed:
             if kind == "accepted":
                 entry["message_id"] = self._snowflake()
