@@ -39,6 +39,12 @@ class Context:
 
         return Slurm()
 
+    def shared_slurm(self, config):
+        """Slurm queries through the snapshots every monitor shares (see core/shared_slurm.py)."""
+        from core.shared_slurm import SharedSlurm
+
+        return SharedSlurm(self.slurm(), self.ready_paths().state, max_age=config.running_interval)
+
     def warn(self, message: str) -> None:
         print(f"jobmon: {message}", file=sys.stderr)
 
@@ -112,7 +118,7 @@ def _run_inline(ctx: Context, job_id: str, config) -> str:
     exclusive.acquire()
     try:
         deps = MonitorDeps(
-            slurm=ctx.slurm(), store=store, config=config, patterns=load_patterns(ctx.paths),
+            slurm=ctx.shared_slurm(config), store=store, config=config, patterns=load_patterns(ctx.paths),
             send=lambda url, payload: send(url, payload),
         )
         result = Monitor(job_id, deps).run()
@@ -139,7 +145,8 @@ def _add_status(sub) -> None:
 def _cmd_status(args, ctx: Context) -> int:
     from core.status import collect_status
 
-    rows, warning = collect_status(ctx.store(), ctx.slurm(), include_old=args.all)
+    config = ctx.config(require_webhook=False)
+    rows, warning = collect_status(ctx.store(), ctx.shared_slurm(config), include_old=args.all)
     if warning:
         ctx.warn(warning)
     if args.json:

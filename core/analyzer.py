@@ -107,6 +107,8 @@ def parse_patterns(text: str, source: str) -> Tuple[Pattern, ...]:
         raise PatternError(f"{where}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
     except RecursionError:
         raise PatternError(f"{where}: invalid JSON: nested too deeply") from None
+    except ValueError:  # json's other error: an integer past Python's 4300-digit limit
+        raise PatternError(f"{where}: invalid JSON: a number has too many digits") from None
     if not isinstance(document, dict):
         raise PatternError(f"{where}: the top level must be an object, not {_json_type(document)}")
     unknown = sorted(k for k in document if k not in ("schema_version", "patterns") and not k.startswith("_"))

@@ -90,6 +90,7 @@ class Config:
     heartbeat_grace: float = DEFAULT_HEARTBEAT_GRACE
     tail_lines: int = DEFAULT_TAIL_LINES
     send_excerpt: bool = True
+    notify_first_failure: bool = False
 
     def webhook_for(self, channel: str) -> str:
         """`success` or `error`; one URL may serve both channels."""
@@ -156,6 +157,10 @@ def parse_config(text: str, path: str, validate_url: Any) -> Config:
     send_excerpt = analysis.get("send_excerpt", True)
     if not isinstance(send_excerpt, bool):
         raise ConfigError(f"{path}: analysis.send_excerpt must be true or false")
+    arrays = _section(data, "arrays", path)
+    notify_first_failure = arrays.get("notify_first_failure", False)
+    if not isinstance(notify_first_failure, bool):
+        raise ConfigError(f"{path}: arrays.notify_first_failure must be true or false")
     running = _number(poll, "running_interval", DEFAULT_RUNNING_INTERVAL, "poll", 0.1)
     pending = _number(poll, "pending_interval", DEFAULT_PENDING_INTERVAL, "poll", 0.1)
     return Config(
@@ -169,6 +174,7 @@ def parse_config(text: str, path: str, validate_url: Any) -> Config:
             "JOBMON_HEARTBEAT_GRACE", _number(poll, "heartbeat_grace", DEFAULT_HEARTBEAT_GRACE, "poll", 1)),
         tail_lines=tail_lines,
         send_excerpt=send_excerpt,
+        notify_first_failure=notify_first_failure,
     )
 
 

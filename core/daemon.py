@@ -140,6 +140,7 @@ def run_daemon(paths: Paths, job_id: str) -> int:
     from filelock import Timeout
 
     from core.notifier import send
+    from core.shared_slurm import SharedSlurm
     from core.slurm import Slurm
 
     logging.basicConfig(
@@ -167,7 +168,7 @@ def run_daemon(paths: Paths, job_id: str) -> int:
             log.error("job %s is monitored on %s (heartbeat fresh); exiting", job_id, monitor.host)
             return 1
         deps = MonitorDeps(
-            slurm=Slurm(),
+            slurm=SharedSlurm(Slurm(), paths.state, max_age=config.running_interval),
             store=store,
             config=config,
             patterns=patterns,

@@ -324,11 +324,12 @@ def expand_pattern(
             pos += 2
             continue
         digits_end = pos + 1
-        while digits_end < end and pattern[digits_end].isdigit():
+        while digits_end < end and pattern[digits_end] in "0123456789":  # ASCII only, as C's isdigit
             digits_end += 1
         digits = pattern[pos + 1:digits_end]
         letter = pattern[digits_end] if digits_end < end else ""
-        width = min(int(digits), _MAX_PAD) if digits else 0
+        # Three significant digits already exceed the cap; never int() a run of thousands.
+        width = min(int(digits.lstrip("0")[:3] or 0), _MAX_PAD)
         if letter in numeric:
             out.append(str(numeric[letter]).rjust(width, "0"))
         elif letter == "J":

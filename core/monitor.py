@@ -12,19 +12,25 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from core import groups
 from core.analyzer import Analysis, Pattern, analyze, clean_line
 from core.config import Config
-from core.errors import SlurmError, SlurmUnavailable, StateError
+from core.errors import JobmonError, SlurmError, StateError
+from core.jobscript import JobOptions, resolve_log_paths
 from core.logtail import read_tail
 from core.notifier import Delivery, render_payload
-from core.report import build_message, channel_for, choose_excerpt, redact_secrets
+from core.report import build_first_failure_message, build_message, channel_for, choose_excerpt, redact_secrets
 from core.slurm import TERMINAL_PENDING_REASONS, AccountingRecord, JobState, QueueEntry
-from core.state import FinalRecord, JobRecord, StateStore
+from core.state import FinalRecord, JobRecord, StateStore, TaskOutcome
 
 log = logging.getLogger("jobmon.monitor")
 
 #: How long a record with placeholder details (sacct's first stub) is waited on before being used.
 PLACEHOLDER_WAIT = 30.0
+#: Without a known task list, an array counts as ended once sacct's rows stop changing this long.
+GROUP_SETTLE = 10.0
+#: At most this many failed tasks' logs are read for one array summary.
+MAX_TASK_LOGS = 20
 #: Delivery is retried this long by the daemon; afterwards `recover` retries it.
 DELIVERY_GIVE_UP = 6 * 3600.0
 #: The longest one `send` may take (retries, timeouts, 429 waits): announced in the heartbeat.
@@ -33,7 +39,7 @@ SEND_BUDGET = 300.0
 
 @dataclass
 class MonitorDeps:
-    slurm: object  # core.slurm.Slurm or a test double with the same query_* methods
+    slurm: object  # core.shared_slurm.SharedSlurm, or a test double with the same methods
     store: StateStore
     config: Config
     patterns: Sequence[Pattern]
@@ -53,6 +59,7 @@ class Step:
     final: Optional[FinalRecord]
     delay: float
     note: str = ""
+    tasks: Tuple[TaskOutcome, ...] = ()
 
 
 def heartbeat_deadline(now: float, delay: float, grace: float) -> float:
@@ -111,7 +118,7 @@ class Monitor:
                     self._beat(step.delay, step.note)
                     self.deps.sleep(step.delay)
                     continue
-                record = self.finalize(step.final)
+                record = self.finalize(step)
             outcome = self.deliver(record)
             if outcome in ("sent", "gone"):
                 return "done"
@@ -151,19 +158,21 @@ class Monitor:
         now = self.deps.clock()
         config = self.deps.config
         try:
-            queue = self.deps.slurm.query_queue([self.job_id])
-        except SlurmUnavailable as exc:
-            return self._controller_down(now, str(exc))
+            queue = self.deps.slurm.query_queue([self.job_id], not_before=record.created_at)
         except SlurmError as exc:
             return self._controller_down(now, str(exc))
-        entry = queue.get(self.job_id)
-        if entry is not None and not entry.state.is_final:
-            if entry.state is JobState.PENDING and entry.reason in TERMINAL_PENDING_REASONS:
-                return Step(self._final_from_queue(entry, now), 0.0)
-            self._observe(entry, now)
-            interval = config.pending_interval if entry.state is JobState.PENDING else config.running_interval
-            return Step(None, interval, f"{entry.state.value} {entry.reason}".strip())
-        return self._ask_accounting(record, entry, now)
+        active = groups.active_members(queue)
+        if not active:
+            return self._ask_accounting(record, queue, now)
+        if all(e.state is JobState.PENDING and e.reason in TERMINAL_PENDING_REASONS for e in active):
+            return Step(self._final_from_queue(active[0], now), 0.0)
+        entry = groups.headline_entry(active)
+        self._observe(entry, now)
+        if self.deps.config.notify_first_failure and not record.first_failure_notified:
+            self._notify_first_failure(groups.failed_queue_members(self.job_id, queue))
+        interval = config.pending_interval if entry.state is JobState.PENDING else config.running_interval
+        delay = self.deps.slurm.next_poll_delay(interval, self.job_id)
+        return Step(None, delay, f"{entry.state.value} {entry.reason}".strip())
 
     def _controller_down(self, now: float, error: str) -> Step:
         def change(record: JobRecord) -> None:
@@ -198,8 +207,9 @@ class Monitor:
             source="squeue", incomplete=incomplete, decided_at=now,
         )
 
-    def _ask_accounting(self, record: JobRecord, entry: Optional[QueueEntry], now: float) -> Step:
+    def _ask_accounting(self, record: JobRecord, queue: Dict[str, QueueEntry], now: float) -> Step:
         """squeue says final (or forgot the job): only sacct has the details, and it may lag."""
+        entry = queue.get(self.job_id)
         first_seen = record.observation.final_seen_at or now
         waited = now - first_seen
         config = self.deps.config
@@ -212,24 +222,36 @@ class Monitor:
                 log.warning("job %s: sacct still failing after %.0f s; reporting what squeue knew", self.job_id, waited)
                 return Step(self._fallback_final(record, entry, now), 0.0)
             return Step(None, delay, f"sacct unavailable: {exc}")
+        self._note_final_seen(first_seen, entry)
+        if groups.is_group(self.job_id, list(queue) + list(accounting), record.array_spec):
+            return self._group_final(record, accounting, waited, delay, now)
         found = accounting.get(self.job_id)
         if found is not None and found.state.is_final:
-            if entry is not None and entry.state.is_final and found.state is not entry.state:
-                found_state_lags = waited < PLACEHOLDER_WAIT
-                if found_state_lags:
-                    self._note_final_seen(first_seen, entry)
-                    return Step(None, delay, "sacct and squeue disagree")
-            if found.is_placeholder and waited < PLACEHOLDER_WAIT:
-                self._note_final_seen(first_seen, entry)
-                return Step(None, delay, "sacct has only a placeholder record yet")
+            disagree = entry is not None and entry.state.is_final and found.state is not entry.state
+            if (disagree or found.is_placeholder) and waited < PLACEHOLDER_WAIT:
+                return Step(None, delay, "sacct has only a placeholder or lagging record yet")
             reason = entry.reason if entry is not None else ""
             return Step(final_from_accounting(found, now, reason if reason != "None" else ""), 0.0)
-        self._note_final_seen(first_seen, entry)
         if waited >= config.accounting_wait:
             log.warning("job %s: sacct has no final record after %.0f s", self.job_id, waited)
             return Step(self._fallback_final(record, entry, now), 0.0)
         what = found.state.value if found is not None else "no record"
         return Step(None, delay, f"waiting for sacct's final record (now: {what})")
+
+    def _group_final(
+        self, record: JobRecord, accounting: Dict[str, AccountingRecord], waited: float, delay: float, now: float,
+    ) -> Step:
+        """An array or het job ends when every member has a final sacct record (sacct lags per task)."""
+        tasks = groups.collect_tasks(self.job_id, accounting)
+        missing = groups.missing_tasks(tasks, record.expected_tasks)
+        settled = bool(record.expected_tasks) or waited >= GROUP_SETTLE
+        if groups.all_final(tasks, accounting) and not missing and settled:
+            return Step(groups.summarize(tasks, accounting, now=now), 0.0, tasks=tuple(tasks))
+        if waited >= self.deps.config.accounting_wait:
+            log.warning("job %s: %d task(s) never reached sacct: %s", self.job_id, len(missing), missing[:20])
+            final = groups.summarize(tasks, accounting, missing=missing, now=now, incomplete=True)
+            return Step(final, 0.0, tasks=tuple(tasks))
+        return Step(None, delay, f"waiting for sacct: {len(tasks)} task record(s), {len(missing)} missing")
 
     def _note_final_seen(self, first_seen: float, entry: Optional[QueueEntry], accounting_error: str = "") -> None:
         def change(record: JobRecord) -> None:
@@ -254,16 +276,34 @@ class Monitor:
         state = record.observation.state if JobState.parse(record.observation.state).is_final else "UNKNOWN"
         return FinalRecord(state=state, state_text=state, source="squeue", incomplete=True, decided_at=now)
 
+    def _notify_first_failure(self, failed_members: List[str]) -> None:
+        """Optional early warning for arrays: the first failed task, before the summary."""
+        if not failed_members:
+            return
+        record = self._update(lambda current: setattr(current, "first_failure_notified", True))
+        url = self.deps.config.webhook_for("error")
+        if url:
+            message = build_first_failure_message(record, failed_members)
+            delivery = self.deps.send(url, render_payload(message, username=self.deps.config.username))
+            log.info("job %s: first-failure message %s", self.job_id, delivery.outcome)
+
     # -- the end ---------------------------------------------------------------------------
-    def finalize(self, final: FinalRecord) -> JobRecord:
+    def finalize(self, step: Step) -> JobRecord:
         """Analyse the logs' tails, store the outcome and mark the notification pending, in one write."""
+        final = step.final
         record = self.deps.store.load(self.job_id)
-        analysis, excerpt = analyze_logs(record, self.deps.patterns, self.deps.config.tail_lines)
+        patterns, tail_lines = self.deps.patterns, self.deps.config.tail_lines
+        if step.tasks:
+            tasks, analysis, excerpt = analyze_group_logs(record, list(step.tasks), patterns, tail_lines)
+        else:
+            tasks = []
+            analysis, excerpt = analyze_logs(log_files(record), patterns, tail_lines)
         if not self.deps.config.send_excerpt:
             excerpt = ""
 
         def change(current: JobRecord) -> None:
             current.final = final
+            current.tasks = tasks
             current.observation.final_seen_at = current.observation.final_seen_at or final.decided_at
             current.categories = list(analysis.categories)
             current.findings = ordered_findings(analysis)
@@ -351,12 +391,50 @@ def log_files(record: JobRecord) -> List[str]:
     return list(dict.fromkeys(paths))
 
 
-def analyze_logs(record: JobRecord, patterns: Sequence[Pattern], tail_lines: int) -> Tuple[Analysis, str]:
+def analyze_logs(paths: Sequence[str], patterns: Sequence[Pattern], tail_lines: int) -> Tuple[Analysis, str]:
     """Analyse the tail of stderr (and stdout when it is another file); pick the excerpt."""
     lines: List[str] = []
-    for path in log_files(record):
+    for path in paths:
         lines.extend(read_tail(path, tail_lines).lines)
     analysis = analyze(lines, patterns)
     root = analysis.root_cause
     anchor = root.line_no - 1 if root is not None else None
     return analysis, choose_excerpt([clean_line(line, keep_indent=True) for line in lines], anchor)
+
+
+def task_log_files(record: JobRecord, task: TaskOutcome) -> List[str]:
+    """Where one array task wrote: the job's -o/-e patterns expanded for that task."""
+    if not task.task_id.isdigit():
+        return log_files(record)  # het components share the job's files
+    options = JobOptions(
+        output=record.log_options.get("output") or None, error=record.log_options.get("error") or None,
+        job_name=record.name or None, chdir=record.log_options.get("chdir") or None, array=record.array_spec or "0",
+    )
+    try:
+        paths = resolve_log_paths(
+            options, submit_dir=record.submit_dir or "/", job_id=task.raw_id or task.job_id, user=record.user,
+            default_job_name=record.name, array_task_id=task.task_id, array_job_id=record.job_id,
+        )
+    except (JobmonError, ValueError):
+        return log_files(record)
+    return list(dict.fromkeys([paths.stderr, paths.stdout]))
+
+
+def analyze_group_logs(
+    record: JobRecord, tasks: List[TaskOutcome], patterns: Sequence[Pattern], tail_lines: int,
+) -> Tuple[List[TaskOutcome], Analysis, str]:
+    """Analyse the logs of (up to MAX_TASK_LOGS) failed tasks; findings are merged, root cause first."""
+    rank = {pattern.id: index for index, pattern in enumerate(patterns)}
+    findings = []
+    excerpt = ""
+    best_rank = len(rank) + 1
+    for task in [t for t in tasks if groups.is_failure(t)][:MAX_TASK_LOGS]:
+        analysis, task_excerpt = analyze_logs(task_log_files(record, task), patterns, tail_lines)
+        task.categories = list(analysis.categories)
+        findings.extend(analysis.findings)
+        task_rank = rank.get(analysis.categories[0], len(rank)) if analysis.categories else len(rank)
+        if task_excerpt and (task_rank < best_rank or not excerpt):
+            best_rank = task_rank
+            excerpt = f"task {task.task_id}:\n{task_excerpt}"
+    categories = tuple(sorted({f.category for f in findings}, key=lambda c: rank.get(c, len(rank))))
+    return tasks, Analysis(findings=tuple(findings), categories=categories), excerpt

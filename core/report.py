@@ -84,10 +84,18 @@ def choose_excerpt(lines: Sequence[str], anchor: Optional[int], size: int = EXCE
     return "\n".join(chosen)
 
 
+def kind_label(record: JobRecord) -> str:
+    if record.array_spec or any(t.task_id.isdigit() for t in record.tasks):
+        return "Array"
+    return "Het job" if record.tasks else "Job"
+
+
 def build_message(record: JobRecord, host: str = "") -> Message:
     final = record.final or FinalRecord(state="UNKNOWN", incomplete=True)
     name = f" ({record.name})" if record.name else ""
-    title = f"Job {record.job_id}{name}: {outcome_label(final)}"
+    grouped = bool(final.task_counts)
+    headline = final.state_text if grouped else outcome_label(final)
+    title = f"{kind_label(record)} {record.job_id}{name}: {headline}"
     description: List[str] = []
     if final.incomplete:
         description.append("Accounting (sacct) never confirmed this result: details may be missing.")
@@ -98,27 +106,32 @@ def build_message(record: JobRecord, host: str = "") -> Message:
         description.append("No known error pattern matched the end of the log.")
     if final.state == "PENDING" and final.reason:
         description.append("The job can never start; cancel it with scancel and fix its dependency.")
-    state_text = final.state_text or final.state
-    if final.reason and final.reason not in ("None", state_text):
-        state_text = f"{state_text} ({final.reason})"
     limit = f" of {final.time_limit} limit" if final.time_limit else ""
     requested = f" of {final.req_mem} requested" if final.req_mem else ""
     peak = format_bytes(final.max_rss_bytes) if final.max_rss_bytes else "not sampled"
-    fields = [
-        Field("State", state_text or "UNKNOWN"),
-        Field("Exit code", exit_label(final)),
-        Field("Elapsed", f"{final.elapsed or '?'}{limit}"),
+    if grouped:
+        fields = [Field("Tasks", final.state_text)]
+        if final.failed_tasks:
+            fields.append(Field("Failed tasks", final.failed_tasks))
+        slowest = f" (task {final.slowest_task})" if final.slowest_task else ""
+        fields.append(Field("Slowest task", f"{final.elapsed or '?'}{slowest}{limit}"))
+    else:
+        state_text = final.state_text or final.state
+        if final.reason and final.reason not in ("None", state_text):
+            state_text = f"{state_text} ({final.reason})"
+        fields = [
+            Field("State", state_text or "UNKNOWN"),
+            Field("Exit code", exit_label(final)),
+            Field("Elapsed", f"{final.elapsed or '?'}{limit}"),
+        ]
+    fields += [
         Field("Peak memory", f"{peak}{requested}"),
         Field("Node(s)", final.nodes or "none"),
         Field("Partition", final.partition or "?"),
         Field("Working dir", final.work_dir or record.submit_dir or "?", inline=False),
     ]
     if record.findings:
-        lines = [
-            f"{f['category']}: {f.get('hint', '')}".rstrip(": ")
-            for f in _first_per_category(record.findings)[:MAX_FINDINGS_SHOWN]
-        ]
-        fields.append(Field("Findings", "\n".join(lines), inline=False))
+        fields.append(Field("Findings", "\n".join(_finding_lines(record)), inline=False))
     log_paths = [record.stderr_path] if record.stderr_path else []
     if record.stdout_path and record.stdout_path != record.stderr_path:
         log_paths.append(record.stdout_path)
@@ -132,6 +145,29 @@ def build_message(record: JobRecord, host: str = "") -> Message:
         fields=tuple(fields),
         excerpt=record.excerpt,
         footer=footer,
+    )
+
+
+def _finding_lines(record: JobRecord) -> List[str]:
+    """One line per category; for arrays, how many failed tasks showed it."""
+    lines = []
+    for finding in _first_per_category(record.findings)[:MAX_FINDINGS_SHOWN]:
+        category = finding["category"]
+        affected = sum(category in task.categories for task in record.tasks)
+        count = f" ({affected} task{'s' if affected != 1 else ''})" if record.tasks else ""
+        lines.append(f"{category}{count}: {finding.get('hint', '')}".rstrip(": "))
+    return lines
+
+
+def build_first_failure_message(record: JobRecord, failed_members: Sequence[str]) -> Message:
+    """The optional early warning for an array: a task failed, the summary follows at the end."""
+    name = f" ({record.name})" if record.name else ""
+    shown = ", ".join(failed_members[:10]) + (" …" if len(failed_members) > 10 else "")
+    return Message(
+        title=f"{kind_label(record)} {record.job_id}{name}: first task failure",
+        description=f"Failed so far: {shown}. The other tasks keep running; a summary follows when all have ended.",
+        color="failure",
+        footer="jobmon",
     )
 
 

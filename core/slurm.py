@@ -232,6 +232,18 @@ def parse_exit_code(text: str) -> tuple[int, int]:
         return 0, 0
 
 
+_DURATION_RE = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+(?:\.\d+)?)$")
+
+
+def parse_duration(text: str) -> Optional[float]:
+    """sacct's `[D-]HH:MM:SS` / `MM:SS.mmm` in seconds; UNLIMITED, empty or junk -> None."""
+    match = _DURATION_RE.match(text.strip())
+    if not match:
+        return None
+    days, hours, minutes, seconds = match.groups()
+    return int(days or 0) * 86400 + int(hours or 0) * 3600 + int(minutes) * 60 + float(seconds)
+
+
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3, "T": 1024 ** 4, "P": 1024 ** 5}
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)", re.IGNORECASE)
 
@@ -310,6 +322,12 @@ def parse_scontrol_fields(text: str) -> Dict[str, str]:
     return fields
 
 
+def parse_scontrol_show_jobs(text: str) -> List[JobInfo]:
+    """`scontrol show job -o` prints one line per job record: an array gives one per task record."""
+    jobs = (parse_scontrol_show_job(line) for line in text.splitlines() if line.strip())
+    return [job for job in jobs if job is not None]
+
+
 def parse_scontrol_show_job(text: str) -> Optional[JobInfo]:
     fields = parse_scontrol_fields(text)
     if "JobId" not in fields:
@@ -374,21 +392,43 @@ class Slurm:
             raise SlurmError(f"squeue failed: {_first_line(result.stderr)}")
         return {entry.job_id: entry for entry in parse_squeue(result.stdout)}
 
-    def query_accounting(self, job_ids: Sequence[str]) -> Dict[str, AccountingRecord]:
-        """sacct records by job id (array tasks keyed by `A_T`). Missing ids mean "not recorded yet"."""
+    def query_user_queue(self) -> Dict[str, QueueEntry]:
+        """Every job of the calling user still known to the controller, array tasks one per row.
+
+        One call serves all of a user's monitors (see core/shared_slurm.py); a job missing from
+        it is gone from the controller, exactly like `Invalid job id` for a single-job query.
+        """
+        result = self._run(["squeue", "--me", "-h", "-r", "-t", "all", "-o", SQUEUE_FORMAT])
+        if result.returncode != 0:
+            if is_unavailable_error(result.stderr) or not result.stderr.strip():
+                raise SlurmUnavailable(f"squeue failed: {_first_line(result.stderr) or 'no output'}")
+            raise SlurmError(f"squeue failed: {_first_line(result.stderr)}")
+        return {entry.job_id: entry for entry in parse_squeue(result.stdout)}
+
+    def accounting_text(self, job_ids: Sequence[str]) -> str:
+        """Raw `sacct` output for these jobs (kept as text so it can be shared through a file)."""
         result = self._run([
             "sacct", "-P", "-n", f"--delimiter={SACCT_DELIMITER}",
             f"--format={','.join(SACCT_FIELDS)}", "-j", ",".join(job_ids),
         ])
         if result.returncode != 0:
             raise SlurmUnavailable(f"sacct failed: {_first_line(result.stderr) or 'no output'}")
-        return {record.job_id: record for record in parse_sacct(result.stdout)}
+        return result.stdout
 
-    def show_job(self, job_id: str) -> Optional[JobInfo]:
-        """scontrol's view of a job, or None once the controller has purged it."""
+    def query_accounting(self, job_ids: Sequence[str]) -> Dict[str, AccountingRecord]:
+        """sacct records by job id (array tasks keyed by `A_T`). Missing ids mean "not recorded yet"."""
+        return {record.job_id: record for record in parse_sacct(self.accounting_text(job_ids))}
+
+    def show_jobs(self, job_id: str) -> List[JobInfo]:
+        """scontrol's records of a job (one per array task record); empty once it is purged."""
         result = self._run(["scontrol", "show", "job", "-o", job_id])
         if result.returncode != 0:
             if is_invalid_job_error(result.stderr):
-                return None
+                return []
             raise SlurmUnavailable(f"scontrol failed: {_first_line(result.stderr) or 'no output'}")
-        return parse_scontrol_show_job(result.stdout)
+        return parse_scontrol_show_jobs(result.stdout)
+
+    def show_job(self, job_id: str) -> Optional[JobInfo]:
+        """scontrol's view of a job, or None once the controller has purged it."""
+        jobs = self.show_jobs(job_id)
+        return jobs[0] if jobs else None

@@ -70,6 +70,24 @@ class FinalRecord:
     source: str = "sacct"
     incomplete: bool = False
     decided_at: float = 0.0
+    task_counts: Dict[str, int] = field(default_factory=dict)
+    failed_tasks: str = ""
+    slowest_task: str = ""
+
+
+@dataclass
+class TaskOutcome:
+    """How one array task (or het component) ended."""
+
+    task_id: str
+    job_id: str = ""
+    raw_id: str = ""
+    state: str = ""
+    exit_code: int = 0
+    signal: int = 0
+    elapsed: str = ""
+    max_rss_bytes: Optional[int] = None
+    categories: List[str] = field(default_factory=list)
 
 
 @dataclass
@@ -97,11 +115,16 @@ class JobRecord:
     submit_dir: str = ""
     stdout_path: str = ""
     stderr_path: str = ""
+    log_options: Dict[str, str] = field(default_factory=dict)  # unexpanded -o/-e/-D, for array tasks
+    array_spec: str = ""
+    expected_tasks: List[int] = field(default_factory=list)
     created_at: float = 0.0
     source: str = "submit"  # submit | watch
     monitor: MonitorInfo = field(default_factory=MonitorInfo)
     observation: Observation = field(default_factory=Observation)
     final: Optional[FinalRecord] = None
+    tasks: List[TaskOutcome] = field(default_factory=list)
+    first_failure_notified: bool = False
     categories: List[str] = field(default_factory=list)
     findings: List[Dict[str, Any]] = field(default_factory=list)
     excerpt: str = ""
@@ -135,6 +158,8 @@ def _build(kind: Any, data: Dict[str, Any]) -> Any:
             continue
         if key in nested and isinstance(value, dict):
             value = _build(nested[key], value)
+        elif key == "tasks" and isinstance(value, list):
+            value = [_build(TaskOutcome, item) for item in value if isinstance(item, dict)]
         values[key] = value
     return kind(**values)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import getpass
 import os
 import time
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from core.errors import JobmonError, UnknownJob
 from core.jobscript import (
@@ -15,6 +15,7 @@ from core.jobscript import (
     split_submit_args,
     validate_job_id,
 )
+from core.ranges import compress_ids, parse_array_spec
 from core.slurm import JobInfo, Slurm
 from core.state import JobRecord, StateStore
 
@@ -58,13 +59,17 @@ def submit(store: StateStore, slurm: Slurm, argv: Sequence[str], *, cwd: str) ->
         created_at=time.time(),
         source="submit",
     )
-    if not options.array:  # array tasks each have their own files: scontrol names them
+    record.log_options = {"output": options.output or "", "error": options.error or "", "chdir": options.chdir or ""}
+    if options.array:
+        record.array_spec = options.array
+        record.expected_tasks = list(parse_array_spec(options.array).task_ids)
+    else:  # array tasks each have their own files, resolved per task at the end
         predicted = resolve_log_paths(
             options, submit_dir=cwd, job_id=submission.job_id, user=user,
             default_job_name=os.path.basename(script),
         )
         record.stdout_path, record.stderr_path = predicted.stdout, predicted.stderr
-    _prefer_controller_paths(record, slurm)
+        _prefer_controller_paths(record, slurm)
     store.create(record)
     return record
 
@@ -95,13 +100,16 @@ def attach(
 ) -> Tuple[JobRecord, bool]:
     """Create the record of a job submitted with plain sbatch; returns (record, already finished)."""
     job_id = validate_job_id(job_id_text)
-    info = slurm.show_job(job_id)
-    finished = info is None or info.state.is_final
+    infos = slurm.show_jobs(job_id)
+    info = infos[0] if infos else None
+    finished = info is None or all(job.state.is_final for job in infos)
     record = JobRecord(job_id=job_id, created_at=time.time(), source="watch", user=current_user())
     if info is not None:
         _apply_job_info(record, info)
         record.submit_dir = info.work_dir
         record.script = info.command if info.command not in ("(null)", "") else ""
+        if info.array_job_id == job_id and info.array_task_id:
+            _attach_array(record, infos)
     else:
         accounting = slurm.query_accounting([job_id])
         found = accounting.get(job_id)
@@ -119,3 +127,29 @@ def attach(
         record.stderr_path = os.path.abspath(stderr)
     store.create(record)
     return record, finished
+
+
+def _attach_array(record: JobRecord, infos: List[JobInfo]) -> None:
+    """An array seen through scontrol: its task ids, and its -o/-e patterns guessed from one task."""
+    task_ids = set()
+    for info in infos:
+        try:
+            task_ids.update(parse_array_spec(info.array_task_id).task_ids)
+        except JobmonError:
+            continue
+    record.expected_tasks = sorted(task_ids)
+    record.array_spec = compress_ids(record.expected_tasks)
+    started = next((info for info in infos if info.array_task_id.isdigit()), None)
+    if started is not None:
+        record.log_options = {
+            "output": _task_path_pattern(started.stdout, started), "error": _task_path_pattern(started.stderr, started),
+            "chdir": "",
+        }
+    record.stdout_path = record.stderr_path = ""
+
+
+def _task_path_pattern(path: str, task: JobInfo) -> str:
+    """Turn one task's expanded log path back into a pattern (only its file name is rewritten)."""
+    folder, name = os.path.split(path)
+    name = name.replace(f"{task.array_job_id}_{task.array_task_id}", "%A_%a").replace(task.job_id, "%j")
+    return os.path.join(folder, name)

@@ -62,10 +62,13 @@ class ScriptedSlurm:
             raise answer
         return answer
 
-    def query_queue(self, job_ids):
+    def query_queue(self, job_ids, not_before=0.0):
         assert list(job_ids) == [JOB]
         self.queue_calls += 1
         return self._next(self.queue_answers)
+
+    def next_poll_delay(self, interval, job_id):
+        return interval
 
     def query_accounting(self, job_ids):
         assert list(job_ids) == [JOB]
@@ -158,7 +161,7 @@ def test_controller_outage_is_never_taken_for_the_end(store, patterns, tmp_path)
     seen_during_outage = []
 
     class Watching(ScriptedSlurm):
-        def query_queue(self, job_ids):
+        def query_queue(self, job_ids, not_before=0.0):
             if self.queue_calls in (2, 3, 4):
                 seen_during_outage.append(store.load(JOB))
             return super().query_queue(job_ids)
@@ -270,7 +273,7 @@ def test_heartbeat_is_written_every_poll_with_a_deadline(store, patterns):
     seen = []
 
     class Spy(ScriptedSlurm):
-        def query_queue(self, job_ids):
+        def query_queue(self, job_ids, not_before=0.0):
             if self.queue_calls == 1:
                 seen.append(store.load(JOB).monitor)
             return super().query_queue(job_ids)
@@ -283,3 +286,64 @@ def test_heartbeat_is_written_every_poll_with_a_deadline(store, patterns):
     assert monitor.pid == 4242 and monitor.host == "testhost"
     assert monitor.heartbeat == start
     assert monitor.heartbeat_deadline == heartbeat_deadline(start, 30.0, CONFIG.heartbeat_grace)
+
+
+def array_rows(states: dict, name: str = "sweep") -> str:
+    """sacct text for array JOB with tasks {task: (state, exit)}; the last task keeps the array's raw id."""
+    lines = []
+    last = max(states)
+    for task, (state, code) in sorted(states.items()):
+        raw = JOB if task == last else str(100 + task)
+        lines.append("^|^".join([f"{JOB}_{task}", raw, name, state, code, f"00:00:{10 + task:02d}", "01:00:00", "",
+                                 "1G", "vm", "debug", "/w", "2026-11-21T20:00:00", "2026-11-21T20:01:00", "alice"]))
+        lines.append("^|^".join([f"{JOB}_{task}.batch", f"{raw}.batch", "batch", state, code, "", "", f"{task + 1}000K",
+                                 "", "vm", "", "", "", "", ""]))
+    return "\n".join(lines) + "\n"
+
+
+def test_array_waits_for_every_task_then_sends_one_summary(store, patterns, tmp_path):
+    def change(record):
+        record.array_spec = "0-5"
+        record.expected_tasks = [0, 1, 2, 3, 4, 5]
+        record.submit_dir = str(tmp_path)
+        record.log_options = {"output": "sweep-%A_%a.out", "error": "", "chdir": ""}
+
+    store.update(JOB, change)
+    (tmp_path / f"sweep-{JOB}_4.out").write_text("Traceback (most recent call last):\n"
+                                                "ModuleNotFoundError: No module named 'wandb'\n")
+    (tmp_path / f"sweep-{JOB}_5.out").write_text("slurmstepd: error: Detected 1 oom-kill event(s) in StepId=9.batch.\n")
+    done = {0: ("COMPLETED", "0:0"), 1: ("COMPLETED", "0:0"), 2: ("COMPLETED", "0:0"), 3: ("COMPLETED", "0:0"),
+            4: ("FAILED", "1:0"), 5: ("OUT_OF_MEMORY", "0:125")}
+    partial = {task: done[task] for task in (0, 1, 2, 3, 4)}  # the last task is missing from sacct for a while
+    slurm = ScriptedSlurm(
+        [queue(f"{JOB}_[3-5%3]|PENDING|JobArrayTaskLimit|0:00\n{JOB}_0|RUNNING|None|0:01"),
+         queue(f"{JOB}_5|RUNNING|None|0:05\n{JOB}_4|FAILED|NonZeroExitCode|0:02"), {}],
+        [accounting(array_rows(partial)), accounting(array_rows(done))],
+    )
+    outbox = Outbox(["delivered"])
+    result, _ = run(store, slurm, patterns, outbox)
+    assert result == "done"
+    assert slurm.accounting_calls == 2 and len(outbox.sent) == 1
+    record = store.load(JOB)
+    final = record.final
+    assert final.state == "OUT_OF_MEMORY"
+    assert final.task_counts == {"COMPLETED": 4, "FAILED": 1, "OUT_OF_MEMORY": 1}
+    assert final.failed_tasks == "4,5" and final.slowest_task == "5"
+    assert final.max_rss_bytes == 6000 * 1024
+    assert record.categories[:2] == ["slurm_oom", "import_error"]
+    assert {t.task_id: t.categories[:1] for t in record.tasks if t.categories} == {"4": ["import_error"],
+                                                                                    "5": ["slurm_oom"]}
+    embed = outbox.sent[0]["embeds"][0]
+    assert embed["title"].startswith(f"Array {JOB} (train): 4 COMPLETED, 1 FAILED, 1 OUT")
+    assert outbox.urls == [CONFIG.error_webhook]
+
+
+def test_array_with_tasks_never_in_sacct_ends_incomplete_after_the_wait(store, patterns):
+    store.update(JOB, lambda r: (setattr(r, "array_spec", "0-2"), setattr(r, "expected_tasks", [0, 1, 2])))
+    slurm = ScriptedSlurm([{}], [accounting(array_rows({0: ("COMPLETED", "0:0"), 1: ("COMPLETED", "0:0")}))])
+    outbox = Outbox(["delivered"])
+    result, clock = run(store, slurm, patterns, outbox)
+    assert result == "done" and sum(clock.sleeps) >= CONFIG.accounting_wait
+    final = store.load(JOB).final
+    assert final.incomplete and final.task_counts == {"COMPLETED": 2, "UNKNOWN": 1} and final.failed_tasks == "2"
+    assert outbox.urls == [CONFIG.error_webhook]

@@ -1,0 +1,132 @@
+"""Array jobs and heterogeneous jobs: many Slurm records, one story. Pure functions.
+
+An array `52` shows up as tasks `52_0 … 52_9` (the last task keeps the array's raw id in
+sacct), a het job `60` as components `60+0`, `60+1`. A monitor follows the group as one job and
+sends one summary when the last member has ended.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Dict, Iterable, List, Optional, Sequence
+
+from core.ranges import compress_ids, format_task_counts
+from core.slurm import AccountingRecord, JobState, QueueEntry, parse_duration
+from core.state import FinalRecord, TaskOutcome
+
+#: Most telling state first: the group's headline state is the first one any member has.
+SEVERITY_ORDER = (
+    "NODE_FAIL", "BOOT_FAIL", "OUT_OF_MEMORY", "FAILED", "TIMEOUT", "DEADLINE", "CANCELLED",
+    "REVOKED", "PREEMPTED", "UNKNOWN", "COMPLETED",
+)
+
+
+def member_suffix(key: str, job_id: str) -> Optional[str]:
+    """`52_7` -> `7`, `60+1` -> `+1`, `52` itself or a foreign id -> None."""
+    if key.startswith(f"{job_id}_"):
+        return key[len(job_id) + 1:]
+    if key.startswith(f"{job_id}+"):
+        return key[len(job_id):]
+    return None
+
+
+def is_group(job_id: str, keys: Iterable[str], array_spec: str = "") -> bool:
+    return bool(array_spec) or any(member_suffix(key, job_id) is not None for key in keys)
+
+
+def active_members(entries: Dict[str, QueueEntry]) -> List[QueueEntry]:
+    return [entry for entry in entries.values() if not entry.state.is_final]
+
+
+def headline_entry(active: Sequence[QueueEntry]) -> QueueEntry:
+    """What to show for a group still in the queue: RUNNING if any member runs."""
+    running = [entry for entry in active if entry.state is JobState.RUNNING]
+    return (running or list(active))[0]
+
+
+def failed_queue_members(job_id: str, entries: Dict[str, QueueEntry]) -> List[str]:
+    """Members squeue already shows as ended badly (for an early "first failure" message)."""
+    return sorted(
+        key for key, entry in entries.items()
+        if member_suffix(key, job_id) is not None and entry.state.is_final and entry.state is not JobState.COMPLETED
+    )
+
+
+def collect_tasks(job_id: str, records: Dict[str, AccountingRecord]) -> List[TaskOutcome]:
+    tasks = []
+    for key, record in records.items():
+        suffix = member_suffix(key, job_id)
+        if suffix is None or "[" in suffix:
+            continue  # `52_[3-9]`: tasks not started yet have no record of their own
+        tasks.append(TaskOutcome(
+            task_id=suffix, job_id=key, raw_id=record.job_id_raw, state=record.state.value,
+            exit_code=record.exit_code, signal=record.signal, elapsed=record.elapsed,
+            max_rss_bytes=record.max_rss_bytes,
+        ))
+    return sorted(tasks, key=_task_sort_key)
+
+
+def _task_sort_key(task: TaskOutcome):
+    digits = task.task_id.lstrip("+")
+    return (int(digits) if digits.isdigit() else 0, task.task_id)
+
+
+def missing_tasks(tasks: Sequence[TaskOutcome], expected: Sequence[int]) -> List[int]:
+    seen = {int(t.task_id) for t in tasks if t.task_id.isdigit()}
+    return [task for task in expected if task not in seen]
+
+
+def all_final(tasks: Sequence[TaskOutcome], records: Dict[str, AccountingRecord]) -> bool:
+    return bool(tasks) and all(
+        JobState.parse(t.state).is_final and not records[t.job_id].is_placeholder for t in tasks
+    )
+
+
+def is_failure(task: TaskOutcome) -> bool:
+    return not (task.state == "COMPLETED" and task.exit_code == 0 and task.signal == 0)
+
+
+def summarize(
+    tasks: Sequence[TaskOutcome], records: Dict[str, AccountingRecord], *, missing: Sequence[int] = (),
+    now: float, incomplete: bool = False,
+) -> FinalRecord:
+    """One FinalRecord for the group: worst state first, counts per state, failing ids compressed."""
+    states = Counter(task.state for task in tasks)
+    if missing:
+        states["UNKNOWN"] += len(missing)
+    headline = next((state for state in SEVERITY_ORDER if states.get(state)), "UNKNOWN")
+    if headline == "UNKNOWN" and states and not missing:
+        headline = states.most_common(1)[0][0]
+    failed = [t for t in tasks if is_failure(t)]
+    failed_ids = [int(t.task_id) for t in failed if t.task_id.isdigit()] + list(missing)
+    failed_text = compress_ids(failed_ids) if failed_ids else ", ".join(t.task_id for t in failed)
+    slowest = max(tasks, key=lambda t: parse_duration(t.elapsed) or 0.0, default=None)
+    rss = [t.max_rss_bytes for t in tasks if t.max_rss_bytes]
+    sample = records.get(tasks[0].job_id) if tasks else None
+    worst = max(failed, key=lambda t: (t.exit_code, t.signal), default=None)
+    return FinalRecord(
+        state=headline,
+        state_text=format_task_counts(dict(states)),
+        exit_code=worst.exit_code if worst else 0,
+        signal=worst.signal if worst else 0,
+        elapsed=slowest.elapsed if slowest else "",
+        time_limit=sample.time_limit if sample else "",
+        max_rss_bytes=max(rss) if rss else None,
+        req_mem="" if sample is None or sample.req_mem.endswith("?") else sample.req_mem,
+        nodes=_join_nodes(records.get(t.job_id) for t in tasks),
+        partition=sample.partition if sample else "",
+        work_dir=sample.work_dir if sample else "",
+        start=min((r.start for r in records.values() if r.start[:1].isdigit()), default=""),
+        end=max((r.end for r in records.values() if r.end[:1].isdigit()), default=""),
+        source="sacct",
+        incomplete=incomplete or bool(missing),
+        decided_at=now,
+        task_counts=dict(states),
+        failed_tasks=failed_text,
+        slowest_task=slowest.task_id if slowest else "",
+    )
+
+
+def _join_nodes(records: Iterable[Optional[AccountingRecord]], limit: int = 8) -> str:
+    nodes = sorted({r.nodes for r in records if r is not None and r.nodes and r.nodes != "None assigned"})
+    shown = ",".join(nodes[:limit])
+    return shown + (f" (+{len(nodes) - limit} more)" if len(nodes) > limit else "")

@@ -1,0 +1,185 @@
+"""Coalesced Slurm queries: however many monitors run, the cluster sees ~one squeue per interval.
+
+Sites rate-limit each user's RPCs, and one `squeue` per job every 30 s is the pattern admins
+ban. So every monitor (and `jobmon status`) reads one shared snapshot of *all* the user's jobs
+(`squeue --me`), kept in the state folder and refreshed by whichever process first finds it
+older than the poll interval. sacct works the same way: monitors register the ids they need and
+one `sacct -j a,b,c` answers all jobs that ended together. A failed query is shared as well, as
+an error: no reader may mistake an empty answer from an unreachable controller for "finished".
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Sequence, Tuple
+
+from core.errors import SlurmError, SlurmUnavailable
+from core.slurm import AccountingRecord, JobState, QueueEntry, Slurm, parse_sacct
+from core.state import atomic_write_text
+
+QUEUE_FILE = "squeue.snapshot.json"
+ACCOUNTING_FILE = "sacct.snapshot.json"
+#: A job asks sacct again within seconds while sacct lags; older wishes are dropped.
+WANTED_EXPIRY = 300.0
+LOCK_TIMEOUT = 180.0
+
+
+def is_member(key: str, job_id: str) -> bool:
+    """The rows that belong to a job: itself, its array tasks (`52_7`) and het components (`52+1`)."""
+    return key == job_id or key.startswith(f"{job_id}_") or key.startswith(f"{job_id}+")
+
+
+def members_of(entries: Dict[str, object], job_ids: Sequence[str]) -> Dict[str, object]:
+    return {key: value for key, value in entries.items() if any(is_member(key, job) for job in job_ids)}
+
+
+@dataclass(frozen=True)
+class QueueSnapshot:
+    taken_at: float
+    entries: Dict[str, QueueEntry]
+    error: str = ""
+
+
+def _encode_queue(snapshot: QueueSnapshot) -> str:
+    rows = [[e.job_id, e.state.value, e.reason, e.time_used] for e in snapshot.entries.values()]
+    return json.dumps({"taken_at": snapshot.taken_at, "error": snapshot.error, "rows": rows})
+
+
+def _decode_queue(text: str) -> QueueSnapshot:
+    data = json.loads(text)
+    entries = {
+        row[0]: QueueEntry(row[0], JobState.parse(row[1]), row[2], row[3]) for row in data.get("rows", [])
+    }
+    return QueueSnapshot(float(data["taken_at"]), entries, str(data.get("error", "")))
+
+
+class SharedSlurm:
+    """The monitor's view of Slurm, served from snapshots shared through the state folder."""
+
+    def __init__(
+        self, slurm: Slurm, folder: str, *, max_age: float, clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.slurm = slurm
+        self.folder = folder
+        self.max_age = max_age
+        self.accounting_max_age = min(2.0, max_age / 2)
+        self.clock = clock
+        self.last_snapshot_at = 0.0
+
+    def _lock(self, name: str):
+        from filelock import FileLock
+
+        return FileLock(os.path.join(self.folder, f"{name}.lock"), timeout=LOCK_TIMEOUT)
+
+    def _read(self, name: str) -> str:
+        try:
+            with open(os.path.join(self.folder, name), encoding="utf-8") as handle:
+                return handle.read()
+        except OSError:
+            return ""
+
+    def _write(self, name: str, text: str) -> None:
+        try:
+            atomic_write_text(os.path.join(self.folder, name), text)
+        except OSError:
+            pass  # a full or read-only disk costs sharing, not correctness
+
+    # -- squeue -----------------------------------------------------------------------------
+    def _fresh(self, taken_at: float, not_before: float) -> bool:
+        now = self.clock()
+        return taken_at >= not_before and now - self.max_age < taken_at <= now + 1.0
+
+    def _load_queue(self) -> QueueSnapshot:
+        try:
+            return _decode_queue(self._read(QUEUE_FILE))
+        except (ValueError, KeyError, TypeError, IndexError):
+            return QueueSnapshot(0.0, {})
+
+    def queue_snapshot(self, not_before: float = 0.0) -> QueueSnapshot:
+        """A snapshot younger than the poll interval (and taken after `not_before`): shared or new."""
+        snapshot = self._load_queue()
+        if not self._fresh(snapshot.taken_at, not_before):
+            try:
+                with self._lock("squeue.snapshot"):
+                    snapshot = self._load_queue()
+                    if not self._fresh(snapshot.taken_at, not_before):
+                        snapshot = self._refresh_queue()
+            except TimeoutError:
+                snapshot = self._refresh_queue()
+        self.last_snapshot_at = snapshot.taken_at
+        return snapshot
+
+    def _refresh_queue(self) -> QueueSnapshot:
+        taken_at = self.clock()
+        try:
+            snapshot = QueueSnapshot(taken_at, self.slurm.query_user_queue())
+        except SlurmError as exc:
+            snapshot = QueueSnapshot(taken_at, {}, str(exc) or "squeue failed")
+        self._write(QUEUE_FILE, _encode_queue(snapshot))
+        return snapshot
+
+    def query_queue(self, job_ids: Sequence[str], *, not_before: float = 0.0) -> Dict[str, QueueEntry]:
+        """Rows of these jobs (and their tasks); raises SlurmUnavailable if the snapshot is an error."""
+        snapshot = self.queue_snapshot(not_before)
+        if snapshot.error:
+            raise SlurmUnavailable(snapshot.error)
+        return members_of(snapshot.entries, job_ids)  # type: ignore[return-value]
+
+    def next_poll_delay(self, interval: float, job_id: str) -> float:
+        """Wake just after a shared snapshot expires (about `interval` from now), so one refresh
+        serves every monitor instead of each waking at its own phase and refreshing again."""
+        spread = 0.1 + (sum(map(ord, job_id)) % 10) * 0.05  # small and stable per job
+        delay = self.last_snapshot_at + self.max_age - self.clock() + spread
+        if delay <= 0:
+            return interval
+        while delay < interval - self.max_age / 2:
+            delay += self.max_age
+        return delay
+
+    # -- sacct ------------------------------------------------------------------------------
+    def query_accounting(self, job_ids: Sequence[str]) -> Dict[str, AccountingRecord]:
+        """sacct records for these jobs, batched with every other job waiting for sacct now."""
+        try:
+            with self._lock("sacct.snapshot"):
+                return self._accounting_locked(job_ids)
+        except TimeoutError:
+            return self._select(parse_sacct(self.slurm.accounting_text(list(job_ids))), job_ids)
+
+    def _accounting_locked(self, job_ids: Sequence[str]) -> Dict[str, AccountingRecord]:
+        now = self.clock()
+        try:
+            cache = json.loads(self._read(ACCOUNTING_FILE) or "{}")
+            wanted: Dict[str, float] = {str(k): float(v) for k, v in cache.get("wanted", {}).items()}
+        except (ValueError, AttributeError, TypeError):
+            cache, wanted = {}, {}
+        wanted = {job: at for job, at in wanted.items() if now - at < WANTED_EXPIRY}
+        for job in job_ids:
+            wanted[job] = now
+        taken_at = float(cache.get("taken_at", 0.0) or 0.0)
+        covered = set(cache.get("queried", []))
+        if now - self.accounting_max_age < taken_at <= now + 1.0 and set(job_ids) <= covered:
+            self._write(ACCOUNTING_FILE, json.dumps({**cache, "wanted": wanted}))
+            if cache.get("error"):
+                raise SlurmUnavailable(cache["error"])
+            return self._select(parse_sacct(cache.get("text", "")), job_ids)
+        queried = sorted(wanted, key=_numeric_key)
+        try:
+            text, error = self.slurm.accounting_text(queried), ""
+        except SlurmError as exc:
+            text, error = "", str(exc) or "sacct failed"
+        self._write(ACCOUNTING_FILE, json.dumps(
+            {"taken_at": now, "queried": queried, "text": text, "error": error, "wanted": wanted}))
+        if error:
+            raise SlurmUnavailable(error)
+        return self._select(parse_sacct(text), job_ids)
+
+    @staticmethod
+    def _select(records: List[AccountingRecord], job_ids: Sequence[str]) -> Dict[str, AccountingRecord]:
+        return {r.job_id: r for r in records if any(is_member(r.job_id, job) for job in job_ids)}
+
+
+def _numeric_key(job_id: str) -> Tuple[int, str]:
+    head = job_id.split("_", 1)[0].split("+", 1)[0]
+    return (int(head) if head.isdigit() else 0, job_id)
