@@ -16,8 +16,14 @@ shared ``next_allowed_at`` (and until fewer than ``per_minute`` sends happened i
 60 s), sends, records the send, then releases. Sends to one webhook are thus serialised
 across processes: one at a time, in lock order, which is the point. A daemon waits for the
 lock at most ``lock_timeout`` seconds and then sends unpaced rather than never; the
-notifier still honours a 429's ``Retry-After``. Pacing is best effort in the same way when
-the folder is unusable: a message is never lost or delayed forever because of pacing.
+notifier still honours a 429's ``Retry-After``. That also bounds the cost of a lock left
+behind by a killed process (filelock's soft-lock fallback on NFS). Pacing is best effort in
+the same way when the folder is unusable: a message is never lost or delayed forever
+because of pacing. Known limit: waiters queue behind each other's pauses, so after a very
+long server-requested pause (minutes) those still queued at ``lock_timeout`` go unpaced.
+
+Times are ``time.time()`` (wall clock), the only clock comparable across processes and
+reboots; a single wait is capped at ``MAX_PAUSE`` so a clock set back cannot wedge a daemon.
 
 Nothing here prints; ``next_send_time``, ``parse_pace_state`` and ``record_send`` are pure.
 """
@@ -36,7 +42,7 @@ from core.state import atomic_write_text
 SCHEMA_VERSION = 1
 WINDOW = 60.0  # seconds covered by ``per_minute``
 LOCK_TIMEOUT = 600.0
-MAX_PAUSE = 600.0  # longest single wait: a clock set back or an absurd hint cannot wedge a daemon
+MAX_PAUSE = 600.0  # longest single wait
 
 PaceState = Dict[str, Any]
 SendFn = Callable[[str, Dict[str, Any]], Delivery]
@@ -48,9 +54,14 @@ def webhook_key(url: str) -> str:
 
 
 def _finite(value: Any) -> Optional[float]:
+    """``value`` as a finite float, or None (JSON may hold text, booleans, 1e999 or a 400-digit int)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value) if math.isfinite(value) else None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def parse_pace_state(text: str) -> PaceState:
@@ -67,7 +78,9 @@ def parse_pace_state(text: str) -> PaceState:
         state["next_allowed_at"] = next_allowed
     recent = data.get("recent")
     if isinstance(recent, list):
-        state["recent"] = sorted(t for t in map(_finite, recent) if t is not None)
+        times = sorted(t for t in map(_finite, recent) if t is not None)
+        if times:
+            state["recent"] = times
     return state
 
 

@@ -15,6 +15,24 @@ webhook request, first in first out:
 * ``("bucket_empty", s)``   accept normally but report ``X-RateLimit-Remaining: 0``
                             and ``X-RateLimit-Reset-After: s``.
 
+Optional rate-limit emulation, off by default: ``DiscordReceiver(rate_limit=(5, 2.0))``
+(script mode: ``--rate-limit 5/2``) lets each webhook take 5 requests per 2 s window, the
+figure commonly reported for Discord webhooks (Discord itself says limits change and are to
+be read from the headers). A webhook's window opens at its first request and closes
+``SECONDS`` later, which ``X-RateLimit-Reset-After`` counts down. When it is on:
+
+* accepted (200/204) and refused (400) requests use up the window and their answers carry
+  ``X-RateLimit-Limit``, ``X-RateLimit-Remaining``, ``X-RateLimit-Reset``,
+  ``X-RateLimit-Reset-After`` and ``X-RateLimit-Bucket``; 404/401 use up nothing;
+* a request over the limit gets 429 with those headers plus ``Retry-After`` and
+  ``X-RateLimit-Scope``, and JSON ``{"message", "retry_after", "global": false}``; it is
+  not recorded as a message (its hit says ``rate-limited``; script mode prints and records
+  it as ``ratelimited``) and does not use up the window itself;
+* scripted faults (status, ratelimit, hang, close) come first and use up nothing;
+  ``bucket_empty`` uses up a request like any accepted one, then overrides the headers.
+
+``rate_limited()`` counts the 429s served, scripted or emulated.
+
 In-process use (pytest)::
 
     receiver = DiscordReceiver(); receiver.start()
@@ -29,7 +47,7 @@ As a separate process (demo or integration test)::
 
 and drive it over HTTP: ``POST /_control/enqueue`` (JSON list of behaviours),
 ``GET /_control/messages``, ``GET /_control/rejected``, ``POST /_control/reset``,
-``GET /_control/webhook_url?name=N``.
+``GET /_control/webhook_url?name=N``, ``GET /_control/rate_limited`` (``{"count": n}``).
 
 Standard library only, thread-safe, binds 127.0.0.1 (port 0 = any free port) by default.
 """
@@ -37,6 +55,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import secrets
 import signal
@@ -66,6 +85,7 @@ WEBHOOK_PATH = re.compile(r"/api(?:/v\d+)?/webhooks/(\d+)/([^/]+)/?")
 BEHAVIOUR_KINDS = ("status", "ratelimit", "hang", "close", "bucket_empty")
 
 Behaviour = Tuple[Any, ...]
+RateLimit = Tuple[int, float]  # (requests, seconds) per webhook
 Violation = Tuple[Tuple[str, ...], str, str]  # (path, Discord error code, message)
 Listener = Callable[[str, Dict[str, Any]], None]
 
@@ -212,6 +232,31 @@ def parse_behaviour(raw: Any) -> Behaviour:
     return (kind, float(args[0]))
 
 
+def parse_rate_limit(raw: Any) -> RateLimit:
+    """``(requests, seconds)`` or the text ``"N/SECONDS"`` (e.g. ``"5/2"``) as a checked tuple."""
+    if isinstance(raw, str):
+        count, slash, period = raw.partition("/")
+        if not slash:
+            raise ValueError(f"rate limit {raw!r} should look like N/SECONDS, e.g. 5/2")
+        try:
+            raw = (int(count), float(period))
+        except ValueError:
+            raise ValueError(f"rate limit {raw!r} should look like N/SECONDS, e.g. 5/2") from None
+    if not isinstance(raw, (list, tuple)) or len(raw) != 2:
+        raise ValueError(f"rate limit should be (requests, seconds), got {raw!r}")
+    count, period = raw
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"rate limit needs at least 1 request per window, got {count!r}")
+    if isinstance(period, bool) or not isinstance(period, (int, float)) or not 0 < period < math.inf:
+        raise ValueError(f"rate limit needs a window of more than 0 seconds, got {period!r}")
+    return (count, float(period))
+
+
+def _up_to_ms(seconds: float) -> float:
+    """Round a wait up to the millisecond, so a client that obeys it never comes back early."""
+    return math.ceil(max(0.0, seconds) * 1000) / 1000
+
+
 # ---------------------------------------------------------------------- receiver
 
 
@@ -226,8 +271,12 @@ class DiscordReceiver:
         deleted: Iterable[str] = (),
         unauthorised: Iterable[str] = (),
         listener: Optional[Listener] = None,
+        rate_limit: Optional[RateLimit] = None,
     ) -> None:
         self._address = (host, port)
+        self.rate_limit = parse_rate_limit(rate_limit) if rate_limit is not None else None
+        self._windows: Dict[str, Tuple[float, int]] = {}  # webhook id -> (window start, requests used)
+        self._rate_limited = 0
         self._listener = listener
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -331,6 +380,11 @@ class DiscordReceiver:
         with self._lock:
             return [dict(h) for h in self._hits]
 
+    def rate_limited(self) -> int:
+        """How many 429 answers were served (scripted ``ratelimit`` and emulated limit alike)."""
+        with self._lock:
+            return self._rate_limited
+
     def pending(self) -> int:
         """Scripted behaviours not used yet."""
         with self._lock:
@@ -362,12 +416,17 @@ class DiscordReceiver:
         return True
 
     def reset(self) -> None:
-        """Forget messages, rejections, hits and queued behaviours (webhook URLs stay valid)."""
+        """Forget messages, rejections, hits, queued behaviours, 429 count and rate-limit windows.
+
+        Webhook URLs stay valid.
+        """
         with self._changed:
             self._queue.clear()
             self._messages.clear()
             self._rejected.clear()
             self._hits.clear()
+            self._windows.clear()
+            self._rate_limited = 0
             self._changed.notify_all()
 
     # -- used by the handler
@@ -380,6 +439,35 @@ class DiscordReceiver:
         """An id shaped like Discord's: milliseconds since its epoch, shifted, plus a counter."""
         self._sequence += 1
         return str(((int(time.time() * 1000) - DISCORD_EPOCH_MS) << 22) | (self._sequence & 0x3FFFFF))
+
+    def _take_slot(self, hook_id: str) -> Tuple[bool, Dict[str, str], float]:
+        """Use one request of the webhook's window: (allowed, headers to send, seconds to reset)."""
+        assert self.rate_limit is not None
+        limit, period = self.rate_limit
+        now = time.monotonic()
+        with self._lock:
+            start, used = self._windows.get(hook_id, (now, 0))
+            if now - start >= period:
+                start, used = now, 0
+            allowed = used < limit
+            if allowed:
+                used += 1
+            else:
+                self._rate_limited += 1
+            self._windows[hook_id] = (start, used)
+        reset_after = _up_to_ms(start + period - now)
+        headers = {
+            "X-RateLimit-Limit": str(limit),
+            "X-RateLimit-Remaining": str(limit - used),
+            "X-RateLimit-Reset": f"{time.time() + reset_after:.3f}",
+            "X-RateLimit-Reset-After": f"{reset_after:g}",
+            "X-RateLimit-Bucket": f"webhook-{hook_id}",
+        }
+        return allowed, headers, reset_after
+
+    def _count_429(self) -> None:
+        with self._lock:
+            self._rate_limited += 1
 
     def _next_behaviour(self) -> Optional[Behaviour]:
         with self._lock:
@@ -408,7 +496,7 @@ class DiscordReceiver:
                 self._rejected.append(entry)
             self._hits.append({key: entry[key] for key in ("webhook", "webhook_id", "result")})
             self._changed.notify_all()
-        if self._listener is not None and kind in ("accepted", "rejected"):
+        if self._listener is not None and kind in ("accepted", "rejected", "ratelimited"):
             self._listener(kind, dict(entry))
         return entry
 
@@ -517,13 +605,12 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if kind == "ratelimit":
                 seconds = behaviour[1]
+                receiver._count_429()
                 receiver._record("fault", {**entry, "result": f"ratelimit {seconds:g}s"})
                 self._json(429, {"message": "You are being rate limited.", "retry_after": seconds, "global": False},
                            {**limits, "Retry-After": f"{seconds:g}", "X-RateLimit-Remaining": "0",
                             "X-RateLimit-Reset-After": f"{seconds:g}", "X-RateLimit-Scope": "shared"})
                 return
-            # bucket_empty: accept, but tell the client to pause.
-            limits.update({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset-After": f"{behaviour[1]:g}"})
 
         state = receiver._state_of(hook_id)
         if state == "deleted":
@@ -534,6 +621,18 @@ class _Handler(BaseHTTPRequestHandler):
             receiver._record("gone", {**entry, "result": "401"})
             self._json(401, {"message": "Invalid Webhook Token", "code": 50027})
             return
+        if receiver.rate_limit is not None:
+            allowed, limits, retry_after = receiver._take_slot(hook_id)
+            if not allowed:
+                receiver._record("ratelimited", {**entry, "result": "rate-limited"})
+                self._json(429, {"message": "You are being rate limited.", "retry_after": retry_after,
+                                 "global": False},
+                           {**limits, "Retry-After": f"{retry_after:g}", "X-RateLimit-Scope": "shared"})
+                return
+        if behaviour is not None:
+            # bucket_empty: accept, but tell the client to pause.
+            limits.update({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset-After": f"{behaviour[1]:g}"})
+        limits_400 = limits if receiver.rate_limit is not None else None  # emulated limits count refusals too
 
         try:
             payload = json.loads(raw.decode("utf-8"))
@@ -541,18 +640,19 @@ class _Handler(BaseHTTPRequestHandler):
             reasons = ["body: not valid JSON"]
             receiver._record("rejected", {**entry, "payload": raw.decode("utf-8", "replace"), "reasons": reasons,
                                           "result": "400"})
-            self._json(400, {"message": "The request body contains invalid JSON.", "code": 50109})
+            self._json(400, {"message": "The request body contains invalid JSON.", "code": 50109}, limits_400)
             return
         violations = validate_payload(payload)
         if violations:
             reasons = [f"{'.'.join(path) or 'body'}: {message}" for path, _, message in violations]
             receiver._record("rejected", {**entry, "payload": payload, "reasons": reasons, "result": "400"})
-            self._json(400, {"message": "Invalid Form Body", "code": 50035, "errors": _errors_tree(violations)})
+            self._json(400, {"message": "Invalid Form Body", "code": 50035, "errors": _errors_tree(violations)},
+                       limits_400)
             return
         if _is_empty_message(payload):
             receiver._record("rejected", {**entry, "payload": payload, "reasons": ["Cannot send an empty message"],
                                           "result": "400"})
-            self._json(400, {"message": "Cannot send an empty message", "code": 50006})
+            self._json(400, {"message": "Cannot send an empty message", "code": 50006}, limits_400)
             return
 
         accepted = receiver._record("accepted", {**entry, "payload": payload, "result": "accepted"})
@@ -594,6 +694,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200, receiver.rejected())
         elif method == "GET" and path == "/_control/webhook_url":
             self._json(200, {"url": receiver.webhook_url(query.get("name", "success"))})
+        elif method == "GET" and path == "/_control/rate_limited":
+            self._json(200, {"count": receiver.rate_limited()})
         else:
             self._json(404, {"message": f"unknown control request {method} {path}"})
 
@@ -639,12 +741,21 @@ def _describe(kind: str, entry: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _rate_limit_arg(text: str) -> RateLimit:
+    try:
+        return parse_rate_limit(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="Local Discord execute-webhook receiver for tests and demos.")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8765, help="port to bind, 0 = any free port (default 8765)")
     parser.add_argument("--print", dest="show", action="store_true", help="print each message readably")
     parser.add_argument("--record", metavar="FILE", help="append each message as a JSON line to FILE")
+    parser.add_argument("--rate-limit", metavar="N/SECONDS", type=_rate_limit_arg,
+                        help="emulate Discord's per-webhook limit, e.g. 5/2 (default: no limit)")
     args = parser.parse_args(argv)
 
     write_lock = threading.Lock()
@@ -657,7 +768,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 with open(args.record, "a", encoding="utf-8") as out:
                     out.write(json.dumps({"event": kind, **entry}, ensure_ascii=False) + "\n")
 
-    receiver = DiscordReceiver(args.host, args.port, listener=listener)
+    receiver = DiscordReceiver(args.host, args.port, listener=listener, rate_limit=args.rate_limit)
     try:
         base = receiver.start()
     except OSError as exc:
