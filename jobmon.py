@@ -110,16 +110,16 @@ def _cmd_watch(args, ctx: Context) -> int:
 
 def _run_inline(ctx: Context, job_id: str, config) -> str:
     """Tell a finished job's story in this process (no daemon needed) and print the outcome."""
+    from core.daemon import paced_sender
     from core.monitor import Monitor, MonitorDeps
-    from core.notifier import send
 
     store = ctx.store()
     exclusive = store.monitor_lock(job_id)
     exclusive.acquire()
     try:
         deps = MonitorDeps(
-            slurm=ctx.shared_slurm(config), store=store, config=config, patterns=load_patterns(ctx.paths),
-            send=lambda url, payload: send(url, payload),
+            slurm=ctx.shared_slurm(config), store=store, config=config, patterns=lambda: load_patterns(ctx.paths),
+            send=paced_sender(ctx.paths.state),
         )
         result = Monitor(job_id, deps).run()
     finally:
@@ -145,8 +145,9 @@ def _add_status(sub) -> None:
 def _cmd_status(args, ctx: Context) -> int:
     from core.status import collect_status
 
+    store = ctx.store()
     config = ctx.config(require_webhook=False)
-    rows, warning = collect_status(ctx.store(), ctx.shared_slurm(config), include_old=args.all)
+    rows, warning = collect_status(store, ctx.shared_slurm(config), include_old=args.all)
     if warning:
         ctx.warn(warning)
     if args.json:
@@ -304,21 +305,8 @@ def _cmd_analyze(args, ctx: Context) -> int:
     return 0
 
 
-# -- hidden: the daemon's entry -------------------------------------------------------------
-def _add_monitor(sub) -> None:
-    parser = sub.add_parser("_monitor")
-    parser.add_argument("job_id")
-    parser.set_defaults(handler=_cmd_monitor)
-
-
-def _cmd_monitor(args, ctx: Context) -> int:
-    from core.daemon import run_daemon
-
-    return run_daemon(ctx.paths, args.job_id)
-
-
 COMMANDS: Sequence[Callable] = (
-    _add_submit, _add_watch, _add_status, _add_cancel, _add_recover, _add_test_discord, _add_analyze, _add_monitor,
+    _add_submit, _add_watch, _add_status, _add_cancel, _add_recover, _add_test_discord, _add_analyze,
 )
 
 

@@ -215,14 +215,14 @@ def load_patterns(paths: Paths):
     """The built-in pattern library merged with the user's own file beside config.json, if any."""
     from core.analyzer import merge_patterns, parse_patterns
 
-    builtin = parse_patterns(_read_patterns_file(BUILTIN_PATTERNS), BUILTIN_PATTERNS)
+    builtin = parse_patterns(read_patterns_file(BUILTIN_PATTERNS), BUILTIN_PATTERNS)
     if not os.path.exists(paths.user_patterns):
         return builtin
-    user = parse_patterns(_read_patterns_file(paths.user_patterns), paths.user_patterns)
+    user = parse_patterns(read_patterns_file(paths.user_patterns), paths.user_patterns)
     return merge_patterns(builtin, user)
 
 
-def _read_patterns_file(path: str) -> str:
+def read_patterns_file(path: str) -> str:
     from core.errors import PatternError
 
     try:

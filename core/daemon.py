@@ -106,9 +106,12 @@ def detach_and_exec(argv: List[str], log_path: str, env: dict) -> int:
     return int(data)
 
 
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 def daemon_argv(job_id: str) -> List[str]:
-    entry = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "jobmon.py")
-    return [sys.executable, entry, "_monitor", job_id]
+    """A fresh interpreter running only this module: no CLI, no argparse, a small idle footprint."""
+    return [sys.executable, "-m", "core.daemon", job_id]
 
 
 def start_monitor(paths: Paths, job_id: str, *, allow_restart: bool = False) -> int:
@@ -131,15 +134,42 @@ def start_monitor(paths: Paths, job_id: str, *, allow_restart: bool = False) -> 
         record.monitor.started_at = now
 
     store.update(job_id, claim)
-    env = dict(os.environ, JOBMON_HOME=paths.home, PYTHONDONTWRITEBYTECODE="1")
+    python_path = os.pathsep.join(p for p in (PACKAGE_PARENT, os.environ.get("PYTHONPATH", "")) if p)
+    env = dict(os.environ, JOBMON_HOME=paths.home, PYTHONPATH=python_path)
     return detach_and_exec(daemon_argv(job_id), paths.monitor_log(job_id), env)
+
+
+def paced_sender(state_folder: str):
+    """Send through the per-webhook pacer shared by all daemons (no 429 storms when 50 jobs end).
+
+    notifier is imported on first use: requests costs ~15 MB that an idle daemon never needs.
+    """
+    def send_paced(url: str, payload: dict):
+        from core.notifier import send
+        from core.pacing import WebhookPacer
+
+        return WebhookPacer(state_folder).send(url, payload, send)
+
+    return send_paced
+
+
+def patterns_or_builtin(paths: Paths, log: logging.Logger):
+    """The user's patterns merged in; if that file broke since submission, the built-ins still work."""
+    from core.analyzer import parse_patterns
+    from core.config import BUILTIN_PATTERNS, read_patterns_file
+    from core.errors import PatternError
+
+    try:
+        return load_patterns(paths)
+    except PatternError as exc:
+        log.error("%s; analysing with the built-in patterns only", exc)
+        return parse_patterns(read_patterns_file(BUILTIN_PATTERNS), BUILTIN_PATTERNS)
 
 
 def run_daemon(paths: Paths, job_id: str) -> int:
     """The daemon's main: take the job's monitor lock, then run the poll loop until the story ends."""
     from filelock import Timeout
 
-    from core.notifier import send
     from core.shared_slurm import SharedSlurm
     from core.slurm import Slurm
 
@@ -160,7 +190,6 @@ def run_daemon(paths: Paths, job_id: str) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         config = load_config(paths, require_webhook=False)
-        patterns = load_patterns(paths)
         host = socket.gethostname()
         record = store.load(job_id)
         monitor = record.monitor
@@ -171,8 +200,8 @@ def run_daemon(paths: Paths, job_id: str) -> int:
             slurm=SharedSlurm(Slurm(), paths.state, max_age=config.running_interval),
             store=store,
             config=config,
-            patterns=patterns,
-            send=lambda url, payload: send(url, payload),
+            patterns=lambda: patterns_or_builtin(paths, log),
+            send=paced_sender(paths.state),
             sleep=lambda seconds: stop.wait(seconds) and None,
             host=host,
             start_ticks=process_start_ticks(os.getpid()) or 0,
@@ -188,3 +217,16 @@ def run_daemon(paths: Paths, job_id: str) -> int:
         return 1
     finally:
         exclusive.release()
+
+
+def main(argv: List[str]) -> int:
+    """`python -m core.daemon JOBID`: what detach_and_exec runs."""
+    from core.config import resolve_paths
+
+    if len(argv) != 1:
+        raise SystemExit("usage: python -m core.daemon JOBID")
+    return run_daemon(resolve_paths(), argv[0])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -85,7 +85,7 @@ _HET_SEPARATORS = ("hetjob", "packjob")
 _Option = tuple[Optional[str], Optional[str]]
 
 _JOB_ID = re.compile(r"\d+(?:_\d+|\+\d+)?")
-_SUBMITTED = re.compile(r"(?:sbatch: )?Submitted batch job (\d+)(?: on cluster (\S+))?")
+_SUBMITTED = re.compile(r"(?:sbatch: )?Submitted batch job (\d+)(?: on cluster (\S+))?", re.ASCII)
 # How much of an unreadable sbatch line an error message quotes.
 _QUOTE_LIMIT = 200
 

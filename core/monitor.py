@@ -10,18 +10,17 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple
 
 from core import groups
-from core.analyzer import Analysis, Pattern, analyze, clean_line
 from core.config import Config
-from core.errors import JobmonError, SlurmError, StateError
-from core.jobscript import JobOptions, resolve_log_paths
-from core.logtail import read_tail
-from core.notifier import Delivery, render_payload
-from core.report import build_first_failure_message, build_message, channel_for, choose_excerpt, redact_secrets
+from core.errors import SlurmError, StateError
 from core.slurm import TERMINAL_PENDING_REASONS, AccountingRecord, JobState, QueueEntry
 from core.state import FinalRecord, JobRecord, StateStore, TaskOutcome
+
+if TYPE_CHECKING:  # analysis and notification are imported when a job ends, not while it runs
+    from core.analyzer import Pattern
+    from core.notifier import Delivery
 
 log = logging.getLogger("jobmon.monitor")
 
@@ -29,8 +28,6 @@ log = logging.getLogger("jobmon.monitor")
 PLACEHOLDER_WAIT = 30.0
 #: Without a known task list, an array counts as ended once sacct's rows stop changing this long.
 GROUP_SETTLE = 10.0
-#: At most this many failed tasks' logs are read for one array summary.
-MAX_TASK_LOGS = 20
 #: Delivery is retried this long by the daemon; afterwards `recover` retries it.
 DELIVERY_GIVE_UP = 6 * 3600.0
 #: The longest one `send` may take (retries, timeouts, 429 waits): announced in the heartbeat.
@@ -42,7 +39,7 @@ class MonitorDeps:
     slurm: object  # core.shared_slurm.SharedSlurm, or a test double with the same methods
     store: StateStore
     config: Config
-    patterns: Sequence[Pattern]
+    patterns: Callable[[], Sequence[Pattern]]  # loaded when a job ends: idle daemons stay small
     send: Callable[[str, dict], Delivery]
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
@@ -283,6 +280,9 @@ class Monitor:
         record = self._update(lambda current: setattr(current, "first_failure_notified", True))
         url = self.deps.config.webhook_for("error")
         if url:
+            from core.notifier import render_payload
+            from core.report import build_first_failure_message
+
             message = build_first_failure_message(record, failed_members)
             delivery = self.deps.send(url, render_payload(message, username=self.deps.config.username))
             log.info("job %s: first-failure message %s", self.job_id, delivery.outcome)
@@ -290,9 +290,12 @@ class Monitor:
     # -- the end ---------------------------------------------------------------------------
     def finalize(self, step: Step) -> JobRecord:
         """Analyse the logs' tails, store the outcome and mark the notification pending, in one write."""
+        from core.outcome import analyze_group_logs, analyze_logs, log_files, ordered_findings
+        from core.report import channel_for, redact_secrets
+
         final = step.final
         record = self.deps.store.load(self.job_id)
-        patterns, tail_lines = self.deps.patterns, self.deps.config.tail_lines
+        patterns, tail_lines = self.deps.patterns(), self.deps.config.tail_lines
         if step.tasks:
             tasks, analysis, excerpt = analyze_group_logs(record, list(step.tasks), patterns, tail_lines)
         else:
@@ -318,6 +321,9 @@ class Monitor:
 
     def deliver(self, record: JobRecord) -> str:
         """Send the pending notification once; returns the notification status afterwards."""
+        from core.notifier import render_payload
+        from core.report import build_message, channel_for
+
         config = self.deps.config
         channel = record.notification.channel or channel_for(record.final or FinalRecord())
         url = config.webhook_for(channel)
@@ -374,67 +380,3 @@ class Monitor:
         if self.deps.clock() - self._delivery_started > DELIVERY_GIVE_UP:
             return None
         return min(3600.0, 30.0 * 2 ** (self._delivery_failures - 1))
-
-
-def ordered_findings(analysis: Analysis) -> List[Dict[str, object]]:
-    """Findings as JSON dicts, root cause first (category importance, then line order)."""
-    rank = {category: index for index, category in enumerate(analysis.categories)}
-    ordered = sorted(analysis.findings, key=lambda f: (rank.get(f.category, len(rank)), f.line_no))
-    return [
-        {"category": f.category, "severity": f.severity, "line_no": f.line_no, "line": f.line, "hint": f.hint}
-        for f in ordered
-    ]
-
-
-def log_files(record: JobRecord) -> List[str]:
-    paths = [p for p in (record.stderr_path, record.stdout_path) if p]
-    return list(dict.fromkeys(paths))
-
-
-def analyze_logs(paths: Sequence[str], patterns: Sequence[Pattern], tail_lines: int) -> Tuple[Analysis, str]:
-    """Analyse the tail of stderr (and stdout when it is another file); pick the excerpt."""
-    lines: List[str] = []
-    for path in paths:
-        lines.extend(read_tail(path, tail_lines).lines)
-    analysis = analyze(lines, patterns)
-    root = analysis.root_cause
-    anchor = root.line_no - 1 if root is not None else None
-    return analysis, choose_excerpt([clean_line(line, keep_indent=True) for line in lines], anchor)
-
-
-def task_log_files(record: JobRecord, task: TaskOutcome) -> List[str]:
-    """Where one array task wrote: the job's -o/-e patterns expanded for that task."""
-    if not task.task_id.isdigit():
-        return log_files(record)  # het components share the job's files
-    options = JobOptions(
-        output=record.log_options.get("output") or None, error=record.log_options.get("error") or None,
-        job_name=record.name or None, chdir=record.log_options.get("chdir") or None, array=record.array_spec or "0",
-    )
-    try:
-        paths = resolve_log_paths(
-            options, submit_dir=record.submit_dir or "/", job_id=task.raw_id or task.job_id, user=record.user,
-            default_job_name=record.name, array_task_id=task.task_id, array_job_id=record.job_id,
-        )
-    except (JobmonError, ValueError):
-        return log_files(record)
-    return list(dict.fromkeys([paths.stderr, paths.stdout]))
-
-
-def analyze_group_logs(
-    record: JobRecord, tasks: List[TaskOutcome], patterns: Sequence[Pattern], tail_lines: int,
-) -> Tuple[List[TaskOutcome], Analysis, str]:
-    """Analyse the logs of (up to MAX_TASK_LOGS) failed tasks; findings are merged, root cause first."""
-    rank = {pattern.id: index for index, pattern in enumerate(patterns)}
-    findings = []
-    excerpt = ""
-    best_rank = len(rank) + 1
-    for task in [t for t in tasks if groups.is_failure(t)][:MAX_TASK_LOGS]:
-        analysis, task_excerpt = analyze_logs(task_log_files(record, task), patterns, tail_lines)
-        task.categories = list(analysis.categories)
-        findings.extend(analysis.findings)
-        task_rank = rank.get(analysis.categories[0], len(rank)) if analysis.categories else len(rank)
-        if task_excerpt and (task_rank < best_rank or not excerpt):
-            best_rank = task_rank
-            excerpt = f"task {task.task_id}:\n{task_excerpt}"
-    categories = tuple(sorted({f.category for f in findings}, key=lambda c: rank.get(c, len(rank))))
-    return tasks, Analysis(findings=tuple(findings), categories=categories), excerpt

@@ -27,11 +27,9 @@ import ipaddress
 import json
 import re
 import socket
-import ssl
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from http.client import RemoteDisconnected
 from typing import Any, Callable, Dict, List, Literal, Mapping, Optional, Tuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -426,6 +424,9 @@ def _causes(exc: BaseException) -> List[BaseException]:
 
 def _describe_transport(exc: BaseException, timeout: float) -> str:
     """Name the network problem from exception types only: their text may contain the token."""
+    import ssl  # here, not at the top: an idle daemon should not pay for TLS until it sends
+    from http.client import RemoteDisconnected
+
     causes = _causes(exc)
 
     def has(kind: type) -> bool:

@@ -232,7 +232,7 @@ def parse_exit_code(text: str) -> tuple[int, int]:
         return 0, 0
 
 
-_DURATION_RE = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+(?:\.\d+)?)$")
+_DURATION_RE = re.compile(r"^(?:(\d{1,9})-)?(?:(\d{1,9}):)?(\d{1,9}):(\d{1,9}(?:\.\d{1,9})?)$", re.ASCII)
 
 
 def parse_duration(text: str) -> Optional[float]:
@@ -254,7 +254,10 @@ def parse_size(text: str, default_unit: str = "") -> Optional[int]:
     if not match:
         return None
     unit = (match.group(2) or default_unit).upper()
-    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+    try:
+        return int(float(match.group(1)) * _SIZE_UNITS[unit])
+    except OverflowError:  # hundreds of digits: not a real size
+        return None
 
 
 def parse_sacct(text: str) -> List[AccountingRecord]:

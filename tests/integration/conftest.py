@@ -221,7 +221,7 @@ def _stop_daemons(world: Env) -> None:
 def _is_monitor_process(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return b"_monitor" in handle.read()
+            return b"core.daemon" in handle.read()
     except OSError:
         return False
 

@@ -70,36 +70,6 @@ SLOW = settings(max_examples=40, deadline=None)
 UNITS = ("", "K", "M", "G", "T", "P")
 
 
-def _raises(call, text: str) -> bool:
-    try:
-        call(text)
-    except (OverflowError, ValueError):
-        return True
-    return False
-
-
-# Known bugs, reported but not fixed here (core/slurm.py had someone else's uncommitted edits):
-# - parse_size turns a number of 309+ digits (294+ with a P unit) into float('inf'), and
-#   int(inf) raises OverflowError, also out of parse_sacct (MaxRSS);
-# - parse_duration int()s each field: 4301+ digits raise ValueError (Python's int-string limit),
-#   and 309+ digits OverflowError when added to the float seconds.
-# While a bug is present its tests tolerate exactly that failure on a number of 290+ digits, and
-# test_huge_numbers records it as an expected failure; once fixed, everything checks it again.
-PARSE_SIZE_OVERFLOWS = _raises(parse_size, "9" * 400)
-PARSE_DURATION_OVERFLOWS = _raises(parse_duration, "1" * 400 + ":00") or _raises(parse_duration, "1" * 5000 + ":00")
-_HUGE_NUMBER = re.compile(r"\d{290}")
-
-
-def _tolerating_huge_numbers(known_bug: bool, call, text: str, *args):
-    """call(text, *args), or None when a known bug makes it fail on a number of 290+ digits."""
-    try:
-        return call(text, *args)
-    except (OverflowError, ValueError):
-        if known_bug and _HUGE_NUMBER.search(text):
-            return None
-        raise
-
-
 STATE_WORDS = [state.value for state in JobState]
 
 # -- building blocks ------------------------------------------------------------------------
@@ -174,7 +144,7 @@ def test_parse_squeue_never_raises(text: str) -> None:
 @FAST
 @given(st.one_of(any_text(), _sacct_rows()))
 def test_parse_sacct_never_raises_and_folds_steps(text: str) -> None:
-    records = _tolerating_huge_numbers(PARSE_SIZE_OVERFLOWS, parse_sacct, text) or []
+    records = parse_sacct(text)
     for record in records:
         assert isinstance(record, AccountingRecord)
         assert "." not in record.job_id, "step rows must fold into their job"
@@ -217,24 +187,18 @@ def test_parse_exit_code_never_raises(text: str) -> None:
 @FAST
 @given(any_text(), st.sampled_from(UNITS + tuple(u.lower() for u in UNITS)))
 def test_parse_size_never_raises(text: str, default_unit: str) -> None:
-    size = _tolerating_huge_numbers(PARSE_SIZE_OVERFLOWS, parse_size, text, default_unit)
+    size = parse_size(text, default_unit)
     assert size is None or (type(size) is int and size >= 0)
 
 
-_SIZE_BUG = pytest.mark.xfail(PARSE_SIZE_OVERFLOWS, raises=OverflowError, strict=True,
-                              reason="known bug: parse_size('9' * 400) does int(float('inf'))")
-_DURATION_BUG = pytest.mark.xfail(PARSE_DURATION_OVERFLOWS, raises=(OverflowError, ValueError), strict=True,
-                                  reason="known bug: parse_duration int()s and adds fields of any length")
-
-
 @pytest.mark.parametrize("call, text", [
-    pytest.param(parse_size, "9" * 400, marks=_SIZE_BUG, id="size-400-digits"),
-    pytest.param(parse_size, "1" * 300 + "P", marks=_SIZE_BUG, id="size-300-digits-P"),
-    pytest.param(parse_size, "1" * 5000, marks=_SIZE_BUG, id="size-5000-digits"),
-    pytest.param(parse_size, "\u0661" * 400, marks=_SIZE_BUG, id="size-400-arabic-indic-digits"),
-    pytest.param(parse_duration, "1" * 400 + ":00", marks=_DURATION_BUG, id="duration-400-digit-minutes"),
-    pytest.param(parse_duration, "1" * 5000 + ":00", marks=_DURATION_BUG, id="duration-5000-digit-minutes"),
-    pytest.param(parse_duration, "1-" + "9" * 400 + ":00:00", marks=_DURATION_BUG, id="duration-400-digit-hours"),
+    pytest.param(parse_size, "9" * 400, id="size-400-digits"),
+    pytest.param(parse_size, "1" * 300 + "P", id="size-300-digits-P"),
+    pytest.param(parse_size, "1" * 5000, id="size-5000-digits"),
+    pytest.param(parse_size, "\u0661" * 400, id="size-400-arabic-indic-digits"),
+    pytest.param(parse_duration, "1" * 400 + ":00", id="duration-400-digit-minutes"),
+    pytest.param(parse_duration, "1" * 5000 + ":00", id="duration-5000-digit-minutes"),
+    pytest.param(parse_duration, "1-" + "9" * 400 + ":00:00", id="duration-400-digit-hours"),
 ])
 def test_huge_numbers(call, text: str) -> None:
     value = call(text)
@@ -255,7 +219,7 @@ _durations = st.builds(
 @FAST
 @given(st.one_of(any_text(["-", ":", "."]), _durations))
 def test_parse_duration_never_raises(text: str) -> None:
-    seconds = _tolerating_huge_numbers(PARSE_DURATION_OVERFLOWS, parse_duration, text)
+    seconds = parse_duration(text)
     assert seconds is None or seconds >= 0
 
 

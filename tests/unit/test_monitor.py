@@ -127,7 +127,7 @@ CONFIG = Config(success_webhook="http://127.0.0.1:1/api/webhooks/1/ok", error_we
 
 def run(store, slurm, patterns, outbox, config=CONFIG, clock=None, should_stop=lambda: False):
     clock = clock or FakeClock()
-    deps = MonitorDeps(slurm=slurm, store=store, config=config, patterns=patterns, send=outbox,
+    deps = MonitorDeps(slurm=slurm, store=store, config=config, patterns=lambda: patterns, send=outbox,
                        clock=clock.time, sleep=clock.sleep, host="testhost", pid=4242, should_stop=should_stop)
     result = Monitor(JOB, deps).run()
     return result, clock
