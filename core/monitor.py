@@ -99,11 +99,12 @@ class Monitor:
         self.deps = deps
         self._delivery_failures = 0
         self._delivery_started = 0.0
+        self._unsaved: Optional[JobRecord] = None  # our record while the disk refuses writes
 
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> str:
         while True:
-            record = self.deps.store.load(self.job_id)
+            record = self._load()
             if record.monitor.stop_requested or self.deps.should_stop():
                 log.info("job %s: monitoring stopped on request", self.job_id)
                 return "cancelled"
@@ -140,15 +141,32 @@ class Monitor:
         if note:
             log.debug("job %s: %s; next poll in %.1f s", self.job_id, note, delay)
 
+    def _load(self) -> JobRecord:
+        """The record on disk, or the newer copy we hold while the disk refuses writes."""
+        return self._unsaved if self._unsaved is not None else self.deps.store.load(self.job_id)
+
     def _update(self, change: Callable[[JobRecord], None]) -> JobRecord:
-        """Write state, but keep monitoring when the disk refuses (full or read-only)."""
+        """Write state, but keep monitoring and notifying when the disk refuses (full or read-only).
+
+        Until a write succeeds again the record lives in memory, so a lost write can never make
+        the loop redo a step (and, say, send a notification twice).
+        """
+        if self._unsaved is None:
+            try:
+                return self.deps.store.update(self.job_id, change)
+            except StateError as exc:
+                log.error("job %s: %s; keeping the record in memory until the disk accepts it", self.job_id, exc)
+                self._unsaved = self.deps.store.load(self.job_id)
+                change(self._unsaved)
+                return self._unsaved
+        change(self._unsaved)
         try:
-            return self.deps.store.update(self.job_id, change)
-        except StateError as exc:
-            log.error("job %s: %s", self.job_id, exc)
-            record = self.deps.store.load(self.job_id)
-            change(record)
-            return record
+            self.deps.store.save(self._unsaved)
+        except StateError:
+            return self._unsaved
+        log.info("job %s: state written again", self.job_id)
+        record, self._unsaved = self._unsaved, None
+        return record
 
     # -- polling ---------------------------------------------------------------------------
     def poll(self, record: JobRecord) -> Step:
@@ -294,7 +312,7 @@ class Monitor:
         from core.report import channel_for, redact_secrets
 
         final = step.final
-        record = self.deps.store.load(self.job_id)
+        record = self._load()
         patterns, tail_lines = self.deps.patterns(), self.deps.config.tail_lines
         if step.tasks:
             tasks, analysis, excerpt = analyze_group_logs(record, list(step.tasks), patterns, tail_lines)

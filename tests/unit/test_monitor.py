@@ -8,7 +8,7 @@ import pytest
 
 from core.analyzer import parse_patterns
 from core.config import BUILTIN_PATTERNS, Config
-from core.errors import SlurmUnavailable
+from core.errors import SlurmUnavailable, StateError
 from core.monitor import Monitor, MonitorDeps, heartbeat_deadline
 from core.notifier import Delivery
 from core.slurm import AccountingRecord, QueueEntry, parse_sacct, parse_squeue
@@ -347,3 +347,22 @@ def test_array_with_tasks_never_in_sacct_ends_incomplete_after_the_wait(store, p
     final = store.load(JOB).final
     assert final.incomplete and final.task_counts == {"COMPLETED": 2, "UNKNOWN": 1} and final.failed_tasks == "2"
     assert outbox.urls == [CONFIG.error_webhook]
+
+
+def test_a_disk_that_refuses_writes_costs_no_message_and_sends_none_twice(store, patterns):
+    class ReadOnlyAfterStart(StateStore):
+        broken = False
+
+        def save(self, record):
+            if self.broken:
+                raise StateError(f"cannot write state file {self.path(record.job_id)}: Read-only file system")
+            super().save(record)
+
+    flaky = ReadOnlyAfterStart(store.folder)
+    flaky.broken = True
+    slurm = ScriptedSlurm([queue(f"{JOB}|RUNNING|None|0:05"), {}], [accounting(sacct_row("FAILED", "1:0"))])
+    outbox = Outbox(["failed", "delivered"])
+    result, _ = run(flaky, slurm, patterns, outbox)
+    assert result == "done"
+    assert len(outbox.sent) == 1 and len(outbox.urls) == 2
+    assert store.load(JOB).final is None  # nothing could be written, yet the story was told once
