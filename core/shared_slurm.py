@@ -106,7 +106,7 @@ class SharedSlurm:
                     snapshot = self._load_queue()
                     if not self._fresh(snapshot.taken_at, not_before):
                         snapshot = self._refresh_queue()
-            except TimeoutError:
+            except (TimeoutError, OSError):  # lock held too long, or a read-only state folder
                 snapshot = self._refresh_queue()
         self.last_snapshot_at = snapshot.taken_at
         return snapshot
@@ -144,7 +144,7 @@ class SharedSlurm:
         try:
             with self._lock("sacct.snapshot"):
                 return self._accounting_locked(job_ids)
-        except TimeoutError:
+        except (TimeoutError, OSError):  # lock held too long, or a read-only state folder
             return self._select(parse_sacct(self.slurm.accounting_text(list(job_ids))), job_ids)
 
     def _accounting_locked(self, job_ids: Sequence[str]) -> Dict[str, AccountingRecord]:

@@ -244,6 +244,8 @@ class StateStore:
                 return record
         except TimeoutError:
             raise StateError(f"state of job {job_id} is locked by another jobmon process; try again") from None
+        except OSError as exc:  # the lock file itself cannot be created: read-only or full folder
+            raise StateError(f"cannot lock state of job {job_id}: {exc.strerror or exc}") from None
 
     def job_ids(self) -> List[str]:
         try:

@@ -136,6 +136,22 @@ class Env:
         os.chmod(path, 0o755)
         return path
 
+    def write_config(self, discord: Optional[dict] = None, **sections: dict) -> None:
+        """Rewrite config.json: the receiver's two webhooks (or `discord` overrides) plus sections."""
+        hooks = {"success_webhook": self.receiver.webhook_url("success"),
+                 "error_webhook": self.receiver.webhook_url("error"), **(discord or {})}
+        config = {"discord": hooks, **sections}
+        path = os.path.join(self.home, "config.json")
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(config, handle)
+        os.chown(path, self.account.uid, self.account.gid)
+        os.chmod(path, 0o600)
+
+    def status_row(self, job_id: str) -> dict:
+        done = self.jobmon("status", "--json", "--all")
+        assert done.returncode == 0, done.stderr
+        return [row for row in json.loads(done.stdout)["jobs"] if row["job_id"] == job_id][0]
+
     def state(self, job_id: str) -> dict:
         with open(os.path.join(self.home, "state", f"{job_id}.json"), encoding="utf-8") as handle:
             return json.load(handle)
@@ -186,15 +202,9 @@ def jm(request, app, account, base_dir) -> Env:
     os.chmod(test_dir, 0o755)
     receiver = DiscordReceiver()
     receiver.start()
-    config = {"discord": {"success_webhook": receiver.webhook_url("success"),
-                          "error_webhook": receiver.webhook_url("error")}}
-    config_path = os.path.join(home, "config.json")
-    with open(config_path, "w", encoding="utf-8") as handle:
-        json.dump(config, handle)
-    os.chown(config_path, account.uid, account.gid)
-    os.chmod(config_path, 0o600)
     env = {"JOBMON_HOME": home, "JOBMON_POLL_INTERVAL": "1", "JOBMON_PENDING_INTERVAL": "1"}
     world = Env(account, app, home, work, receiver, env)
+    world.write_config()
     yield world
     _stop_daemons(world)
     receiver.stop()
