@@ -56,6 +56,28 @@ class Context:
         return config
 
 
+# -- init -----------------------------------------------------------------------------------
+def _add_init(sub) -> None:
+    parser = sub.add_parser("init", help="create config.json (mode 0600) with your webhooks")
+    parser.add_argument("--success-webhook", default="", metavar="URL", help="webhook for clean completions")
+    parser.add_argument("--error-webhook", default="", metavar="URL", help="webhook for everything else")
+    parser.add_argument("--force", action="store_true", help="replace an existing config.json")
+    parser.set_defaults(handler=_cmd_init)
+
+
+def _cmd_init(args, ctx: Context) -> int:
+    from core.config import write_new_config
+    from core.notifier import redact_url
+
+    paths = ctx.ready_paths()
+    write_new_config(paths, args.success_webhook.strip(), args.error_webhook.strip(), overwrite=args.force)
+    for name, url in (("success", args.success_webhook), ("error", args.error_webhook)):
+        if url:
+            print(f"jobmon: {name} webhook {redact_url(url.strip())}")
+    print(f"jobmon: wrote {paths.config} (mode 0600); check it with `jobmon test-discord`")
+    return 0
+
+
 # -- submit ---------------------------------------------------------------------------------
 def _add_submit(sub) -> None:
     parser = sub.add_parser(
@@ -306,7 +328,7 @@ def _cmd_analyze(args, ctx: Context) -> int:
 
 
 COMMANDS: Sequence[Callable] = (
-    _add_submit, _add_watch, _add_status, _add_cancel, _add_recover, _add_test_discord, _add_analyze,
+    _add_init, _add_submit, _add_watch, _add_status, _add_cancel, _add_recover, _add_test_discord, _add_analyze,
 )
 
 

@@ -72,6 +72,9 @@ class Paths:
                 ) from None
         if not os.access(self.state, os.W_OK) or not os.access(self.logs, os.W_OK):
             raise ConfigError(f"{self.home} is not writable; set JOBMON_HOME to a writable folder")
+        for folder in (self.state, self.logs):
+            if os.stat(folder).st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+                os.chmod(folder, 0o700)  # e.g. a checkout's state/ from git: job details stay private
 
 
 def resolve_paths() -> Paths:
@@ -197,6 +200,29 @@ def load_config(paths: Paths, *, require_webhook: bool) -> Config:
     if require_webhook and not config.channels():
         raise ConfigError(f"{paths.config}: set discord.success_webhook and/or discord.error_webhook")
     return config
+
+
+def write_new_config(paths: Paths, success_webhook: str, error_webhook: str, *, overwrite: bool) -> None:
+    """Create config.json with mode 0600 from the start (it holds webhook secrets)."""
+    from core.notifier import validate_webhook_url
+
+    if not success_webhook and not error_webhook:
+        raise ConfigError("give --success-webhook and/or --error-webhook")
+    discord = {
+        key: validate_webhook_url(url, name=key) for key, url in
+        (("success_webhook", success_webhook), ("error_webhook", error_webhook)) if url
+    }
+    text = json.dumps({"discord": discord}, indent=2) + "\n"
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
+    try:
+        fd = os.open(paths.config, flags, 0o600)
+    except FileExistsError:
+        raise ConfigError(f"{paths.config} already exists; use --force to replace it") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot create {paths.config}: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.chmod(paths.config, 0o600)
 
 
 def config_permission_warning(paths: Paths) -> Optional[str]:

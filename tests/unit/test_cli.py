@@ -126,3 +126,24 @@ def test_config_readable_by_others_warns(home, capsys):
     os.chmod(home / "config.json", 0o644)
     code, _, err = run(capsys, "analyze", "--json", str(home / "config.json"))
     assert code == 0 and "chmod 600" in err
+
+
+def test_init_writes_a_private_config_and_refuses_to_overwrite(home, capsys):
+    url = "https://discord.com/api/webhooks/123456/very-secret-token"
+    code, out, _ = run(capsys, "init", "--success-webhook", url, "--error-webhook", url)
+    assert code == 0 and "very-secret-token" not in out
+    assert (home / "config.json").stat().st_mode & 0o777 == 0o600
+    assert json.loads((home / "config.json").read_text())["discord"]["error_webhook"] == url
+    code, _, err = run(capsys, "init", "--success-webhook", url)
+    assert code != 0 and "--force" in err
+    code, _, err = run(capsys, "init", "--success-webhook", "http://example.com/api/webhooks/1/leak-me")
+    assert code != 0 and "leak-me" not in err
+
+
+def test_state_and_log_folders_are_made_private(home, capsys):
+    (home / "state").mkdir(mode=0o755)
+    (home / "state").chmod(0o755)
+    code, _, _ = run(capsys, "status")
+    assert code == 0
+    assert (home / "state").stat().st_mode & 0o777 == 0o700
+    assert (home / "logs").stat().st_mode & 0o777 == 0o700
