@@ -21,7 +21,7 @@ from core.jobscript import parse_job_id
 SACCT_DELIMITER = "^|^"
 SACCT_FIELDS = (
     "JobID", "JobIDRaw", "JobName", "State", "ExitCode", "Elapsed", "Timelimit",
-    "MaxRSS", "ReqMem", "NodeList", "Partition", "WorkDir", "Start", "End", "User",
+    "MaxRSS", "ReqMem", "NodeList", "Partition", "WorkDir", "Start", "End", "User", "AllocCPUS",
 )
 SQUEUE_FORMAT = "%i|%T|%r|%M"
 DEFAULT_TIMEOUT = 60.0
@@ -135,6 +135,7 @@ class AccountingRecord:
     start: str
     end: str
     user: str
+    alloc_cpus: int = 0
 
     @property
     def is_placeholder(self) -> bool:
@@ -270,6 +271,8 @@ def parse_sacct(text: str) -> List[AccountingRecord]:
     step_rss: Dict[str, int] = {}
     for line in text.splitlines():
         parts = line.split(SACCT_DELIMITER)
+        if len(parts) == len(SACCT_FIELDS) - 1:
+            parts.append("")  # captured before AllocCPUS was asked for
         if len(parts) != len(SACCT_FIELDS):
             continue
         row = dict(zip(SACCT_FIELDS, (p.strip() for p in parts)))
@@ -307,6 +310,7 @@ def parse_sacct(text: str) -> List[AccountingRecord]:
             start=row["Start"],
             end=row["End"],
             user=row["User"],
+            alloc_cpus=int(row["AllocCPUS"]) if row["AllocCPUS"].isdigit() else 0,
         ))
     return records
 

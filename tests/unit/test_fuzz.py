@@ -292,6 +292,7 @@ def _sacct_job(draw, job_id: str) -> dict:
         "Start": draw(_field()),
         "End": draw(_field()),
         "User": draw(_field()),
+        "AllocCPUS": draw(st.integers(0, 4096)),
         "steps": draw(st.lists(
             st.tuples(st.sampled_from(["batch", "extern", "0", "1", "12"]), _rss), max_size=4,
             unique_by=lambda step: step[0],
@@ -319,13 +320,13 @@ def _sacct_output(draw):
         lines.append(_sacct_line([
             job["JobID"], job["JobIDRaw"], job["JobName"], job["State"], f"{code}:{signal}", job["Elapsed"],
             job["Timelimit"], _rss_text(job["MaxRSS"]), job["ReqMem"], job["NodeList"], job["Partition"],
-            job["WorkDir"], job["Start"], job["End"], job["User"],
+            job["WorkDir"], job["Start"], job["End"], job["User"], str(job["AllocCPUS"]),
         ]))
         for step, rss in job["steps"]:
             step_id = f"{job['JobID']}.{step}"
             lines.append(_sacct_line([
                 step_id, step_id, step, job["State"].split(" ")[0], "0:0", job["Elapsed"], "",
-                _rss_text(rss), "", job["NodeList"], "", "", job["Start"], job["End"], "",
+                _rss_text(rss), "", job["NodeList"], "", "", job["Start"], job["End"], "", "",
             ]))
     # sacct prints a job before its steps, but the parser must not depend on it.
     lines = draw(st.permutations(lines))
@@ -351,13 +352,14 @@ def test_parse_sacct_round_trip(generated) -> None:
         assert (record.elapsed, record.time_limit, record.req_mem) == (job["Elapsed"], job["Timelimit"], job["ReqMem"])
         assert (record.nodes, record.partition, record.work_dir) == (job["NodeList"], job["Partition"], job["WorkDir"])
         assert (record.start, record.end, record.user) == (job["Start"], job["End"], job["User"])
+        assert record.alloc_cpus == job["AllocCPUS"]
 
 
 def test_parse_sacct_cancelled_by_uid_example() -> None:
     text = "\n".join([
-        _sacct_line(["7", "7", "a|b", "CANCELLED by 1000", "0:15", "", "", "", "1G", "", "", "", "", "", "u"]),
-        _sacct_line(["7.batch", "7.batch", "batch", "CANCELLED", "0:15", "", "", "2G", "", "", "", "", "", "", ""]),
-        _sacct_line(["7.0", "7.0", "python", "CANCELLED", "0:15", "", "", "3072K", "", "", "", "", "", "", ""]),
+        _sacct_line(["7", "7", "a|b", "CANCELLED by 1000", "0:15", "", "", "", "1G", "", "", "", "", "", "u", "2"]),
+        _sacct_line(["7.batch", "7.batch", "batch", "CANCELLED", "0:15", "", "", "2G", "", "", "", "", "", "", "", ""]),
+        _sacct_line(["7.0", "7.0", "python", "CANCELLED", "0:15", "", "", "3072K", "", "", "", "", "", "", "", ""]),
     ])
     [record] = parse_sacct(text)
     assert (record.job_id, record.name, record.state) == ("7", "a|b", JobState.CANCELLED)

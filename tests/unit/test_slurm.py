@@ -300,9 +300,13 @@ def test_parse_sacct_skips_junk_and_short_rows():
 
 
 def test_sacct_fields_match_fixture_columns():
-    for name in ("sacct_completed.txt", "sacct_array.txt", "sacct_stub.txt"):
+    for name in ("sacct_completed.txt", "sacct_array.txt", "sacct_stub.txt"):  # captured before AllocCPUS
         for line in fixture(name).splitlines():
-            assert len(line.split("^|^")) == len(SACCT_FIELDS)
+            assert len(line.split("^|^")) == len(SACCT_FIELDS) - 1
+    for line in fixture("sacct_completed_alloccpus.txt").splitlines():
+        assert len(line.split("^|^")) == len(SACCT_FIELDS)
+    [record] = parse_sacct(fixture("sacct_completed_alloccpus.txt"))
+    assert record.alloc_cpus == 1 and record.max_rss_bytes == 400 * 1024
 
 
 # --- parse_exit_code / parse_size -------------------------------------------------------
