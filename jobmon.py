@@ -91,13 +91,22 @@ def _add_submit(sub) -> None:
 
 def _cmd_submit(args, ctx: Context) -> int:
     from core.daemon import start_monitor
-    from core.submitter import submit
+    from core.escalation import load_ladder_text, parse_policy
+    from core.submitter import split_jobmon_flags, submit
 
-    ctx.config(require_webhook=True)
+    config = ctx.config(require_webhook=True)
     load_patterns(ctx.paths)  # a broken user patterns file must stop us before sbatch, not the daemon later
+    flags, argv = split_jobmon_flags(args.argv)
+    policy = None
+    if flags.escalate:
+        ladder = load_ladder_text(_read_text(flags.ladder_file), flags.ladder_file) if flags.ladder_file else ()
+        policy = parse_policy(config.escalation, ctx.paths.config, ladder=ladder, max_retries=flags.max_retries)
     ctx.ready_paths()
-    record = submit(ctx.store(), ctx.slurm(), list(args.argv), cwd=os.getcwd())
+    record = submit(ctx.store(), ctx.slurm(), argv, cwd=os.getcwd(), policy=policy)
     print(f"Submitted batch job {record.job_id}")
+    if record.chain is not None:
+        how = f"ladder of {len(record.chain.ladder)} levels" if record.chain.ladder else "doubling on OOM/TIMEOUT"
+        print(f"jobmon: escalation on: up to {record.chain.max_retries} resubmissions, {how}")
     pid = start_monitor(ctx.paths, record.job_id)
     print(f"jobmon: monitoring job {record.job_id} (daemon pid {pid}, log {ctx.paths.monitor_log(record.job_id)})")
     return 0
@@ -128,6 +137,14 @@ def _cmd_watch(args, ctx: Context) -> int:
     pid = start_monitor(ctx.paths, record.job_id)
     print(f"jobmon: monitoring job {record.job_id} (daemon pid {pid}, log {ctx.paths.monitor_log(record.job_id)})")
     return 0
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise JobmonError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def _run_inline(ctx: Context, job_id: str, config) -> str:

@@ -5,7 +5,7 @@ import json
 import math
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from core.errors import ConfigError
@@ -94,6 +94,7 @@ class Config:
     tail_lines: int = DEFAULT_TAIL_LINES
     send_excerpt: bool = True
     notify_first_failure: bool = False
+    escalation: Dict[str, Any] = field(default_factory=dict)  # validated by core.escalation.parse_policy
 
     def webhook_for(self, channel: str) -> str:
         """`success` or `error`; one URL may serve both channels."""
@@ -164,6 +165,10 @@ def parse_config(text: str, path: str, validate_url: Any) -> Config:
     notify_first_failure = arrays.get("notify_first_failure", False)
     if not isinstance(notify_first_failure, bool):
         raise ConfigError(f"{path}: arrays.notify_first_failure must be true or false")
+    escalation = _section(data, "escalation", path)
+    from core.escalation import parse_policy
+
+    parse_policy(escalation, path)
     running = _number(poll, "running_interval", DEFAULT_RUNNING_INTERVAL, "poll", 0.1)
     pending = _number(poll, "pending_interval", DEFAULT_PENDING_INTERVAL, "poll", 0.1)
     return Config(
@@ -178,6 +183,7 @@ def parse_config(text: str, path: str, validate_url: Any) -> Config:
         tail_lines=tail_lines,
         send_excerpt=send_excerpt,
         notify_first_failure=notify_first_failure,
+        escalation=escalation,
     )
 
 

@@ -166,6 +166,18 @@ def patterns_or_builtin(paths: Paths, log: logging.Logger):
         return parse_patterns(read_patterns_file(BUILTIN_PATTERNS), BUILTIN_PATTERNS)
 
 
+def resubmit_attempt(slurm, record: JobRecord, level, attempt: int):
+    from core.submitter import chain_comment, resubmit
+
+    return resubmit(slurm, record, level, chain_comment(record, attempt))
+
+
+def find_attempt(slurm, record: JobRecord, attempt: int):
+    from core.submitter import chain_comment
+
+    return slurm.find_by_comment(chain_comment(record, attempt))
+
+
 def run_daemon(paths: Paths, job_id: str) -> int:
     """The daemon's main: take the job's monitor lock, then run the poll loop until the story ends."""
     from filelock import Timeout
@@ -196,8 +208,9 @@ def run_daemon(paths: Paths, job_id: str) -> int:
         if monitor.host and monitor.host != host and time.time() < monitor.heartbeat_deadline:
             log.error("job %s is monitored on %s (heartbeat fresh); exiting", job_id, monitor.host)
             return 1
+        slurm = Slurm()
         deps = MonitorDeps(
-            slurm=SharedSlurm(Slurm(), paths.state, max_age=config.running_interval),
+            slurm=SharedSlurm(slurm, paths.state, max_age=config.running_interval),
             store=store,
             config=config,
             patterns=lambda: patterns_or_builtin(paths, log),
@@ -206,6 +219,8 @@ def run_daemon(paths: Paths, job_id: str) -> int:
             host=host,
             start_ticks=process_start_ticks(os.getpid()) or 0,
             should_stop=stop.is_set,
+            resubmit=lambda record, level, attempt: resubmit_attempt(slurm, record, level, attempt),
+            find_submitted=lambda record, attempt: find_attempt(slurm, record, attempt),
         )
         log.info("monitoring job %s (poll %.0f s running, %.0f s pending; heartbeat grace %.0f s)", job_id,
                  config.running_interval, config.pending_interval, config.heartbeat_grace)

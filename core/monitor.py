@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tupl
 from core import groups
 from core.config import Config
 from core.errors import SlurmError, StateError
-from core.slurm import TERMINAL_PENDING_REASONS, AccountingRecord, JobState, QueueEntry
+from core.slurm import (
+    TERMINAL_PENDING_REASONS,
+    AccountingRecord,
+    JobState,
+    QueueEntry,
+    SbatchRejected,
+    is_unavailable_error,
+)
 from core.state import FinalRecord, JobRecord, StateStore, TaskOutcome
 
 if TYPE_CHECKING:  # analysis and notification are imported when a job ends, not while it runs
@@ -47,6 +54,10 @@ class MonitorDeps:
     pid: int = field(default_factory=os.getpid)
     start_ticks: int = 0
     should_stop: Callable[[], bool] = lambda: False
+    #: (record, level, attempt number) -> (job id, stdout, stderr): sbatch of the next chain attempt
+    resubmit: Callable = None  # type: ignore[assignment]
+    #: (record, attempt number) -> job id already submitted for that attempt, or None
+    find_submitted: Callable = lambda record, attempt: None
 
 
 @dataclass(frozen=True)
@@ -79,11 +90,27 @@ def final_from_accounting(record: AccountingRecord, now: float, reason: str = ""
         work_dir=record.work_dir,
         start=record.start,
         end=record.end,
+        alloc_cpus=record.alloc_cpus,
         reason=reason,
         source="sacct",
         incomplete=record.is_placeholder,
         decided_at=now,
     )
+
+
+def close_attempt(chain, final: FinalRecord, categories: List[str], decision: str) -> None:
+    """Write how the chain's current attempt ended (core-hours: CPUs x elapsed)."""
+    from core.slurm import parse_duration
+
+    attempt = chain.attempts[-1]
+    attempt.state, attempt.exit_code, attempt.elapsed = final.state, final.exit_code, final.elapsed
+    attempt.categories = categories[:3]
+    attempt.decision = decision
+    attempt.core_hours = round(final.alloc_cpus * (parse_duration(final.elapsed) or 0.0) / 3600.0, 4)
+
+
+def _limit_or_empty(time_limit: str) -> str:
+    return "" if time_limit in ("", "UNLIMITED", "Partition_Limit") else time_limit
 
 
 def accounting_backoff(waited: float, interval: float) -> float:
@@ -110,6 +137,9 @@ class Monitor:
                 return "cancelled"
             if record.done:
                 return "done"
+            if record.chain is not None and record.chain.pending:
+                self.carry_out_resubmission(record)
+                continue
             if record.final is None:
                 step = self.poll(record)
                 if step.final is None:
@@ -117,6 +147,8 @@ class Monitor:
                     self.deps.sleep(step.delay)
                     continue
                 record = self.finalize(step)
+                if record.chain is not None and record.chain.pending:
+                    continue
             outcome = self.deliver(record)
             if outcome in ("sent", "gone"):
                 return "done"
@@ -172,8 +204,9 @@ class Monitor:
     def poll(self, record: JobRecord) -> Step:
         now = self.deps.clock()
         config = self.deps.config
+        target = record.target
         try:
-            queue = self.deps.slurm.query_queue([self.job_id], not_before=record.created_at)
+            queue = self.deps.slurm.query_queue([target], not_before=record.created_at)
         except SlurmError as exc:
             return self._controller_down(now, str(exc))
         active = groups.active_members(queue)
@@ -184,9 +217,9 @@ class Monitor:
         entry = groups.headline_entry(active)
         self._observe(entry, now)
         if self.deps.config.notify_first_failure and not record.first_failure_notified:
-            self._notify_first_failure(groups.failed_queue_members(self.job_id, queue))
+            self._notify_first_failure(groups.failed_queue_members(target, queue))
         interval = config.pending_interval if entry.state is JobState.PENDING else config.running_interval
-        delay = self.deps.slurm.next_poll_delay(interval, self.job_id)
+        delay = self.deps.slurm.next_poll_delay(interval, target)
         return Step(None, delay, f"{entry.state.value} {entry.reason}".strip())
 
     def _controller_down(self, now: float, error: str) -> Step:
@@ -224,13 +257,14 @@ class Monitor:
 
     def _ask_accounting(self, record: JobRecord, queue: Dict[str, QueueEntry], now: float) -> Step:
         """squeue says final (or forgot the job): only sacct has the details, and it may lag."""
-        entry = queue.get(self.job_id)
+        target = record.target
+        entry = queue.get(target)
         first_seen = record.observation.final_seen_at or now
         waited = now - first_seen
         config = self.deps.config
         delay = accounting_backoff(waited, config.running_interval)
         try:
-            accounting = self.deps.slurm.query_accounting([self.job_id])
+            accounting = self.deps.slurm.query_accounting([target])
         except SlurmError as exc:
             self._note_final_seen(first_seen, entry, accounting_error=str(exc))
             if waited >= config.accounting_wait:
@@ -238,9 +272,9 @@ class Monitor:
                 return Step(self._fallback_final(record, entry, now), 0.0)
             return Step(None, delay, f"sacct unavailable: {exc}")
         self._note_final_seen(first_seen, entry)
-        if groups.is_group(self.job_id, list(queue) + list(accounting), record.array_spec):
+        if groups.is_group(target, list(queue) + list(accounting), record.array_spec):
             return self._group_final(record, accounting, waited, delay, now)
-        found = accounting.get(self.job_id)
+        found = accounting.get(target)
         if found is not None and found.state.is_final:
             disagree = entry is not None and entry.state.is_final and found.state is not entry.state
             if (disagree or found.is_placeholder) and waited < PLACEHOLDER_WAIT:
@@ -257,7 +291,7 @@ class Monitor:
         self, record: JobRecord, accounting: Dict[str, AccountingRecord], waited: float, delay: float, now: float,
     ) -> Step:
         """An array or het job ends when every member has a final sacct record (sacct lags per task)."""
-        tasks = groups.collect_tasks(self.job_id, accounting)
+        tasks = groups.collect_tasks(record.target, accounting)
         missing = groups.missing_tasks(tasks, record.expected_tasks)
         settled = bool(record.expected_tasks) or waited >= GROUP_SETTLE
         if groups.all_final(tasks, accounting) and not missing and settled:
@@ -321,6 +355,7 @@ class Monitor:
             analysis, excerpt = analyze_logs(log_files(record), patterns, tail_lines)
         if not self.deps.config.send_excerpt:
             excerpt = ""
+        decision = self._decide(record, final, list(analysis.categories)) if record.chain is not None else None
 
         def change(current: JobRecord) -> None:
             current.final = final
@@ -329,6 +364,12 @@ class Monitor:
             current.categories = list(analysis.categories)
             current.findings = ordered_findings(analysis)
             current.excerpt = redact_secrets(excerpt)
+            if current.chain is not None and decision is not None:
+                close_attempt(current.chain, final, list(analysis.categories), decision.reason)
+                if decision.resubmit:  # written before sbatch runs: see carry_out_resubmission
+                    current.chain.pending = {"level_index": decision.level_index, "level": decision.level.to_dict(),
+                                             "action": decision.action, "decided_at": final.decided_at}
+                    return
             current.notification.status = "pending"
             current.notification.channel = channel_for(final)
 
@@ -336,6 +377,106 @@ class Monitor:
                  final.exit_code, final.signal, final.source, ", incomplete" if final.incomplete else "",
                  ", ".join(analysis.categories) or "none")
         return self._update(change)
+
+    # -- escalation chains ------------------------------------------------------------------
+    def _decide(self, record: JobRecord, final: FinalRecord, categories: List[str]):
+        from core.escalation import Level, decide, parse_level, parse_policy
+
+        chain = record.chain
+        ladder = tuple(parse_level(level, "chain ladder") for level in chain.ladder)
+        policy = parse_policy(self.deps.config.escalation, "config.json", ladder=ladder, max_retries=chain.max_retries)
+        asked = Level(**chain.level)
+        current = Level(mem=asked.mem or final.req_mem, time=asked.time or _limit_or_empty(final.time_limit),
+                        partition=asked.partition, gres=asked.gres, cpus=asked.cpus)
+        decision = decide(state=final.state, exit_code=final.exit_code, signal=final.signal, categories=categories,
+                          attempt=len(chain.attempts), level_index=chain.level_index, current=current, policy=policy)
+        log.info("job %s: attempt %d ended %s: %s -> %s", self.job_id, len(chain.attempts), final.state,
+                 decision.reason, decision.action)
+        return decision
+
+    def carry_out_resubmission(self, record: JobRecord) -> None:
+        """sbatch the next attempt exactly once: a job tagged for this attempt is adopted, not resubmitted."""
+        from core.escalation import Level
+
+        chain = record.chain
+        attempt = len(chain.attempts) + 1
+        pending = dict(chain.pending)
+        level = Level(**pending["level"])
+        previous = chain.attempts[-1]
+        try:
+            job_id = self.deps.find_submitted(record, attempt)
+            if job_id:
+                log.info("job %s: attempt %d was already submitted as %s; adopting it", self.job_id, attempt, job_id)
+                stdout, stderr = record.stdout_path, record.stderr_path
+            else:
+                job_id, stdout, stderr = self.deps.resubmit(record, level, attempt)
+        except SbatchRejected as exc:
+            if not is_unavailable_error(str(exc)):
+                self._resubmission_refused(str(exc))
+                return
+            self._retry_later(f"sbatch could not reach the controller: {exc}")
+            return
+        except SlurmError as exc:
+            self._retry_later(str(exc))
+            return
+        now = self.deps.clock()
+
+        def advance(current: JobRecord) -> None:
+            from core.state import Attempt, NotificationStatus, Observation
+
+            chain_now = current.chain
+            chain_now.attempts.append(
+                Attempt(job_id=job_id, level_index=pending["level_index"], resources=level.to_dict()))
+            chain_now.current_job = job_id
+            chain_now.level_index = pending["level_index"]
+            chain_now.level = level.to_dict()
+            chain_now.pending = {}
+            current.final = None
+            current.observation = Observation()
+            current.tasks, current.categories, current.findings, current.excerpt = [], [], [], ""
+            current.notification = NotificationStatus()
+            current.stdout_path, current.stderr_path = stdout, stderr
+            current.created_at = now
+
+        log.info("job %s: attempt %d submitted as %s with %s", self.job_id, attempt, job_id, level.describe())
+        record = self._update(advance)
+        self._announce(record, previous, job_id, level)
+
+    def _retry_later(self, why: str) -> None:
+        log.warning("job %s: cannot resubmit yet (%s); retrying", self.job_id, why)
+        self._beat(self.deps.config.running_interval, "waiting to resubmit")
+        self.deps.sleep(self.deps.config.running_interval)
+
+    def _resubmission_refused(self, why: str) -> None:
+        """sbatch said no (a bad partition in the ladder, say): the chain ends here, and says why."""
+        log.error("job %s: resubmission refused: %s", self.job_id, why)
+
+        def refused(current: JobRecord) -> None:
+            current.chain.attempts[-1].decision += f"; resubmission refused by sbatch: {why}"
+            current.chain.pending = {}
+            current.notification.status = "pending"
+            current.notification.channel = "error"
+
+        self._update(refused)
+
+    def _announce(self, record: JobRecord, previous, job_id: str, level) -> None:
+        """One message per escalation step; the chain's final message lists every attempt anyway."""
+        from core.notifier import Message, render_payload
+
+        url = self.deps.config.webhook_for("error")
+        if not url:
+            return
+        name = f" ({record.name})" if record.name else ""
+        used = previous.resources.get("mem") or previous.resources.get("time") or "its resources"
+        message = Message(
+            title=f"Job {previous.job_id}{name} {previous.state} at {used} → resubmitted as {job_id} "
+                  f"with {level.describe()}",
+            description=f"Attempt {len(record.chain.attempts)} of at most {record.chain.max_retries + 1}. "
+                        f"{previous.decision}.",
+            color="warning", footer="jobmon escalation",
+        )
+        delivery = self.deps.send(url, render_payload(message, username=self.deps.config.username))
+        log.info("job %s: escalation message %s", self.job_id, delivery.outcome)
 
     def deliver(self, record: JobRecord) -> str:
         """Send the pending notification once; returns the notification status afterwards."""

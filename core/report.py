@@ -96,6 +96,9 @@ def build_message(record: JobRecord, host: str = "") -> Message:
     grouped = bool(final.task_counts)
     headline = final.state_text if grouped else outcome_label(final)
     title = f"{kind_label(record)} {record.job_id}{name}: {headline}"
+    chain = record.chain
+    if chain is not None and len(chain.attempts) > 1:
+        title = f"Chain {record.job_id}{name}: {headline} after {len(chain.attempts)} attempts (last {record.target})"
     description: List[str] = []
     if final.incomplete:
         description.append("Accounting (sacct) never confirmed this result: details may be missing.")
@@ -132,6 +135,12 @@ def build_message(record: JobRecord, host: str = "") -> Message:
     ]
     if record.findings:
         fields.append(Field("Findings", "\n".join(_finding_lines(record)), inline=False))
+    if chain is not None and chain.attempts:
+        fields.append(Field("Attempts", "\n".join(attempt_lines(chain)), inline=False))
+        wasted = sum(a.core_hours for a in chain.attempts if a.state and a.state != "COMPLETED")
+        fields.append(Field("Wasted core-hours", f"{wasted:.2f}"))
+        if chain.attempts[-1].decision and not is_success(final):
+            description.append(f"Chain ended: {chain.attempts[-1].decision}.")
     log_paths = [record.stderr_path] if record.stderr_path else []
     if record.stdout_path and record.stdout_path != record.stderr_path:
         log_paths.append(record.stdout_path)
@@ -146,6 +155,16 @@ def build_message(record: JobRecord, host: str = "") -> Message:
         excerpt=record.excerpt,
         footer=footer,
     )
+
+
+def attempt_lines(chain) -> List[str]:
+    """`1. 123 1G/00:10:00 OUT_OF_MEMORY in 00:00:05`, one line per attempt."""
+    lines = []
+    for number, attempt in enumerate(chain.attempts, 1):
+        resources = "/".join(str(v) for v in attempt.resources.values()) or "as submitted"
+        ended = f"{attempt.state or 'RUNNING'}" + (f" in {attempt.elapsed}" if attempt.elapsed else "")
+        lines.append(f"{number}. {attempt.job_id} {resources}: {ended}")
+    return lines
 
 
 def _finding_lines(record: JobRecord) -> List[str]:

@@ -426,6 +426,23 @@ class Slurm:
         """sacct records by job id (array tasks keyed by `A_T`). Missing ids mean "not recorded yet"."""
         return {record.job_id: record for record in parse_sacct(self.accounting_text(job_ids))}
 
+    def find_by_comment(self, comment: str) -> Optional[str]:
+        """The id of the user's job carrying this --comment (how a resubmission is found after a crash)."""
+        result = self._run(["squeue", "--me", "-h", "-t", "all", "-o", "%i|%k"])
+        if result.returncode != 0:
+            raise SlurmUnavailable(f"squeue failed: {_first_line(result.stderr) or 'no output'}")
+        for line in result.stdout.splitlines():
+            job_id, _, found = line.partition("|")
+            if found.strip() == comment:
+                return job_id.strip().split("_", 1)[0]
+        return None
+
+    def cancel(self, job_id: str) -> None:
+        """scancel a job (the user asked for it: `jobmon cancel --job`)."""
+        result = self._run(["scancel", job_id])
+        if result.returncode != 0:
+            raise SlurmError(f"scancel {job_id} failed: {_first_line(result.stderr) or 'no output'}")
+
     def show_jobs(self, job_id: str) -> List[JobInfo]:
         """scontrol's records of a job (one per array task record); empty once it is purged."""
         result = self._run(["scontrol", "show", "job", "-o", job_id])

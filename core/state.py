@@ -70,6 +70,7 @@ class FinalRecord:
     source: str = "sacct"
     incomplete: bool = False
     decided_at: float = 0.0
+    alloc_cpus: int = 0
     task_counts: Dict[str, int] = field(default_factory=dict)
     failed_tasks: str = ""
     slowest_task: str = ""
@@ -104,6 +105,39 @@ class NotificationStatus:
 
 
 @dataclass
+class Attempt:
+    """One job of an escalation chain: the resources it ran with and how it ended."""
+
+    job_id: str
+    level_index: int = 0
+    resources: Dict[str, Any] = field(default_factory=dict)
+    state: str = ""
+    exit_code: int = 0
+    elapsed: str = ""
+    core_hours: float = 0.0
+    categories: List[str] = field(default_factory=list)
+    decision: str = ""  # what jobmon did next, and why
+
+
+@dataclass
+class Chain:
+    """Automatic resubmission: the attempts so far, the one running, and a decision not yet carried out.
+
+    `pending` is written *before* sbatch runs and cleared together with recording the new job id,
+    so a daemon killed in between is finished by `recover` without a second submission.
+    """
+
+    ladder: List[Dict[str, Any]] = field(default_factory=list)
+    max_retries: int = 3
+    mem_option: str = "--mem"
+    current_job: str = ""
+    level_index: int = 0
+    level: Dict[str, Any] = field(default_factory=dict)
+    attempts: List[Attempt] = field(default_factory=list)
+    pending: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class JobRecord:
     job_id: str
     name: str = ""
@@ -125,12 +159,18 @@ class JobRecord:
     final: Optional[FinalRecord] = None
     tasks: List[TaskOutcome] = field(default_factory=list)
     first_failure_notified: bool = False
+    chain: Optional[Chain] = None
     categories: List[str] = field(default_factory=list)
     findings: List[Dict[str, Any]] = field(default_factory=list)
     excerpt: str = ""
     notification: NotificationStatus = field(default_factory=NotificationStatus)
     done: bool = False
     schema_version: int = SCHEMA_VERSION
+
+    @property
+    def target(self) -> str:
+        """The Slurm job being watched now: the chain's current attempt, or the job itself."""
+        return self.chain.current_job if self.chain is not None and self.chain.current_job else self.job_id
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -160,6 +200,10 @@ def _build(kind: Any, data: Dict[str, Any]) -> Any:
             value = _build(nested[key], value)
         elif key == "tasks" and isinstance(value, list):
             value = [_build(TaskOutcome, item) for item in value if isinstance(item, dict)]
+        elif key == "attempts" and isinstance(value, list):
+            value = [_build(Attempt, item) for item in value if isinstance(item, dict)]
+        elif key == "chain" and isinstance(value, dict):
+            value = _build(Chain, value)
         values[key] = value
     return kind(**values)
 

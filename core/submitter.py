@@ -4,10 +4,13 @@ from __future__ import annotations
 import getpass
 import os
 import time
+from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 from core.errors import JobmonError, UnknownJob
+from core.escalation import MEM_OPTIONS, Level, Policy, apply_level, memory_option
 from core.jobscript import (
+    JobOptions,
     merge_options,
     parse_directives,
     parse_sbatch_options,
@@ -17,7 +20,7 @@ from core.jobscript import (
 )
 from core.ranges import compress_ids, parse_array_spec
 from core.slurm import JobInfo, Slurm
-from core.state import JobRecord, StateStore
+from core.state import Attempt, Chain, JobRecord, StateStore
 
 
 def current_user() -> str:
@@ -40,12 +43,85 @@ def read_script(path: str) -> str:
         raise JobmonError(f"cannot read script {path!r}: {exc.strerror or exc}") from None
 
 
-def submit(store: StateStore, slurm: Slurm, argv: Sequence[str], *, cwd: str) -> JobRecord:
-    """sbatch the script with its flags untouched, then write the job's record (not before success)."""
+@dataclass(frozen=True)
+class SubmitOptions:
+    """jobmon's own `submit` flags, which come first: `--escalate [--ladder FILE] [--max-retries N]`."""
+
+    escalate: bool = False
+    ladder_file: str = ""
+    max_retries: Optional[int] = None
+
+
+def split_jobmon_flags(argv: Sequence[str]) -> Tuple[SubmitOptions, List[str]]:
+    """Take jobmon's leading flags off `jobmon submit`'s arguments; the rest belongs to sbatch."""
+    args = list(argv)
+    escalate, ladder, retries = False, "", None
+    while args:
+        head = args[0]
+        name, has_value, value = head.partition("=")
+        if head == "--escalate":
+            escalate = True
+            args.pop(0)
+            continue
+        if name not in ("--ladder", "--max-retries"):
+            break
+        args.pop(0)
+        if not has_value:
+            if not args:
+                raise JobmonError(f"{name} needs a value")
+            value = args.pop(0)
+        if name == "--ladder":
+            ladder = value
+        elif not value.isdigit():
+            raise JobmonError(f"--max-retries {value!r} is not a whole number")
+        else:
+            retries = int(value)
+    if (ladder or retries is not None) and not escalate:
+        raise JobmonError("--ladder and --max-retries only make sense with --escalate")
+    return SubmitOptions(escalate, ladder, retries), args
+
+
+def first_level(policy: Policy, option_args: Sequence[str]) -> Level:
+    """Attempt 1 runs at the ladder's level 0, or at whatever the job asked for without a ladder."""
+    if policy.ladder:
+        return policy.ladder[0]
+    values = {"mem": "", "time": ""}
+    for index, arg in enumerate(option_args):
+        name, has_value, value = arg.partition("=")
+        if not has_value and index + 1 < len(option_args):
+            value = option_args[index + 1]
+        if name in MEM_OPTIONS:
+            values["mem"] = value
+        elif name in ("-t", "--time"):
+            values["time"] = value
+    return Level(mem=values["mem"].upper(), time=values["time"])
+
+
+def submit(
+    store: StateStore, slurm: Slurm, argv: Sequence[str], *, cwd: str, policy: Optional[Policy] = None,
+) -> JobRecord:
+    """sbatch the script with its flags untouched, then write the job's record (not before success).
+
+    With an escalation `policy`, the job becomes the first attempt of a chain; a ladder's level 0
+    resources override the script's own.
+    """
     sbatch_flags, script, script_args = split_submit_args(argv)
     text = read_script(script)
-    options = merge_options(parse_sbatch_options(parse_directives(text)), parse_sbatch_options(sbatch_flags))
-    submission = slurm.submit([*sbatch_flags, script, *script_args])
+    directives = parse_directives(text)
+    options = merge_options(parse_sbatch_options(directives), parse_sbatch_options(sbatch_flags))
+    chain = None
+    submit_flags = list(sbatch_flags)
+    if policy is not None:
+        mem_option = memory_option([*directives, *sbatch_flags])
+        level = first_level(policy, [*directives, *sbatch_flags])
+        if policy.ladder:
+            submit_flags = apply_level(sbatch_flags, level, mem_option)
+        chain = Chain(ladder=[lv.to_dict() for lv in policy.ladder], max_retries=policy.max_retries,
+                      mem_option=mem_option, level=level.to_dict())
+    submission = slurm.submit([*submit_flags, script, *script_args])
+    if chain is not None:
+        chain.current_job = submission.job_id
+        chain.attempts.append(Attempt(job_id=submission.job_id, resources=dict(chain.level)))
     user = current_user()
     record = JobRecord(
         job_id=submission.job_id,
@@ -58,6 +134,7 @@ def submit(store: StateStore, slurm: Slurm, argv: Sequence[str], *, cwd: str) ->
         submit_dir=cwd,
         created_at=time.time(),
         source="submit",
+        chain=chain,
     )
     record.log_options = {"output": options.output or "", "error": options.error or "", "chdir": options.chdir or ""}
     if options.array:
@@ -72,6 +149,33 @@ def submit(store: StateStore, slurm: Slurm, argv: Sequence[str], *, cwd: str) ->
         _prefer_controller_paths(record, slurm)
     store.create(record)
     return record
+
+
+def chain_comment(record: JobRecord, attempt: int) -> str:
+    """A tag put on each resubmission (sbatch --comment) so it can be found again after a crash."""
+    return f"jobmon-chain:{record.job_id}:{attempt}"
+
+
+def resubmit(slurm: Slurm, record: JobRecord, level: Level, comment: str) -> Tuple[str, str, str]:
+    """sbatch the same script and arguments at `level`; returns (job id, stdout path, stderr path).
+
+    Runs from the daemon (cwd /), so the job's working directory is given explicitly.
+    """
+    flags = apply_level(record.sbatch_args, level, record.chain.mem_option if record.chain else "--mem")
+    if not any(arg == "-D" or arg.startswith(("--chdir", "-D")) for arg in flags):
+        flags.append(f"--chdir={os.path.join(record.submit_dir, record.log_options.get('chdir', ''))}")
+    if not any(arg.startswith("--comment") for arg in flags):
+        flags.append(f"--comment={comment}")
+    submission = slurm.submit([*flags, record.script, *record.script_args])
+    options = JobOptions(
+        output=record.log_options.get("output") or None, error=record.log_options.get("error") or None,
+        job_name=record.name or None, chdir=record.log_options.get("chdir") or None, array=None,
+    )
+    paths = resolve_log_paths(options, submit_dir=record.submit_dir, job_id=submission.job_id, user=record.user,
+                              default_job_name=os.path.basename(record.script))
+    probe = JobRecord(job_id=submission.job_id, stdout_path=paths.stdout, stderr_path=paths.stderr)
+    _prefer_controller_paths(probe, slurm)
+    return submission.job_id, probe.stdout_path, probe.stderr_path
 
 
 def _prefer_controller_paths(record: JobRecord, slurm: Slurm) -> None:

@@ -366,3 +366,96 @@ def test_a_disk_that_refuses_writes_costs_no_message_and_sends_none_twice(store,
     assert result == "done"
     assert len(outbox.sent) == 1 and len(outbox.urls) == 2
     assert store.load(JOB).final is None  # nothing could be written, yet the story was told once
+
+
+def sacct_for(job: str, state: str, exit_code: str = "0:0", req_mem: str = "100M") -> str:
+    return sacct_row(state, exit_code, req_mem=req_mem).replace(f"{JOB}^|^{JOB}^|^", f"{job}^|^{job}^|^", 1) \
+        .replace(f"{JOB}.batch^|^{JOB}.batch", f"{job}.batch^|^{job}.batch") + "\n"
+
+
+class ChainSlurm(ScriptedSlurm):
+    """Answers for whichever attempt is current (its id is the first thing asked)."""
+
+    def __init__(self, answers):
+        super().__init__([{}], [{}])
+        self.answers = answers
+
+    def query_queue(self, job_ids, not_before=0.0):
+        self.queue_calls += 1
+        return {}
+
+    def query_accounting(self, job_ids):
+        self.accounting_calls += 1
+        return accounting(self.answers[job_ids[0]])
+
+
+def chained(store, ladder=()):
+    from core.state import Attempt, Chain
+
+    def change(record):
+        record.chain = Chain(ladder=[dict(level) for level in ladder], max_retries=2,
+                             current_job=JOB, level=dict(ladder[0]) if ladder else {}, attempts=[Attempt(job_id=JOB)])
+
+    store.update(JOB, change)
+
+
+def test_oom_escalates_once_per_attempt_and_one_final_message_lists_the_chain(store, patterns):
+    chained(store)
+    submitted = []
+
+    def resubmit(record, level, attempt):
+        submitted.append((level.mem, attempt))
+        return "500", "/w/a.out", "/w/a.out"
+
+    slurm = ChainSlurm({JOB: sacct_for(JOB, "OUT_OF_MEMORY", "0:125"), "500": sacct_for("500", "COMPLETED")})
+    outbox = Outbox(["delivered"])
+    clock = FakeClock()
+    deps = MonitorDeps(slurm=slurm, store=store, config=CONFIG, patterns=lambda: patterns, send=outbox,
+                       clock=clock.time, sleep=clock.sleep, host="h", pid=1, resubmit=resubmit)
+    assert Monitor(JOB, deps).run() == "done"
+    assert submitted == [("200M", 2)]  # the default ladder doubles the 100M the job had
+    record = store.load(JOB)
+    assert [a.job_id for a in record.chain.attempts] == [JOB, "500"]
+    assert record.chain.attempts[0].state == "OUT_OF_MEMORY" and "escalate_mem" in record.chain.attempts[0].decision
+    assert record.final.state == "COMPLETED" and record.notification.status == "sent"
+    titles = [payload["embeds"][0]["title"] for payload in outbox.sent]
+    assert len(titles) == 2
+    assert "resubmitted as 500 with 200M" in titles[0]
+    assert titles[1].startswith(f"Chain {JOB} (train): COMPLETED after 2 attempts")
+    assert outbox.urls == [CONFIG.error_webhook, CONFIG.success_webhook]
+
+
+def test_a_decided_resubmission_is_adopted_not_repeated_after_a_crash(store, patterns):
+    chained(store)
+
+    def crash_after_decision(record):  # what a daemon killed right before sbatch leaves behind
+        record.chain.pending = {"level_index": 1, "level": {"mem": "200M"}, "action": "escalate_mem"}
+        record.chain.attempts[0].state = "OUT_OF_MEMORY"
+
+    store.update(JOB, crash_after_decision)
+    calls = []
+    slurm = ChainSlurm({"777": sacct_for("777", "COMPLETED")})
+    outbox = Outbox(["delivered"])
+    clock = FakeClock()
+    deps = MonitorDeps(slurm=slurm, store=store, config=CONFIG, patterns=lambda: patterns, send=outbox,
+                       clock=clock.time, sleep=clock.sleep, host="h", pid=1,
+                       resubmit=lambda *args: calls.append(args),
+                       find_submitted=lambda record, attempt: "777" if attempt == 2 else None)
+    assert Monitor(JOB, deps).run() == "done"
+    assert calls == []
+    assert store.load(JOB).chain.current_job == "777"
+
+
+def test_top_of_the_ladder_ends_the_chain_with_the_reason(store, patterns):
+    chained(store, ladder=({"mem": "100M"}, {"mem": "200M"}))
+    oom = {job: sacct_for(job, "OUT_OF_MEMORY", "0:125") for job in (JOB, "501")}
+    slurm = ChainSlurm(oom)
+    outbox = Outbox(["delivered"])
+    clock = FakeClock()
+    deps = MonitorDeps(slurm=slurm, store=store, config=CONFIG, patterns=lambda: patterns, send=outbox,
+                       clock=clock.time, sleep=clock.sleep, host="h", pid=1,
+                       resubmit=lambda record, level, attempt: ("501", "", ""))
+    assert Monitor(JOB, deps).run() == "done"
+    final_embed = outbox.sent[-1]["embeds"][0]
+    assert "OUT\\_OF\\_MEMORY after 2 attempts" in final_embed["title"]
+    assert "top level" in final_embed["description"]

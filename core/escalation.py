@@ -1,0 +1,276 @@
+"""Automatic resubmission policy: more memory after OUT_OF_MEMORY, more time after TIMEOUT, a plain
+relaunch after transient failures, nothing after the user's own errors. Pure functions.
+
+A ladder is an ordered list of levels (`mem`, `time`, `partition`, `gres`, `cpus`); attempt 1 runs
+at level 0. Without a ladder, the default doubles memory on OOM and time on TIMEOUT up to caps.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from core.errors import ConfigError
+from core.slurm import parse_duration, parse_size
+
+ESCALATE_MEM = "escalate_mem"
+ESCALATE_TIME = "escalate_time"
+RELAUNCH = "relaunch"
+STOP = "stop"
+ACTIONS = (ESCALATE_MEM, ESCALATE_TIME, RELAUNCH, STOP)
+
+DEFAULT_STATE_ACTIONS = {
+    "OUT_OF_MEMORY": ESCALATE_MEM, "TIMEOUT": ESCALATE_TIME,
+    "NODE_FAIL": RELAUNCH, "BOOT_FAIL": RELAUNCH, "PREEMPTED": RELAUNCH,
+}
+DEFAULT_MAX_RETRIES = 3
+DEFAULT_MEM_CAP = "256G"
+DEFAULT_TIME_CAP = "7-00:00:00"
+MEM_OPTIONS = ("--mem", "--mem-per-cpu", "--mem-per-gpu")
+
+_TIME_RE = re.compile(r"^(?:\d+-)?\d+(?::\d+){0,2}$", re.ASCII)
+_SIZE_RE = re.compile(r"^\d+(?:\.\d+)?[KMGT]?$", re.ASCII | re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Level:
+    """Resources of one rung; empty fields keep whatever the job already asked for."""
+
+    mem: str = ""
+    time: str = ""
+    partition: str = ""
+    gres: str = ""
+    cpus: int = 0
+
+    def describe(self) -> str:
+        parts = [p for p in (self.mem, self.time) if p]
+        text = "/".join(parts) or "same resources"
+        extras = [f"on {self.partition}" if self.partition else "", self.gres, f"{self.cpus} CPUs" if self.cpus else ""]
+        return " ".join([text, *[e for e in extras if e]])
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {k: v for k, v in (("mem", self.mem), ("time", self.time), ("partition", self.partition),
+                                  ("gres", self.gres), ("cpus", self.cpus)) if v}
+
+
+@dataclass(frozen=True)
+class Policy:
+    ladder: Tuple[Level, ...] = ()
+    max_retries: int = DEFAULT_MAX_RETRIES
+    states: Dict[str, str] = field(default_factory=lambda: dict(DEFAULT_STATE_ACTIONS))
+    exit_codes: Dict[int, str] = field(default_factory=dict)
+    mem_cap: str = DEFAULT_MEM_CAP
+    time_cap: str = DEFAULT_TIME_CAP
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str
+    level_index: int
+    level: Level
+    reason: str
+
+    @property
+    def resubmit(self) -> bool:
+        return self.action != STOP
+
+
+# -- parsing and validation --------------------------------------------------------------------
+def parse_level(data: Any, where: str) -> Level:
+    if not isinstance(data, dict) or not data:
+        raise ConfigError(f"{where}: a level must be an object with any of mem, time, partition, gres, cpus")
+    unknown = set(data) - {"mem", "time", "partition", "gres", "cpus"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; use mem, time, partition, gres, cpus")
+    mem, time, partition, gres = (str(data.get(key, "")).strip() for key in ("mem", "time", "partition", "gres"))
+    if mem and not _SIZE_RE.match(mem):
+        raise ConfigError(f"{where}: mem {mem!r} is not a Slurm size like 4G or 500M")
+    if time and (not _TIME_RE.match(time) or not parse_duration_any(time)):
+        raise ConfigError(f"{where}: time {time!r} is not a Slurm time like 60, 2:00:00 or 1-00:00:00")
+    cpus = data.get("cpus", 0)
+    if isinstance(cpus, bool) or not isinstance(cpus, int) or cpus < 0:
+        raise ConfigError(f"{where}: cpus must be a positive integer, got {cpus!r}")
+    return Level(mem=mem.upper(), time=time, partition=partition, gres=gres, cpus=cpus)
+
+
+def parse_ladder(data: Any, source: str) -> Tuple[Level, ...]:
+    """A ladder is a JSON list of levels (or an object with a "ladder" list)."""
+    if isinstance(data, dict):
+        data = data.get("ladder")
+    if not isinstance(data, list) or not data:
+        raise ConfigError(f"{source}: a ladder is a non-empty list of levels, e.g. "
+                          '[{"mem": "1G", "time": "1:00:00"}, {"mem": "4G", "time": "2:00:00"}]')
+    return tuple(parse_level(level, f"{source}: level {index}") for index, level in enumerate(data))
+
+
+def load_ladder_text(text: str, source: str) -> Tuple[Level, ...]:
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"ladder file {source} is not valid JSON: {exc}") from None
+    return parse_ladder(data, f"ladder file {source}")
+
+
+def parse_policy(
+    section: Any, source: str, *, ladder: Tuple[Level, ...] = (), max_retries: Optional[int] = None,
+) -> Policy:
+    """config.json's "escalation" section; `ladder`/`max_retries` from the command line win."""
+    section = section or {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"{source}: 'escalation' must be an object")
+    where = f"{source}: escalation"
+    if not ladder and section.get("ladder") is not None:
+        ladder = parse_ladder(section["ladder"], f"{where}.ladder")
+    retries = section.get("max_retries", DEFAULT_MAX_RETRIES) if max_retries is None else max_retries
+    if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 50:
+        raise ConfigError(f"{where}.max_retries must be an integer from 0 to 50, got {retries!r}")
+    states = dict(DEFAULT_STATE_ACTIONS)
+    for state, action in (section.get("states") or {}).items():
+        if action not in ACTIONS:
+            raise ConfigError(f"{where}.states.{state}: {action!r} is not one of {', '.join(ACTIONS)}")
+        states[str(state).upper()] = action
+    exit_codes = {}
+    for code, action in (section.get("exit_codes") or {}).items():
+        if not str(code).isdigit() or action not in ACTIONS:
+            raise ConfigError(
+                f"{where}.exit_codes: {code!r} -> {action!r}: use a number and one of {', '.join(ACTIONS)}")
+        exit_codes[int(code)] = action
+    caps = section.get("caps") or {}
+    mem_cap, time_cap = str(caps.get("mem", DEFAULT_MEM_CAP)), str(caps.get("time", DEFAULT_TIME_CAP))
+    parse_level({"mem": mem_cap, "time": time_cap}, f"{where}.caps")
+    return Policy(ladder=ladder, max_retries=retries, states=states, exit_codes=exit_codes,
+                  mem_cap=mem_cap.upper(), time_cap=time_cap)
+
+
+def parse_duration_any(text: str) -> Optional[float]:
+    """Slurm time syntax: `M`, `M:S`, `H:M:S`, `D-H`, `D-H:M`, `D-H:M:S` (a bare number is minutes)."""
+    text = text.strip()
+    if text.isdigit():
+        return int(text) * 60.0
+    if "-" in text:
+        days, _, rest = text.partition("-")
+        if not days.isdigit():
+            return None
+        parts = rest.split(":")
+        while len(parts) < 3:
+            parts.append("0")
+        seconds = parse_duration(":".join(parts))
+        return None if seconds is None else int(days) * 86400 + seconds
+    return parse_duration(text)
+
+
+# -- the decision ------------------------------------------------------------------------------
+def action_for(state: str, exit_code: int, signal: int, categories: Sequence[str], policy: Policy) -> Tuple[str, str]:
+    """(action, why) for one ended attempt."""
+    if state == "COMPLETED" and exit_code == 0:
+        return STOP, "completed"
+    if categories and categories[0] == "cuda_oom":
+        return STOP, "CUDA out of memory: more host memory cannot fix it (reduce batch size or use a bigger GPU)"
+    if state == "FAILED" and exit_code in policy.exit_codes:
+        return policy.exit_codes[exit_code], f"exit code {exit_code} is set to {policy.exit_codes[exit_code]}"
+    if state == "FAILED" and (exit_code == 137 or signal == 9) and "slurm_oom" in categories:
+        return ESCALATE_MEM, "killed for exceeding its memory (exit 137, Slurm OOM message)"
+    action = policy.states.get(state, STOP)
+    return action, f"{state} is set to {action}" if action != STOP else f"{state}: no retry for this ending"
+
+
+def double_size(text: str, cap: str) -> Optional[str]:
+    """Twice `text` (Slurm size) in MiB, at most `cap`; None when already at the cap."""
+    current, limit = parse_size(text, "M"), parse_size(cap, "M")
+    if not current or not limit or current >= limit:
+        return None
+    return f"{min(current * 2, limit) // (1024 * 1024)}M"
+
+
+def double_time(text: str, cap: str) -> Optional[str]:
+    current, limit = parse_duration_any(text), parse_duration_any(cap)
+    if not current or not limit or current >= limit:
+        return None
+    return format_minutes(min(current * 2, limit))
+
+
+def format_minutes(seconds: float) -> str:
+    """Slurm's `D-HH:MM:SS`, rounded up to whole minutes (Slurm's own granularity)."""
+    minutes = int(-(-seconds // 60))
+    days, rest = divmod(minutes, 1440)
+    text = f"{rest // 60:02d}:{rest % 60:02d}:00"
+    return f"{days}-{text}" if days else text
+
+
+def decide(
+    *, state: str, exit_code: int, signal: int, categories: Sequence[str], attempt: int, level_index: int,
+    current: Level, policy: Policy,
+) -> Decision:
+    """What to do after attempt number `attempt` (1-based) ended, running at `current` resources."""
+    action, why = action_for(state, exit_code, signal, categories, policy)
+    if action == STOP:
+        return Decision(STOP, level_index, current, why)
+    if attempt > policy.max_retries:
+        used = f"{why}, but the chain already used its {policy.max_retries} retries"
+        return Decision(STOP, level_index, current, used)
+    if action == RELAUNCH:
+        return Decision(RELAUNCH, level_index, current, why)
+    if policy.ladder:
+        if level_index + 1 >= len(policy.ladder):
+            return Decision(STOP, level_index, current, f"{why}, but this was the ladder's top level")
+        return Decision(action, level_index + 1, policy.ladder[level_index + 1], why)
+    if action == ESCALATE_MEM:
+        mem = double_size(current.mem, policy.mem_cap)
+        if mem is None:
+            return Decision(STOP, level_index, current, f"{why}, but memory is at the cap ({policy.mem_cap})")
+        return Decision(action, level_index + 1, replace(current, mem=mem), why)
+    time = double_time(current.time, policy.time_cap)
+    if time is None:
+        return Decision(STOP, level_index, current, f"{why}, but time is at the cap ({policy.time_cap})")
+    return Decision(action, level_index + 1, replace(current, time=time), why)
+
+
+# -- the new command line ----------------------------------------------------------------------
+_VALUE_OPTIONS = {
+    "mem": ("--mem", "--mem-per-cpu", "--mem-per-gpu"),
+    "time": ("-t", "--time"),
+    "partition": ("-p", "--partition"),
+    "gres": ("--gres",),
+    "cpus": ("-c", "--cpus-per-task"),
+}
+
+
+def memory_option(args: Sequence[str]) -> str:
+    """Which memory option the job uses (the last one given); sbatch refuses to mix them."""
+    chosen = "--mem"
+    for arg in args:
+        for option in MEM_OPTIONS:
+            if arg == option or arg.startswith(option + "="):
+                chosen = option
+    return chosen
+
+
+def apply_level(sbatch_flags: Sequence[str], level: Level, mem_option: str = "--mem") -> List[str]:
+    """The original flags without the ones the level sets, then the level's flags (they win)."""
+    replaced = [name for name, value in level.to_dict().items() if value]
+    drop = {option for name in replaced for option in _VALUE_OPTIONS[name]}
+    result: List[str] = []
+    skip_next = False
+    for arg in sbatch_flags:
+        if skip_next:
+            skip_next = False
+            continue
+        name = arg.split("=", 1)[0]
+        if name in drop:
+            skip_next = "=" not in arg
+            continue
+        if len(name) > 2 and not name.startswith("--") and name[:2] in drop:  # -t60, -pbig
+            continue
+        result.append(arg)
+    if level.mem:
+        result.append(f"{mem_option}={level.mem}")
+    if level.time:
+        result.append(f"--time={level.time}")
+    if level.partition:
+        result.append(f"--partition={level.partition}")
+    if level.gres:
+        result.append(f"--gres={level.gres}")
+    if level.cpus:
+        result.append(f"--cpus-per-task={level.cpus}")
+    return result
