@@ -209,6 +209,8 @@ def _cmd_status(args, ctx: Context) -> int:
 
 def _cell(row: Dict[str, object], key: str) -> str:
     value = row.get(key)
+    if key == "job_id" and row.get("current_job") not in (None, value):
+        return f"{value}->{row['current_job']}"
     if key == "last_poll":
         return "-" if value is None else f"{value:.0f}s ago"
     return "-" if value in (None, "") else str(value)
@@ -216,8 +218,9 @@ def _cell(row: Dict[str, object], key: str) -> str:
 
 # -- cancel / recover -----------------------------------------------------------------------
 def _add_cancel(sub) -> None:
-    parser = sub.add_parser("cancel", help="stop monitoring a job (the Slurm job keeps running)")
-    parser.add_argument("job_id")
+    parser = sub.add_parser("cancel", help="stop monitoring a job or chain (the Slurm job keeps running)")
+    parser.add_argument("job_id", help="the job's id, or the id of any attempt of its chain")
+    parser.add_argument("--job", action="store_true", help="also scancel the job (the chain's current attempt)")
     parser.set_defaults(handler=_cmd_cancel)
 
 
@@ -225,19 +228,85 @@ def _cmd_cancel(args, ctx: Context) -> int:
     from core.daemon import is_process_alive
     from core.jobscript import validate_job_id
 
-    job_id = validate_job_id(args.job_id)
     store = ctx.store()
-    if not store.exists(job_id):
-        raise StateError(f"job {job_id} is not monitored (see `jobmon status --all`)")
+    record = _find_monitored(store, validate_job_id(args.job_id))
 
-    def request_stop(record) -> None:
-        record.monitor.stop_requested = True
+    def request_stop(current) -> None:
+        current.monitor.stop_requested = True
 
-    record = store.update(job_id, request_stop)
+    record = store.update(record.job_id, request_stop)
     monitor = record.monitor
     if monitor.host == socket.gethostname() and is_process_alive(monitor.pid, monitor.start_ticks):
         os.kill(monitor.pid, signal.SIGTERM)
-    print(f"jobmon: stopped monitoring job {job_id}; the Slurm job itself keeps running (scancel {job_id} stops it)")
+    if args.job:
+        ctx.slurm().cancel(record.target)
+        print(f"jobmon: stopped monitoring job {record.job_id} and cancelled Slurm job {record.target}")
+    else:
+        print(f"jobmon: stopped monitoring job {record.job_id}; the Slurm job itself keeps running "
+              f"(scancel {record.target} or `jobmon cancel --job {record.job_id}` stops it)")
+    return 0
+
+
+def _find_monitored(store, job_id: str):
+    """The record of a job, or of the chain one of whose attempts has this id."""
+    from core.history import find_record
+
+    if store.exists(job_id):
+        return store.load(job_id)
+    found = find_record((r for _, r, _ in store.load_all() if r is not None), job_id)
+    if found is None:
+        raise StateError(f"job {job_id} is not monitored (see `jobmon status --all`)")
+    return found
+
+
+# -- report / history -----------------------------------------------------------------------
+def _add_report(sub) -> None:
+    parser = sub.add_parser("report", help="attempts, levels, states and runtimes of a job or chain")
+    parser.add_argument("job_id", help="the job's id, or the id of any attempt of its chain")
+    _add_format_flags(parser, markdown=True)
+    parser.set_defaults(handler=_cmd_report)
+
+
+def _add_format_flags(parser, *, markdown: bool) -> None:
+    group = parser.add_mutually_exclusive_group()
+    if markdown:
+        group.add_argument("--markdown", dest="fmt", action="store_const", const="markdown")
+    group.add_argument("--json", dest="fmt", action="store_const", const="json")
+    group.add_argument("--csv", dest="fmt", action="store_const", const="csv")
+    parser.set_defaults(fmt="table")
+
+
+def _cmd_report(args, ctx: Context) -> int:
+    from core.history import REPORT_COLUMNS, render, report_rows
+    from core.jobscript import validate_job_id
+
+    record = _find_monitored(ctx.store(), validate_job_id(args.job_id))
+    final = record.final
+    state = final.state_text or final.state if final else (record.observation.state or "running")
+    title = f"{record.job_id} ({record.name}): {state}"
+    print(render(report_rows(record), REPORT_COLUMNS, args.fmt, title))
+    return 0
+
+
+def _add_history(sub) -> None:
+    parser = sub.add_parser("history", help="past jobs and chains with their outcome and causes")
+    parser.add_argument("--since", default="", metavar="WHEN", help="e.g. 7d, 12h, 2026-11-01")
+    _add_format_flags(parser, markdown=False)
+    parser.set_defaults(handler=_cmd_history)
+
+
+def _cmd_history(args, ctx: Context) -> int:
+    import time
+
+    from core.history import HISTORY_COLUMNS, history_rows, parse_since, render
+
+    since = parse_since(args.since, time.time()) if args.since else 0.0
+    records = [r for _, r, _ in ctx.store().load_all() if r is not None]
+    rows = history_rows(records, since)
+    if not rows and args.fmt == "table":
+        print("No jobs in the history" + (f" since {args.since}." if args.since else "."))
+        return 0
+    print(render(rows, HISTORY_COLUMNS, args.fmt))
     return 0
 
 
@@ -345,7 +414,8 @@ def _cmd_analyze(args, ctx: Context) -> int:
 
 
 COMMANDS: Sequence[Callable] = (
-    _add_init, _add_submit, _add_watch, _add_status, _add_cancel, _add_recover, _add_test_discord, _add_analyze,
+    _add_init, _add_submit, _add_watch, _add_status, _add_cancel, _add_recover, _add_report, _add_history,
+    _add_test_discord, _add_analyze,
 )
 
 

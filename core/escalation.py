@@ -132,7 +132,7 @@ def parse_policy(
         states[str(state).upper()] = action
     exit_codes = {}
     for code, action in (section.get("exit_codes") or {}).items():
-        if not str(code).isdigit() or action not in ACTIONS:
+        if not str(code).isdecimal() or action not in ACTIONS:
             raise ConfigError(
                 f"{where}.exit_codes: {code!r} -> {action!r}: use a number and one of {', '.join(ACTIONS)}")
         exit_codes[int(code)] = action
@@ -146,11 +146,11 @@ def parse_policy(
 def parse_duration_any(text: str) -> Optional[float]:
     """Slurm time syntax: `M`, `M:S`, `H:M:S`, `D-H`, `D-H:M`, `D-H:M:S` (a bare number is minutes)."""
     text = text.strip()
-    if text.isdigit():
+    if text.isdecimal():
         return int(text) * 60.0
     if "-" in text:
         days, _, rest = text.partition("-")
-        if not days.isdigit():
+        if not days.isdecimal():
             return None
         parts = rest.split(":")
         while len(parts) < 3:

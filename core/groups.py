@@ -67,11 +67,11 @@ def collect_tasks(job_id: str, records: Dict[str, AccountingRecord]) -> List[Tas
 
 def _task_sort_key(task: TaskOutcome):
     digits = task.task_id.lstrip("+")
-    return (int(digits) if digits.isdigit() else 0, task.task_id)
+    return (int(digits) if digits.isdecimal() else 0, task.task_id)
 
 
 def missing_tasks(tasks: Sequence[TaskOutcome], expected: Sequence[int]) -> List[int]:
-    seen = {int(t.task_id) for t in tasks if t.task_id.isdigit()}
+    seen = {int(t.task_id) for t in tasks if t.task_id.isdecimal()}
     return [task for task in expected if task not in seen]
 
 
@@ -97,7 +97,7 @@ def summarize(
     if headline == "UNKNOWN" and states and not missing:
         headline = states.most_common(1)[0][0]
     failed = [t for t in tasks if is_failure(t)]
-    failed_ids = [int(t.task_id) for t in failed if t.task_id.isdigit()] + list(missing)
+    failed_ids = [int(t.task_id) for t in failed if t.task_id.isdecimal()] + list(missing)
     failed_text = compress_ids(failed_ids) if failed_ids else ", ".join(t.task_id for t in failed)
     slowest = max(tasks, key=lambda t: parse_duration(t.elapsed) or 0.0, default=None)
     rss = [t.max_rss_bytes for t in tasks if t.max_rss_bytes]
@@ -115,8 +115,8 @@ def summarize(
         nodes=_join_nodes(records.get(t.job_id) for t in tasks),
         partition=sample.partition if sample else "",
         work_dir=sample.work_dir if sample else "",
-        start=min((r.start for r in records.values() if r.start[:1].isdigit()), default=""),
-        end=max((r.end for r in records.values() if r.end[:1].isdigit()), default=""),
+        start=min((r.start for r in records.values() if r.start[:1].isdecimal()), default=""),
+        end=max((r.end for r in records.values() if r.end[:1].isdecimal()), default=""),
         source="sacct",
         incomplete=incomplete or bool(missing),
         decided_at=now,

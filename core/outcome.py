@@ -43,7 +43,7 @@ def analyze_logs(paths: Sequence[str], patterns: Sequence[Pattern], tail_lines: 
 
 def task_log_files(record: JobRecord, task: TaskOutcome) -> List[str]:
     """Where one array task wrote: the job's -o/-e patterns expanded for that task."""
-    if not task.task_id.isdigit():
+    if not task.task_id.isdecimal():
         return log_files(record)  # het components share the job's files
     options = JobOptions(
         output=record.log_options.get("output") or None, error=record.log_options.get("error") or None,

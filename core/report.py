@@ -85,7 +85,7 @@ def choose_excerpt(lines: Sequence[str], anchor: Optional[int], size: int = EXCE
 
 
 def kind_label(record: JobRecord) -> str:
-    if record.array_spec or any(t.task_id.isdigit() for t in record.tasks):
+    if record.array_spec or any(t.task_id.isdecimal() for t in record.tasks):
         return "Array"
     return "Het job" if record.tasks else "Job"
 

@@ -182,4 +182,4 @@ class SharedSlurm:
 
 def _numeric_key(job_id: str) -> Tuple[int, str]:
     head = job_id.split("_", 1)[0].split("+", 1)[0]
-    return (int(head) if head.isdigit() else 0, job_id)
+    return (int(head) if head.isdecimal() else 0, job_id)

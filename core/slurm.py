@@ -310,7 +310,7 @@ def parse_sacct(text: str) -> List[AccountingRecord]:
             start=row["Start"],
             end=row["End"],
             user=row["User"],
-            alloc_cpus=int(row["AllocCPUS"]) if row["AllocCPUS"].isdigit() else 0,
+            alloc_cpus=int(row["AllocCPUS"]) if row["AllocCPUS"].isdecimal() else 0,
         ))
     return records
 

@@ -23,13 +23,17 @@ RETRYABLE_NOTIFICATIONS = ("pending", "sending", "failed", "gone")
 
 def _row(record: JobRecord, queue: Dict[str, QueueEntry], host: str, now: float) -> Dict[str, object]:
     health = monitor_health(record, host, now)
-    entry = queue.get(record.job_id)
+    entry = queue.get(record.target)
     if record.final is not None:
         state = record.final.state + (" (incomplete)" if record.final.incomplete else "")
     elif entry is not None:
         state = entry.state.value
     else:
         state = record.observation.state or "UNKNOWN"
+    chain = record.chain
+    if chain is not None:
+        level = "/".join(str(v) for v in chain.level.values())
+        state += f" (attempt {len(chain.attempts)} of {chain.max_retries + 1}" + (f", {level})" if level else ")")
     elapsed = record.final.elapsed if record.final is not None else (entry.time_used if entry else "")
     note = record.notification
     problem = ""
@@ -44,6 +48,7 @@ def _row(record: JobRecord, queue: Dict[str, QueueEntry], host: str, now: float)
         problem = "sacct unavailable; waiting for the final record"
     return {
         "job_id": record.job_id,
+        "current_job": record.target,
         "name": record.name,
         "state": state,
         "monitor": health,
@@ -70,7 +75,7 @@ def collect_status(store: StateStore, slurm, *, include_old: bool) -> Tuple[List
     host = socket.gethostname()
     loaded = list(store.load_all())
     records = [r for _, r, _ in loaded if r is not None and _visible(r, now, include_old)]
-    live_ids = [r.job_id for r in records if r.final is None]
+    live_ids = [r.target for r in records if r.final is None]
     queue: Dict[str, QueueEntry] = {}
     warning = ""
     if live_ids:

@@ -72,7 +72,7 @@ def split_jobmon_flags(argv: Sequence[str]) -> Tuple[SubmitOptions, List[str]]:
             value = args.pop(0)
         if name == "--ladder":
             ladder = value
-        elif not value.isdigit():
+        elif not value.isdecimal():
             raise JobmonError(f"--max-retries {value!r} is not a whole number")
         else:
             retries = int(value)
@@ -243,7 +243,7 @@ def _attach_array(record: JobRecord, infos: List[JobInfo]) -> None:
             continue
     record.expected_tasks = sorted(task_ids)
     record.array_spec = compress_ids(record.expected_tasks)
-    started = next((info for info in infos if info.array_task_id.isdigit()), None)
+    started = next((info for info in infos if info.array_task_id.isdecimal()), None)
     if started is not None:
         record.log_options = {
             "output": _task_path_pattern(started.stdout, started), "error": _task_path_pattern(started.stderr, started),
