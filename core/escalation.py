@@ -30,7 +30,7 @@ DEFAULT_TIME_CAP = "7-00:00:00"
 MEM_OPTIONS = ("--mem", "--mem-per-cpu", "--mem-per-gpu")
 
 _TIME_RE = re.compile(r"^(?:\d+-)?\d+(?::\d+){0,2}$", re.ASCII)
-_SIZE_RE = re.compile(r"^\d+(?:\.\d+)?[KMGT]?$", re.ASCII | re.IGNORECASE)
+_SIZE_RE = re.compile(r"^\d+[KMGT]?$", re.ASCII | re.IGNORECASE)  # sbatch refuses --mem=4.5G
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,9 @@ def parse_level(data: Any, where: str) -> Level:
     unknown = set(data) - {"mem", "time", "partition", "gres", "cpus"}
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; use mem, time, partition, gres, cpus")
+    for key in ("partition", "gres"):
+        if not isinstance(data.get(key, ""), str):
+            raise ConfigError(f"{where}: {key} must be a string, got {data[key]!r}")
     mem, time, partition, gres = (str(data.get(key, "")).strip() for key in ("mem", "time", "partition", "gres"))
     if mem and not _SIZE_RE.match(mem):
         raise ConfigError(f"{where}: mem {mem!r} is not a Slurm size like 4G or 500M")
@@ -125,6 +128,9 @@ def parse_policy(
     retries = section.get("max_retries", DEFAULT_MAX_RETRIES) if max_retries is None else max_retries
     if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 50:
         raise ConfigError(f"{where}.max_retries must be an integer from 0 to 50, got {retries!r}")
+    for key in ("states", "exit_codes", "caps"):
+        if not isinstance(section.get(key) or {}, dict):
+            raise ConfigError(f"{where}.{key} must be an object, got {type(section[key]).__name__}")
     states = dict(DEFAULT_STATE_ACTIONS)
     for state, action in (section.get("states") or {}).items():
         if action not in ACTIONS:
@@ -180,7 +186,7 @@ def double_size(text: str, cap: str) -> Optional[str]:
     current, limit = parse_size(text, "M"), parse_size(cap, "M")
     if not current or not limit or current >= limit:
         return None
-    return f"{min(current * 2, limit) // (1024 * 1024)}M"
+    return f"{-(-min(current * 2, limit) // (1024 * 1024))}M"  # rounded up: --mem=0 would mean the whole node
 
 
 def double_time(text: str, cap: str) -> Optional[str]:

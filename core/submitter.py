@@ -90,6 +90,8 @@ def first_level(policy: Policy, option_args: Sequence[str]) -> Level:
         name, has_value, value = arg.partition("=")
         if not has_value and index + 1 < len(option_args):
             value = option_args[index + 1]
+        if name.startswith("-t") and len(name) > 2:  # -t30
+            name, value = "-t", name[2:]
         if name in MEM_OPTIONS:
             values["mem"] = value
         elif name in ("-t", "--time"):

@@ -1,8 +1,7 @@
 """core.escalation (the resubmission policy) and submitter's split_jobmon_flags / first_level.
 
-All pure: literal ladders, literal argv lists, literal end states. Tests marked xfail(strict=True)
-pin bugs found while writing this file; once a bug is fixed its test passes, strict xfail turns
-that into a failure, and the marker should be removed.
+All pure: literal ladders, literal argv lists, literal end states. Where a test cites sbatch's
+behaviour, that is what the real Slurm here did.
 """
 from __future__ import annotations
 
@@ -101,16 +100,11 @@ def test_parse_ladder_takes_python_data_and_object_form_alike():
     pytest.param('[{"cpus": true}]', ["level 0", "cpus", "True"], id="cpus-bool"),
     pytest.param('[{"cpus": "4"}]', ["level 0", "cpus", "'4'"], id="cpus-string"),
     pytest.param('[{"cpus": 2.5}]', ["level 0", "cpus", "2.5"], id="cpus-float"),
-    pytest.param('[{"mem": "4.5G"}]', ["level 0", "mem '4.5G'"], id="mem-fraction-sbatch-rejects",
-                 marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-                     "BUG: parse_level accepts mem '4.5G' but the real sbatch here says 'Invalid --mem "
-                     "specification', so the resubmission fails hours later instead of at submit"))),
-    pytest.param('[{"partition": null}]', ["level 0", "partition"], id="partition-null",
-                 marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-                     "BUG: a null partition/gres becomes the string 'None' (--partition=None)"))),
-    pytest.param('[{"gres": ["gpu:1"]}]', ["level 0", "gres"], id="gres-list",
-                 marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-                     "BUG: a non-string gres is str()-ed into \"['gpu:1']\""))),
+    # the real sbatch here: --mem=4.5G -> "sbatch: error: Invalid --mem specification"
+    pytest.param('[{"mem": "4.5G"}]', ["level 0", "mem '4.5G'"], id="mem-fraction-sbatch-rejects"),
+    pytest.param('[{"partition": null}]', ["level 0", "partition", "None"], id="partition-null-not---partition=None"),
+    pytest.param('[{"gres": ["gpu:1"]}]', ["level 0", "gres", "['gpu:1']"], id="gres-list"),
+    pytest.param('[{"partition": 5}]', ["level 0", "partition", "5"], id="partition-number"),
 ])
 def test_load_ladder_text_errors(text, fragments):
     try:
@@ -166,11 +160,6 @@ def test_command_line_ladder_and_max_retries_win_over_config():
     assert parse_policy(section, CONFIG).max_retries == 5
 
 
-_NOT_CONFIG_ERROR = pytest.mark.xfail(strict=True, raises=AttributeError, reason=(
-    "BUG: parse_policy calls .items()/.get() on states/exit_codes/caps without checking they are "
-    "objects: AttributeError (a traceback) instead of a ConfigError line"))
-
-
 @pytest.mark.parametrize("section, kwargs, fragments", [
     pytest.param(["x"], {}, ["'escalation' must be an object"], id="section-not-object"),
     pytest.param({"max_retries": -1}, {}, ["escalation.max_retries", "-1"], id="retries-negative"),
@@ -190,10 +179,9 @@ _NOT_CONFIG_ERROR = pytest.mark.xfail(strict=True, raises=AttributeError, reason
     pytest.param({"caps": {"time": "2h"}}, {}, ["escalation.caps", "time '2h'"], id="cap-time"),
     pytest.param({"ladder": []}, {}, ["escalation.ladder", "non-empty list"], id="config-ladder-empty"),
     pytest.param({"ladder": [{"gpu": 1}]}, {}, ["escalation.ladder: level 0", "gpu"], id="config-ladder-unknown-key"),
-    pytest.param({"caps": "64G"}, {}, ["escalation.caps"], id="caps-not-object", marks=_NOT_CONFIG_ERROR),
-    pytest.param({"states": ["TIMEOUT"]}, {}, ["escalation.states"], id="states-not-object", marks=_NOT_CONFIG_ERROR),
-    pytest.param({"exit_codes": [137]}, {}, ["escalation.exit_codes"], id="exit-codes-not-object",
-                 marks=_NOT_CONFIG_ERROR),
+    pytest.param({"caps": "64G"}, {}, ["escalation.caps must be an object"], id="caps-not-object"),
+    pytest.param({"states": ["TIMEOUT"]}, {}, ["escalation.states must be an object"], id="states-not-object"),
+    pytest.param({"exit_codes": [137]}, {}, ["escalation.exit_codes must be an object"], id="exit-codes-not-object"),
 ])
 def test_parse_policy_errors(section, kwargs, fragments):
     with pytest.raises(ConfigError) as exc:
@@ -308,7 +296,8 @@ def run(state, current, policy=DEFAULT, *, attempt=1, level_index=0, exit_code=0
     ("100M", "256G", "200M"),
     ("100", "256G", "200M"),  # no unit: MiB, as sbatch reads it
     ("1G", "256G", "2048M"),
-    ("1.5G", "256G", "3072M"),
+    ("3072M", "256G", "6144M"),
+    ("1.5G", "256G", "3072M"),  # sacct's ReqMem may carry a fraction
     ("4096K", "256G", "8M"),
     ("200G", "256G", "262144M"),  # doubling past the cap stops at the cap
     ("3G", "4G", "4096M"),
@@ -330,11 +319,10 @@ def test_decide_memory_at_cap_stops(mem, cap):
     assert f"cap ({cap.upper()})" in decision.reason
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG: double_size floors to whole MiB, so a size under 512K doubles to '0M', and --mem=0 asks "
-    "Slurm for ALL of the node's memory"))
-def test_double_size_never_yields_zero():
-    assert double_size("300K", "256G") != "0M"
+@pytest.mark.parametrize("mem, doubled", [("300K", "1M"), ("1K", "1M"), ("700K", "2M"), ("1537K", "4M")])
+def test_double_size_rounds_up_to_whole_mib(mem, doubled):
+    """Flooring once turned 300K into "0M", and --mem=0 asks Slurm for ALL of the node's memory."""
+    assert double_size(mem, "256G") == doubled
 
 
 @pytest.mark.parametrize("time, cap, doubled", [
@@ -570,10 +558,8 @@ def test_first_level_with_a_ladder_is_level_0(args):
     pytest.param(["--mem=1G", "-t", "10", "-J", "x", "--mem=3G", "--time=20"], Level(mem="3G", time="20"),
                  id="command-line-after-directives-wins"),
     pytest.param(["--time-min=5", "--mem-bind=local"], Level(), id="look-alikes-ignored"),
-    pytest.param(["-t30"], Level(time="30"), id="t-attached",
-                 marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-                     "BUG: first_level only reads '-t 30' and '--time=..', not '-t30' (which apply_level does "
-                     "handle); the chain's level 0 then lacks its time"))),
+    pytest.param(["-t30"], Level(time="30"), id="t-attached"),
+    pytest.param(["-t", "5", "-t1-00:00:00"], Level(time="1-00:00:00"), id="t-attached-last-wins"),
 ])
 def test_first_level_without_ladder_reads_the_args(args, level):
     assert first_level(DEFAULT, args) == level
