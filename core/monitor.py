@@ -380,7 +380,9 @@ class Monitor:
 
     # -- escalation chains ------------------------------------------------------------------
     def _decide(self, record: JobRecord, final: FinalRecord, categories: List[str]):
-        from core.escalation import Level, decide, parse_level, parse_policy
+        from dataclasses import replace
+
+        from core.escalation import ESCALATE_MEM, ESCALATE_TIME, Level, decide, parse_level, parse_policy
 
         chain = record.chain
         ladder = tuple(parse_level(level, "chain ladder") for level in chain.ladder)
@@ -390,6 +392,10 @@ class Monitor:
                         partition=asked.partition, gres=asked.gres, cpus=asked.cpus)
         decision = decide(state=final.state, exit_code=final.exit_code, signal=final.signal, categories=categories,
                           attempt=len(chain.attempts), level_index=chain.level_index, current=current, policy=policy)
+        if decision.resubmit and not policy.ladder:  # ask only for what changed; sacct's values stay sacct's
+            changed = {"mem": decision.level.mem} if decision.action == ESCALATE_MEM else \
+                {"time": decision.level.time} if decision.action == ESCALATE_TIME else {}
+            decision = replace(decision, level=replace(asked, **changed))
         log.info("job %s: attempt %d ended %s: %s -> %s", self.job_id, len(chain.attempts), final.state,
                  decision.reason, decision.action)
         return decision
