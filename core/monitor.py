@@ -382,9 +382,22 @@ class Monitor:
     def _decide(self, record: JobRecord, final: FinalRecord, categories: List[str]):
         from dataclasses import replace
 
-        from core.escalation import ESCALATE_MEM, ESCALATE_TIME, Level, decide, parse_level, parse_policy
+        from core.escalation import (
+            ESCALATE_MEM,
+            ESCALATE_TIME,
+            STOP,
+            Decision,
+            Level,
+            decide,
+            parse_level,
+            parse_policy,
+        )
 
         chain = record.chain
+        if final.task_counts:  # per-task resubmission of arrays is not built yet: never resubmit them whole
+            failed = f"; failed tasks: {final.failed_tasks}" if final.failed_tasks else ""
+            reason = f"arrays are not resubmitted yet{failed}"
+            return Decision(STOP, chain.level_index, Level(**chain.level), reason)
         ladder = tuple(parse_level(level, "chain ladder") for level in chain.ladder)
         policy = parse_policy(self.deps.config.escalation, "config.json", ladder=ladder, max_retries=chain.max_retries)
         asked = Level(**chain.level)

@@ -459,3 +459,17 @@ def test_top_of_the_ladder_ends_the_chain_with_the_reason(store, patterns):
     final_embed = outbox.sent[-1]["embeds"][0]
     assert "OUT\\_OF\\_MEMORY after 2 attempts" in final_embed["title"]
     assert "top level" in final_embed["description"]
+
+
+def test_an_escalating_array_is_never_resubmitted_whole(store, patterns):
+    chained(store)
+    store.update(JOB, lambda r: (setattr(r, "array_spec", "0-1"), setattr(r, "expected_tasks", [0, 1])))
+    calls = []
+    slurm = ScriptedSlurm([{}], [accounting(array_rows({0: ("COMPLETED", "0:0"), 1: ("OUT_OF_MEMORY", "0:125")}))])
+    outbox = Outbox(["delivered"])
+    clock = FakeClock()
+    deps = MonitorDeps(slurm=slurm, store=store, config=CONFIG, patterns=lambda: patterns, send=outbox,
+                       clock=clock.time, sleep=clock.sleep, host="h", pid=1, resubmit=lambda *a: calls.append(a))
+    assert Monitor(JOB, deps).run() == "done"
+    assert calls == [] and len(outbox.sent) == 1
+    assert "arrays are not resubmitted yet; failed tasks: 1" in store.load(JOB).chain.attempts[0].decision
