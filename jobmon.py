@@ -13,7 +13,7 @@ import socket
 import sys
 from typing import Callable, Dict, List, Optional, Sequence
 
-from core.config import Paths, config_permission_warning, load_config, load_patterns, resolve_paths
+from core.config import Paths, config_permission_warning, load_config, load_patterns, read_text_file, resolve_paths
 from core.errors import JobmonError, StateError
 
 __version__ = "0.1.0"
@@ -99,7 +99,8 @@ def _cmd_submit(args, ctx: Context) -> int:
     flags, argv = split_jobmon_flags(args.argv)
     policy = None
     if flags.escalate:
-        ladder = load_ladder_text(_read_text(flags.ladder_file), flags.ladder_file) if flags.ladder_file else ()
+        ladder_text = read_text_file(flags.ladder_file, "ladder file") if flags.ladder_file else ""
+        ladder = load_ladder_text(ladder_text, flags.ladder_file) if flags.ladder_file else ()
         policy = parse_policy(config.escalation, ctx.paths.config, ladder=ladder, max_retries=flags.max_retries)
     ctx.ready_paths()
     record = submit(ctx.store(), ctx.slurm(), argv, cwd=os.getcwd(), policy=policy)
@@ -137,14 +138,6 @@ def _cmd_watch(args, ctx: Context) -> int:
     pid = start_monitor(ctx.paths, record.job_id)
     print(f"jobmon: monitoring job {record.job_id} (daemon pid {pid}, log {ctx.paths.monitor_log(record.job_id)})")
     return 0
-
-
-def _read_text(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
-    except OSError as exc:
-        raise JobmonError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def _run_inline(ctx: Context, job_id: str, config) -> str:

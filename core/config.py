@@ -254,11 +254,16 @@ def load_patterns(paths: Paths):
     return merge_patterns(builtin, user)
 
 
-def read_patterns_file(path: str) -> str:
-    from core.errors import PatternError
-
+def read_text_file(path: str, what: str, error: type = ConfigError) -> str:
+    """A small text file the user points us at; unreadable is one clear line of `error`."""
     try:
         with open(path, encoding="utf-8") as handle:
             return handle.read()
     except OSError as exc:
-        raise PatternError(f"cannot read patterns file {path}: {exc.strerror or exc}") from None
+        raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+
+
+def read_patterns_file(path: str) -> str:
+    from core.errors import PatternError
+
+    return read_text_file(path, "patterns file", PatternError)
