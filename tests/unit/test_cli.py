@@ -147,3 +147,40 @@ def test_state_and_log_folders_are_made_private(home, capsys):
     assert code == 0
     assert (home / "state").stat().st_mode & 0o777 == 0o700
     assert (home / "logs").stat().st_mode & 0o777 == 0o700
+
+
+@pytest.mark.parametrize("ladder, expected", [
+    (None, "cannot read ladder file"),
+    ("[{\"mem\": \"4 gigs\"}]", "level 0: mem '4 gigs'"),
+    ("not json", "is not valid JSON"),
+])
+def test_bad_ladders_stop_submit_before_sbatch(home, capsys, monkeypatch, ladder, expected):
+    write_config(home, GOOD_CONFIG)
+    (home / "job.sbatch").write_text("#!/bin/bash\necho hi\n")
+    if ladder is not None:
+        (home / "ladder.json").write_text(ladder)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    code, _, err = run(capsys, "submit", "--escalate", "--ladder", str(home / "ladder.json"), "job.sbatch")
+    assert code != 0 and expected in err
+
+
+def test_report_and_history_read_the_state_files(home, capsys):
+    from core.state import Attempt, Chain, FinalRecord, JobRecord, StateStore
+
+    (home / "state").mkdir()
+    store = StateStore(str(home / "state"))
+    chain = Chain(current_job="12", attempts=[
+        Attempt("11", resources={"mem": "1G"}, state="OUT_OF_MEMORY", elapsed="00:00:09", core_hours=0.01,
+                decision="OUT_OF_MEMORY is set to escalate_mem"),
+        Attempt("12", level_index=1, resources={"mem": "2G"}, state="COMPLETED", elapsed="00:01:00")])
+    store.create(JobRecord("11", name="train", created_at=1_790_000_000.0, chain=chain,
+                           final=FinalRecord(state="COMPLETED", elapsed="00:01:00"), done=True))
+    code, out, _ = run(capsys, "report", "--markdown", "12")
+    assert code == 0
+    assert "| 1 | 11 | mem=1G | OUT_OF_MEMORY |" in out and "| 2 | 12 | mem=2G | COMPLETED |" in out
+    code, out, _ = run(capsys, "history", "--csv")
+    assert code == 0 and out.splitlines()[1].startswith("11->12,train,")
+    code, out, _ = run(capsys, "history", "--since", "1h")
+    assert code == 0 and "No jobs in the history since 1h" in out
+    code, _, err = run(capsys, "history", "--since", "yesterday")
+    assert code != 0 and "--since 'yesterday'" in err
