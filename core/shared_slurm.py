@@ -2,7 +2,7 @@
 
 Sites rate-limit each user's RPCs, and one `squeue` per job every 30 s is the pattern admins
 ban. So every monitor (and `jobmon status`) reads one shared snapshot of *all* the user's jobs
-(`squeue --me`), kept in the state folder and refreshed by whichever process first finds it
+(`squeue -u USER`), kept in the state folder and refreshed by whichever process first finds it
 older than the poll interval. sacct works the same way: monitors register the ids they need and
 one `sacct -j a,b,c` answers all jobs that ended together. A failed query is shared as well, as
 an error: no reader may mistake an empty answer from an unreachable controller for "finished".

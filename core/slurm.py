@@ -10,6 +10,7 @@ Facts this module encodes were measured on a real Slurm 22.05 (see tests/fixture
 from __future__ import annotations
 
 import enum
+import os
 import re
 import subprocess
 from dataclasses import dataclass
@@ -180,6 +181,16 @@ class SbatchRejected(SlurmError):
         message = stderr.strip() or f"sbatch exited with code {returncode}"
         super().__init__(message)
         self.exit_code = returncode if returncode > 0 else 1
+
+
+def current_user() -> str:
+    """The login name, for `squeue -u` (portable to Slurm releases older than `--me`)."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
 
 
 def run_command(argv: Sequence[str], timeout: float) -> CommandResult:
@@ -405,7 +416,7 @@ class Slurm:
         One call serves all of a user's monitors (see core/shared_slurm.py); a job missing from
         it is gone from the controller, exactly like `Invalid job id` for a single-job query.
         """
-        result = self._run(["squeue", "--me", "-h", "-r", "-t", "all", "-o", SQUEUE_FORMAT])
+        result = self._run(["squeue", "-u", current_user(), "-h", "-r", "-t", "all", "-o", SQUEUE_FORMAT])
         if result.returncode != 0:
             if is_unavailable_error(result.stderr) or not result.stderr.strip():
                 raise SlurmUnavailable(f"squeue failed: {_first_line(result.stderr) or 'no output'}")
@@ -428,7 +439,7 @@ class Slurm:
 
     def find_by_comment(self, comment: str) -> Optional[str]:
         """The id of the user's job carrying this --comment (how a resubmission is found after a crash)."""
-        result = self._run(["squeue", "--me", "-h", "-t", "all", "-o", "%i|%k"])
+        result = self._run(["squeue", "-u", current_user(), "-h", "-t", "all", "-o", "%i|%k"])
         if result.returncode != 0:
             raise SlurmUnavailable(f"squeue failed: {_first_line(result.stderr) or 'no output'}")
         for line in result.stdout.splitlines():

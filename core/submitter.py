@@ -1,7 +1,6 @@
 """Create a job's record: by submitting its script (`jobmon submit`) or attaching to it (`jobmon watch`)."""
 from __future__ import annotations
 
-import getpass
 import os
 import time
 from dataclasses import dataclass
@@ -19,15 +18,8 @@ from core.jobscript import (
     validate_job_id,
 )
 from core.ranges import compress_ids, parse_array_spec
-from core.slurm import JobInfo, Slurm
+from core.slurm import JobInfo, Slurm, current_user
 from core.state import Attempt, Chain, JobRecord, StateStore
-
-
-def current_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid())
 
 
 def read_script(path: str) -> str:

@@ -62,7 +62,7 @@ def test_one_squeue_serves_every_monitor_until_it_is_older_than_the_interval(tmp
         assert set(monitor.query_queue(["12"])) == {"12"}
         assert set(monitor.query_queue(["7"])) == {"7_0", "7_1", "7_2", "7_3", "7_4", "7_5"}
     assert len(runner.calls("squeue")) == 1
-    assert runner.calls("squeue")[0][:3] == ["squeue", "--me", "-h"]
+    assert runner.calls("squeue")[0][:2] == ["squeue", "-u"]
     clock.now += 29.0
     monitors[0].query_queue(["12"])
     assert len(runner.calls("squeue")) == 1
