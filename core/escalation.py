@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from core.errors import ConfigError
 from core.slurm import parse_duration, parse_size
+from core.state import Chain, FinalRecord
 
 ESCALATE_MEM = "escalate_mem"
 ESCALATE_TIME = "escalate_time"
@@ -280,3 +281,36 @@ def apply_level(sbatch_flags: Sequence[str], level: Level, mem_option: str = "--
     if level.cpus:
         result.append(f"--cpus-per-task={level.cpus}")
     return result
+
+
+# -- a chain's next step -----------------------------------------------------------------------
+def _limit_or_empty(time_limit: str) -> str:
+    return "" if time_limit in ("", "UNLIMITED", "Partition_Limit") else time_limit
+
+
+def decide_next_attempt(chain: Chain, final: FinalRecord, categories: Sequence[str], config_section: Any) -> Decision:
+    """The decision for a chain whose current attempt just ended (config.json's escalation section
+    applies, the chain's own ladder and retry budget from `submit` win)."""
+    asked = Level(**chain.level)
+    if final.task_counts:  # per-task resubmission of arrays is not built yet: never resubmit them whole
+        failed = f"; failed tasks: {final.failed_tasks}" if final.failed_tasks else ""
+        return Decision(STOP, chain.level_index, asked, f"arrays are not resubmitted yet{failed}")
+    ladder = tuple(parse_level(level, "chain ladder") for level in chain.ladder)
+    policy = parse_policy(config_section, "config.json", ladder=ladder, max_retries=chain.max_retries)
+    current = replace(asked, mem=asked.mem or final.req_mem, time=asked.time or _limit_or_empty(final.time_limit))
+    decision = decide(state=final.state, exit_code=final.exit_code, signal=final.signal, categories=categories,
+                      attempt=len(chain.attempts), level_index=chain.level_index, current=current, policy=policy)
+    if decision.resubmit and not policy.ladder:  # ask only for what changed; sacct's values stay sacct's
+        changed = {"mem": decision.level.mem} if decision.action == ESCALATE_MEM else \
+            {"time": decision.level.time} if decision.action == ESCALATE_TIME else {}
+        decision = replace(decision, level=replace(asked, **changed))
+    return decision
+
+
+def close_attempt(chain: Chain, final: FinalRecord, categories: Sequence[str], decision: str) -> None:
+    """Write how the chain's current attempt ended (core-hours: CPUs x elapsed)."""
+    attempt = chain.attempts[-1]
+    attempt.state, attempt.exit_code, attempt.elapsed = final.state, final.exit_code, final.elapsed
+    attempt.categories = list(categories[:3])
+    attempt.decision = decision
+    attempt.core_hours = round(final.alloc_cpus * (parse_duration(final.elapsed) or 0.0) / 3600.0, 4)

@@ -98,21 +98,6 @@ def final_from_accounting(record: AccountingRecord, now: float, reason: str = ""
     )
 
 
-def close_attempt(chain, final: FinalRecord, categories: List[str], decision: str) -> None:
-    """Write how the chain's current attempt ended (core-hours: CPUs x elapsed)."""
-    from core.slurm import parse_duration
-
-    attempt = chain.attempts[-1]
-    attempt.state, attempt.exit_code, attempt.elapsed = final.state, final.exit_code, final.elapsed
-    attempt.categories = categories[:3]
-    attempt.decision = decision
-    attempt.core_hours = round(final.alloc_cpus * (parse_duration(final.elapsed) or 0.0) / 3600.0, 4)
-
-
-def _limit_or_empty(time_limit: str) -> str:
-    return "" if time_limit in ("", "UNLIMITED", "Partition_Limit") else time_limit
-
-
 def accounting_backoff(waited: float, interval: float) -> float:
     """Short retries first (sacct usually catches up within seconds), then the normal interval."""
     return max(0.2, min(interval, 1.0 + waited / 4.0))
@@ -365,6 +350,8 @@ class Monitor:
             current.findings = ordered_findings(analysis)
             current.excerpt = redact_secrets(excerpt)
             if current.chain is not None and decision is not None:
+                from core.escalation import close_attempt
+
                 close_attempt(current.chain, final, list(analysis.categories), decision.reason)
                 if decision.resubmit:  # written before sbatch runs: see carry_out_resubmission
                     current.chain.pending = {"level_index": decision.level_index, "level": decision.level.to_dict(),
@@ -380,36 +367,10 @@ class Monitor:
 
     # -- escalation chains ------------------------------------------------------------------
     def _decide(self, record: JobRecord, final: FinalRecord, categories: List[str]):
-        from dataclasses import replace
+        from core.escalation import decide_next_attempt
 
-        from core.escalation import (
-            ESCALATE_MEM,
-            ESCALATE_TIME,
-            STOP,
-            Decision,
-            Level,
-            decide,
-            parse_level,
-            parse_policy,
-        )
-
-        chain = record.chain
-        if final.task_counts:  # per-task resubmission of arrays is not built yet: never resubmit them whole
-            failed = f"; failed tasks: {final.failed_tasks}" if final.failed_tasks else ""
-            reason = f"arrays are not resubmitted yet{failed}"
-            return Decision(STOP, chain.level_index, Level(**chain.level), reason)
-        ladder = tuple(parse_level(level, "chain ladder") for level in chain.ladder)
-        policy = parse_policy(self.deps.config.escalation, "config.json", ladder=ladder, max_retries=chain.max_retries)
-        asked = Level(**chain.level)
-        current = Level(mem=asked.mem or final.req_mem, time=asked.time or _limit_or_empty(final.time_limit),
-                        partition=asked.partition, gres=asked.gres, cpus=asked.cpus)
-        decision = decide(state=final.state, exit_code=final.exit_code, signal=final.signal, categories=categories,
-                          attempt=len(chain.attempts), level_index=chain.level_index, current=current, policy=policy)
-        if decision.resubmit and not policy.ladder:  # ask only for what changed; sacct's values stay sacct's
-            changed = {"mem": decision.level.mem} if decision.action == ESCALATE_MEM else \
-                {"time": decision.level.time} if decision.action == ESCALATE_TIME else {}
-            decision = replace(decision, level=replace(asked, **changed))
-        log.info("job %s: attempt %d ended %s: %s -> %s", self.job_id, len(chain.attempts), final.state,
+        decision = decide_next_attempt(record.chain, final, categories, self.deps.config.escalation)
+        log.info("job %s: attempt %d ended %s: %s -> %s", self.job_id, len(record.chain.attempts), final.state,
                  decision.reason, decision.action)
         return decision
 
