@@ -134,7 +134,7 @@ class SharedSlurm:
         delay = self.last_snapshot_at + self.max_age - self.clock() + spread
         if delay <= 0:
             return interval
-        while delay < interval - self.max_age / 2:
+        while delay < interval - self.max_age:  # pending jobs (longer interval) skip whole expiries
             delay += self.max_age
         return delay
 

@@ -134,6 +134,8 @@ def test_next_poll_lands_just_after_the_shared_snapshot_expires(tmp_path):
     delay = late.next_poll_delay(30.0, "12")
     assert 18.0 < delay < 19.0  # wakes right after the snapshot taken 12 s ago expires
     assert 48.0 < late.next_poll_delay(60.0, "12") < 49.0  # pending jobs: the expiry after next
+    clock.now += 15.0  # a monitor that reads the snapshot 27 s old must not skip the next refresh
+    assert 3.0 < late.next_poll_delay(30.0, "12") < 4.0
 
 
 @pytest.mark.parametrize("key, job, expected", [
