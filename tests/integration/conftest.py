@@ -26,8 +26,15 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 from discord_receiver import DiscordReceiver  # noqa: E402
 
-pytestmark = pytest.mark.integration
 USER_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Every test in this folder needs the real Slurm: `-m "not integration"` skips them all."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for item in items:
+        if str(item.fspath).startswith(here + os.sep):
+            item.add_marker(pytest.mark.integration)
 
 
 def _slurm_up() -> bool:
