@@ -21,14 +21,6 @@ from tests.discord_receiver import DiscordReceiver, parse_behaviour, validate_pa
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def receiver():
-    server = DiscordReceiver()
-    server.start()
-    yield server
-    server.stop()
-
-
 def call(
     url: str, body: Any = None, *, raw: Optional[bytes] = None, method: Optional[str] = None, timeout: float = 5
 ) -> Tuple[int, Dict[str, str], Any]:

@@ -364,14 +364,6 @@ class Sleeps(list):
 
 
 @pytest.fixture
-def receiver():
-    server = DiscordReceiver()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def sleeps() -> Sleeps:
     return Sleeps()
 
