@@ -232,8 +232,9 @@ def _cmd_cancel(args, ctx: Context) -> int:
     if monitor.host == socket.gethostname() and is_process_alive(monitor.pid, monitor.start_ticks):
         os.kill(monitor.pid, signal.SIGTERM)
     if args.job:
-        ctx.slurm().cancel(record.target)
-        print(f"jobmon: stopped monitoring job {record.job_id} and cancelled Slurm job {record.target}")
+        for job in record.targets:
+            ctx.slurm().cancel(job)
+        print(f"jobmon: stopped monitoring job {record.job_id} and cancelled Slurm job {', '.join(record.targets)}")
     else:
         print(f"jobmon: stopped monitoring job {record.job_id}; the Slurm job itself keeps running "
               f"(scancel {record.target} or `jobmon cancel --job {record.job_id}` stops it)")
@@ -270,14 +271,14 @@ def _add_format_flags(parser, *, markdown: bool) -> None:
 
 
 def _cmd_report(args, ctx: Context) -> int:
-    from core.history import REPORT_COLUMNS, render, report_rows
+    from core.history import render, report_columns, report_rows
     from core.jobscript import validate_job_id
 
     record = _find_monitored(ctx.store(), validate_job_id(args.job_id))
     final = record.final
     state = final.state_text or final.state if final else (record.observation.state or "running")
     title = f"{record.job_id} ({record.name}): {state}"
-    print(render(report_rows(record), REPORT_COLUMNS, args.fmt, title))
+    print(render(report_rows(record), report_columns(record), args.fmt, title))
     return 0
 
 

@@ -166,10 +166,10 @@ def patterns_or_builtin(paths: Paths, log: logging.Logger):
         return parse_patterns(read_patterns_file(BUILTIN_PATTERNS), BUILTIN_PATTERNS)
 
 
-def resubmit_attempt(slurm, record: JobRecord, level, attempt: int):
+def resubmit_attempt(slurm, record: JobRecord, level, attempt: int, tasks: str):
     from core.submitter import chain_comment, resubmit
 
-    return resubmit(slurm, record, level, chain_comment(record, attempt))
+    return resubmit(slurm, record, level, chain_comment(record, attempt), tasks)
 
 
 def find_attempt(slurm, record: JobRecord, attempt: int):
@@ -219,7 +219,7 @@ def run_daemon(paths: Paths, job_id: str) -> int:
             host=host,
             start_ticks=process_start_ticks(os.getpid()) or 0,
             should_stop=stop.is_set,
-            resubmit=lambda record, level, attempt: resubmit_attempt(slurm, record, level, attempt),
+            resubmit=lambda record, level, attempt, tasks: resubmit_attempt(slurm, record, level, attempt, tasks),
             find_submitted=lambda record, attempt: find_attempt(slurm, record, attempt),
         )
         log.info("monitoring job %s (poll %.0f s running, %.0f s pending; heartbeat grace %.0f s)", job_id,

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from core.errors import ConfigError
+from core.groups import headline_state, is_failure
+from core.ranges import compress_ids, parse_array_spec, split_spec
 from core.slurm import parse_duration, parse_size
-from core.state import Chain, FinalRecord
+from core.state import Chain, FinalRecord, Round, TaskOutcome, TaskTrack
 
 ESCALATE_MEM = "escalate_mem"
 ESCALATE_TIME = "escalate_time"
@@ -240,36 +243,58 @@ _VALUE_OPTIONS = {
     "partition": ("-p", "--partition"),
     "gres": ("--gres",),
     "cpus": ("-c", "--cpus-per-task"),
+    "array": ("-a", "--array"),
 }
+_LONG_OPTIONS = tuple(option for options in _VALUE_OPTIONS.values() for option in options if option.startswith("--"))
+#: An array round's spec is split into several submissions beyond this length (2,335 characters
+#: were accepted by the local Slurm 22.05; Slurm documents no limit of its own).
+ARRAY_SPEC_MAX_LENGTH = 10000
+
+
+def canonical_option(name: str) -> str:
+    """sbatch accepts unambiguous prefixes of long options (`--mem-per-c`): name the option meant.
+
+    sbatch already accepted the command line, so a prefix of exactly one of these options can
+    only mean that one. Anything else comes back unchanged.
+    """
+    if not name.startswith("--") or name in _LONG_OPTIONS or len(name) < 3:
+        return name
+    matches = [option for option in _LONG_OPTIONS if option.startswith(name)]
+    return matches[0] if len(matches) == 1 else name
 
 
 def memory_option(args: Sequence[str]) -> str:
     """Which memory option the job uses (the last one given); sbatch refuses to mix them."""
     chosen = "--mem"
     for arg in args:
-        for option in MEM_OPTIONS:
-            if arg == option or arg.startswith(option + "="):
-                chosen = option
+        name = canonical_option(arg.split("=", 1)[0])
+        if name in MEM_OPTIONS:
+            chosen = name
     return chosen
 
 
-def apply_level(sbatch_flags: Sequence[str], level: Level, mem_option: str = "--mem") -> List[str]:
-    """The original flags without the ones the level sets, then the level's flags (they win)."""
-    replaced = [name for name, value in level.to_dict().items() if value]
-    drop = {option for name in replaced for option in _VALUE_OPTIONS[name]}
+def without_options(sbatch_flags: Sequence[str], names: Sequence[str]) -> List[str]:
+    """The flags minus every option of these kinds (`mem`, `time`, ...), in any spelling sbatch takes."""
+    drop = {option for name in names for option in _VALUE_OPTIONS[name]}
     result: List[str] = []
     skip_next = False
     for arg in sbatch_flags:
         if skip_next:
             skip_next = False
             continue
-        name = arg.split("=", 1)[0]
+        name = canonical_option(arg.split("=", 1)[0])
         if name in drop:
             skip_next = "=" not in arg
             continue
         if len(name) > 2 and not name.startswith("--") and name[:2] in drop:  # -t60, -pbig
             continue
         result.append(arg)
+    return result
+
+
+def apply_level(sbatch_flags: Sequence[str], level: Level, mem_option: str = "--mem") -> List[str]:
+    """The original flags without the ones the level sets, then the level's flags (they win)."""
+    result = without_options(sbatch_flags, [name for name, value in level.to_dict().items() if value])
     if level.mem:
         result.append(f"{mem_option}={level.mem}")
     if level.time:
@@ -288,23 +313,90 @@ def _limit_or_empty(time_limit: str) -> str:
     return "" if time_limit in ("", "UNLIMITED", "Partition_Limit") else time_limit
 
 
-def decide_next_attempt(chain: Chain, final: FinalRecord, categories: Sequence[str], config_section: Any) -> Decision:
-    """The decision for a chain whose current attempt just ended (config.json's escalation section
-    applies, the chain's own ladder and retry budget from `submit` win)."""
-    asked = Level(**chain.level)
-    if final.task_counts:  # per-task resubmission of arrays is not built yet: never resubmit them whole
-        failed = f"; failed tasks: {final.failed_tasks}" if final.failed_tasks else ""
-        return Decision(STOP, chain.level_index, asked, f"arrays are not resubmitted yet{failed}")
+def chain_policy(chain: Chain, config_section: Any) -> Policy:
+    """config.json's escalation section, with the chain's own ladder and retry budget (from `submit`)."""
     ladder = tuple(parse_level(level, "chain ladder") for level in chain.ladder)
-    policy = parse_policy(config_section, "config.json", ladder=ladder, max_retries=chain.max_retries)
-    current = replace(asked, mem=asked.mem or final.req_mem, time=asked.time or _limit_or_empty(final.time_limit))
+    return parse_policy(config_section, "config.json", ladder=ladder, max_retries=chain.max_retries)
+
+
+def _filled(asked: Level, final: FinalRecord) -> Level:
+    """What the job really ran with: sacct's values where the job asked for nothing explicit."""
+    return replace(asked, mem=asked.mem or final.req_mem, time=asked.time or _limit_or_empty(final.time_limit))
+
+
+def _ask_only_changed(decision: Decision, asked: Level, policy: Policy) -> Decision:
+    """Without a ladder the next level changes one resource; sacct's values for the rest stay sacct's."""
+    if not decision.resubmit or policy.ladder:
+        return decision
+    changed = {"mem": decision.level.mem} if decision.action == ESCALATE_MEM else \
+        {"time": decision.level.time} if decision.action == ESCALATE_TIME else {}
+    return replace(decision, level=replace(asked, **changed))
+
+
+def decide_next_attempt(chain: Chain, final: FinalRecord, categories: Sequence[str], config_section: Any) -> Decision:
+    """The decision for a (non-array) chain whose current attempt just ended."""
+    policy = chain_policy(chain, config_section)
+    asked = Level(**chain.level)
     decision = decide(state=final.state, exit_code=final.exit_code, signal=final.signal, categories=categories,
-                      attempt=len(chain.attempts), level_index=chain.level_index, current=current, policy=policy)
-    if decision.resubmit and not policy.ladder:  # ask only for what changed; sacct's values stay sacct's
-        changed = {"mem": decision.level.mem} if decision.action == ESCALATE_MEM else \
-            {"time": decision.level.time} if decision.action == ESCALATE_TIME else {}
-        decision = replace(decision, level=replace(asked, **changed))
-    return decision
+                      attempt=len(chain.attempts), level_index=chain.level_index, current=_filled(asked, final),
+                      policy=policy)
+    return _ask_only_changed(decision, asked, policy)
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """What follows an array round: the submissions of the next round and the tasks left as they are."""
+
+    submissions: Tuple[Dict[str, Any], ...]  # level_index, level, action, tasks (an --array spec)
+    retried: Tuple[int, ...]
+    not_retried: Dict[str, Tuple[int, ...]]  # why -> task ids
+
+    def describe(self) -> str:
+        parts = [f"task(s) {submission['tasks']} → {Level(**submission['level']).describe()} "
+                 f"({submission['action']})" for submission in self.submissions]
+        parts += [f"not retried: {f'task(s) {compress_ids(ids)}' if ids else 'the job'} ({why})"
+                  for why, ids in self.not_retried.items()]
+        return "; ".join(parts) or "every task completed"
+
+
+def plan_array_round(
+    chain: Chain, tasks: Sequence[TaskOutcome], final: FinalRecord, config_section: Any, *,
+    throttle: Optional[int] = None, max_spec_length: int = ARRAY_SPEC_MAX_LENGTH,
+) -> RoundPlan:
+    """Decide per failed task of the round that just ended; group the retries by their next level.
+
+    Every task in round r has run r times, so r is each task's attempt number. Each group becomes
+    one submission, or several when its spec is longer than `max_spec_length`.
+    """
+    policy = chain_policy(chain, config_section)
+    base = chain.attempts[0]
+    groups: Dict[Tuple[int, str], Tuple[Decision, List[int]]] = {}
+    not_retried: Dict[str, List[int]] = {}
+    for task in tasks:
+        if not is_failure(task):
+            continue
+        if not task.task_id.isdecimal():  # a het component cannot be resubmitted on its own
+            return RoundPlan((), (), {"heterogeneous jobs are not resubmitted": ()})
+        track = chain.tasks.get(task.task_id)
+        asked = Level(**(track.level if track is not None else base.resources))
+        index = track.level_index if track is not None else base.level_index
+        decision = _ask_only_changed(decide(
+            state=task.state, exit_code=task.exit_code, signal=task.signal, categories=task.categories,
+            attempt=chain.round, level_index=index, current=_filled(asked, final), policy=policy,
+        ), asked, policy)
+        if not decision.resubmit:
+            not_retried.setdefault(f"{task.state}: {decision.reason}", []).append(int(task.task_id))
+            continue
+        key = (decision.level_index, json.dumps(decision.level.to_dict(), sort_keys=True))
+        groups.setdefault(key, (decision, []))[1].append(int(task.task_id))
+    submissions = []
+    for key in sorted(groups):
+        decision, ids = groups[key]
+        for spec in split_spec(ids, max_spec_length, throttle):
+            submissions.append({"level_index": decision.level_index, "level": decision.level.to_dict(),
+                                "action": decision.action, "tasks": spec})
+    retried = tuple(sorted(i for _, ids in groups.values() for i in ids))
+    return RoundPlan(tuple(submissions), retried, {why: tuple(ids) for why, ids in not_retried.items()})
 
 
 def close_attempt(chain: Chain, final: FinalRecord, categories: Sequence[str], decision: str) -> None:
@@ -314,3 +406,37 @@ def close_attempt(chain: Chain, final: FinalRecord, categories: Sequence[str], d
     attempt.categories = list(categories[:3])
     attempt.decision = decision
     attempt.core_hours = round(final.alloc_cpus * (parse_duration(final.elapsed) or 0.0) / 3600.0, 4)
+
+
+def close_round(chain: Chain, tasks: Sequence[TaskOutcome], final: FinalRecord, plan: RoundPlan) -> None:
+    """Write how an array round ended: per submission, per retried task, and the round's summary.
+
+    An array attempt's `core_hours` counts its failed tasks only (CPUs x elapsed): the waste.
+    """
+    jobs = [attempt for attempt in chain.attempts if attempt.round == chain.round]
+    for attempt in jobs:
+        own = [t for t in tasks if t.job_id.split("_")[0] == attempt.job_id] if len(jobs) > 1 else list(tasks)
+        failed = [t for t in own if is_failure(t)]
+        attempt.task_counts = dict(Counter(t.state for t in own))
+        attempt.state = headline_state(Counter(attempt.task_counts)) if own else "UNKNOWN"
+        attempt.failed_tasks = compress_ids([int(t.task_id) for t in failed if t.task_id.isdecimal()]) \
+            if failed else ""
+        attempt.exit_code = max((t.exit_code for t in failed), default=0)
+        attempt.elapsed = max((t.elapsed for t in own), key=lambda e: parse_duration(e) or 0.0, default="")
+        attempt.categories = list(dict.fromkeys(c for t in failed for c in t.categories))[:3]
+        attempt.decision = plan.describe()
+        seconds = sum(parse_duration(t.elapsed) or 0.0 for t in failed)
+        attempt.core_hours = round(final.alloc_cpus * seconds / 3600.0, 4)
+    for submission in plan.submissions:
+        for task_id in parse_array_spec(submission["tasks"]).task_ids:
+            track = chain.tasks.setdefault(str(task_id), TaskTrack())
+            track.level_index, track.level = submission["level_index"], dict(submission["level"])
+    for task in tasks:
+        if task.task_id in chain.tasks:
+            chain.tasks[task.task_id].runs.append(f"{task.job_id} {task.state}")
+    failed_ids = [int(t.task_id) for t in tasks if is_failure(t) and t.task_id.isdecimal()]
+    chain.rounds.append(Round(
+        number=chain.round, jobs=[a.job_id for a in jobs], task_counts=dict(Counter(t.state for t in tasks)),
+        failed_tasks=compress_ids(failed_ids) if failed_ids else "",
+        retried_tasks=compress_ids(plan.retried) if plan.retried else "", decision=plan.describe(),
+    ))

@@ -7,6 +7,7 @@ sends one summary when the last member has ended.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from typing import Dict, Iterable, List, Optional, Sequence
 
 from core.ranges import compress_ids, format_task_counts
@@ -85,45 +86,68 @@ def is_failure(task: TaskOutcome) -> bool:
     return not (task.state == "COMPLETED" and task.exit_code == 0 and task.signal == 0)
 
 
+def headline_state(states: Counter) -> str:
+    """The group's state: the most telling one any member has (a state not ranked counts if alone)."""
+    headline = next((state for state in SEVERITY_ORDER if states.get(state)), "UNKNOWN")
+    if headline == "UNKNOWN" and states and not states.get("UNKNOWN"):
+        headline = states.most_common(1)[0][0]
+    return headline
+
+
 def summarize(
-    tasks: Sequence[TaskOutcome], records: Dict[str, AccountingRecord], *, missing: Sequence[int] = (),
-    now: float, incomplete: bool = False,
+    tasks: Sequence[TaskOutcome], records: Dict[str, AccountingRecord], *, now: float, incomplete: bool = False,
 ) -> FinalRecord:
     """One FinalRecord for the group: worst state first, counts per state, failing ids compressed."""
-    states = Counter(task.state for task in tasks)
-    if missing:
-        states["UNKNOWN"] += len(missing)
-    headline = next((state for state in SEVERITY_ORDER if states.get(state)), "UNKNOWN")
-    if headline == "UNKNOWN" and states and not missing:
-        headline = states.most_common(1)[0][0]
-    failed = [t for t in tasks if is_failure(t)]
-    failed_ids = [int(t.task_id) for t in failed if t.task_id.isdecimal()] + list(missing)
-    failed_text = compress_ids(failed_ids) if failed_ids else ", ".join(t.task_id for t in failed)
-    slowest = max(tasks, key=lambda t: parse_duration(t.elapsed) or 0.0, default=None)
-    rss = [t.max_rss_bytes for t in tasks if t.max_rss_bytes]
     sample = records.get(tasks[0].job_id) if tasks else None
-    worst = max(failed, key=lambda t: (t.exit_code, t.signal), default=None)
-    return FinalRecord(
-        state=headline,
-        state_text=format_task_counts(dict(states)),
-        exit_code=worst.exit_code if worst else 0,
-        signal=worst.signal if worst else 0,
-        elapsed=slowest.elapsed if slowest else "",
+    final = FinalRecord(
         time_limit=sample.time_limit if sample else "",
-        max_rss_bytes=max(rss) if rss else None,
         req_mem="" if sample is None or sample.req_mem.endswith("?") else sample.req_mem,
         nodes=_join_nodes(records.get(t.job_id) for t in tasks),
         partition=sample.partition if sample else "",
         work_dir=sample.work_dir if sample else "",
         start=min((r.start for r in records.values() if r.start[:1].isdecimal()), default=""),
         end=max((r.end for r in records.values() if r.end[:1].isdecimal()), default=""),
+        alloc_cpus=sample.alloc_cpus if sample else 0,
         source="sacct",
-        incomplete=incomplete or bool(missing),
         decided_at=now,
+    )
+    return with_task_fields(final, tasks, incomplete=incomplete)
+
+
+def with_task_fields(final: FinalRecord, tasks: Sequence[TaskOutcome], *, incomplete: bool = False) -> FinalRecord:
+    """`final` with everything that comes from the tasks (state, counts, failing ids, slowest) recomputed."""
+    states = Counter(task.state for task in tasks)
+    failed = [t for t in tasks if is_failure(t)]
+    failed_ids = [int(t.task_id) for t in failed if t.task_id.isdecimal()]
+    failed_text = compress_ids(failed_ids) if failed_ids else ", ".join(t.task_id for t in failed)
+    slowest = max(tasks, key=lambda t: parse_duration(t.elapsed) or 0.0, default=None)
+    rss = [t.max_rss_bytes for t in tasks if t.max_rss_bytes]
+    worst = max(failed, key=lambda t: (t.exit_code, t.signal), default=None)
+    return replace(
+        final,
+        state=headline_state(states),
+        state_text=format_task_counts(dict(states)),
+        exit_code=worst.exit_code if worst else 0,
+        signal=worst.signal if worst else 0,
+        elapsed=slowest.elapsed if slowest else "",
+        max_rss_bytes=max(rss) if rss else None,
+        incomplete=incomplete or final.incomplete or bool(states.get("UNKNOWN")),
         task_counts=dict(states),
         failed_tasks=failed_text,
         slowest_task=slowest.task_id if slowest else "",
     )
+
+
+def missing_placeholders(missing: Sequence[int]) -> List[TaskOutcome]:
+    """Tasks that never reached sacct, counted as UNKNOWN (and as failed) in a summary."""
+    return [TaskOutcome(task_id=str(task_id), state="UNKNOWN") for task_id in missing]
+
+
+def merge_latest(earlier: Sequence[TaskOutcome], latest: Sequence[TaskOutcome]) -> List[TaskOutcome]:
+    """Each task's most recent outcome: a chain round's results replace the same tasks' earlier ones."""
+    merged = {task.task_id: task for task in earlier}
+    merged.update((task.task_id, task) for task in latest)
+    return sorted(merged.values(), key=_task_sort_key)
 
 
 def _join_nodes(records: Iterable[Optional[AccountingRecord]], limit: int = 8) -> str:

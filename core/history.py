@@ -6,14 +6,17 @@ import io
 import json
 import re
 import time
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, List, Optional, Tuple
 
 from core.errors import JobmonError
+from core.ranges import format_task_counts
 from core.state import JobRecord
 
 HISTORY_COLUMNS = ("job_id", "name", "submitted", "state", "exit_code", "elapsed", "attempts", "causes")
 REPORT_COLUMNS = ("attempt", "job_id", "resources", "state", "exit_code", "elapsed", "core_hours", "causes",
                   "decision")
+ARRAY_REPORT_COLUMNS = ("attempt", "round", "job_id", "tasks", "resources", "state", "failed_tasks", "exit_code",
+                        "elapsed", "core_hours", "causes", "decision")
 _SINCE_RE = re.compile(r"^(\d+)([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -53,23 +56,30 @@ def history_rows(records: Iterable[JobRecord], since: float = 0.0) -> List[Dict[
     return rows
 
 
+def report_columns(record: JobRecord) -> Tuple[str, ...]:
+    """An array's report also says which tasks each submission ran and which failed."""
+    return ARRAY_REPORT_COLUMNS if record.array_spec else REPORT_COLUMNS
+
+
 def report_rows(record: JobRecord) -> List[Dict[str, object]]:
     """One row per attempt (a plain job is a chain of one), plus array task counts when there are any."""
     if record.chain is not None and record.chain.attempts:
         return [{
-            "attempt": number, "job_id": a.job_id,
+            "attempt": number, "round": a.round, "job_id": a.job_id, "tasks": a.tasks or record.array_spec,
             "resources": " ".join(f"{k}={v}" for k, v in a.resources.items()) or "as submitted",
-            "state": a.state or (record.observation.state or "RUNNING"), "exit_code": a.exit_code,
+            "state": format_task_counts(a.task_counts) if a.task_counts else a.state or (
+                record.observation.state or "RUNNING"),
+            "failed_tasks": a.failed_tasks, "exit_code": a.exit_code,
             "elapsed": a.elapsed, "core_hours": a.core_hours, "causes": ",".join(a.categories),
             "decision": a.decision,
         } for number, a in enumerate(record.chain.attempts, 1)]
     final = record.final
     return [{
-        "attempt": 1, "job_id": record.job_id, "resources": "as submitted",
+        "attempt": 1, "round": 1, "job_id": record.job_id, "tasks": record.array_spec, "resources": "as submitted",
         "state": (final.state_text if final.task_counts else final.state) if final else record.observation.state,
+        "failed_tasks": final.failed_tasks if final else "",
         "exit_code": final.exit_code if final else "", "elapsed": final.elapsed if final else "",
-        "core_hours": "", "causes": ",".join(record.categories),
-        "decision": f"failed tasks: {final.failed_tasks}" if final and final.failed_tasks else "",
+        "core_hours": "", "causes": ",".join(record.categories), "decision": "",
     }]
 
 

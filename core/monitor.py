@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tupl
 from core import groups
 from core.config import Config
 from core.errors import SlurmError, StateError
+from core.ranges import parse_array_spec
 from core.slurm import (
     TERMINAL_PENDING_REASONS,
     AccountingRecord,
@@ -54,7 +55,7 @@ class MonitorDeps:
     pid: int = field(default_factory=os.getpid)
     start_ticks: int = 0
     should_stop: Callable[[], bool] = lambda: False
-    #: (record, level, attempt number) -> (job id, stdout, stderr): sbatch of the next chain attempt
+    #: (record, level, attempt number, array tasks spec) -> (job id, stdout, stderr): sbatch of a chain attempt
     resubmit: Callable = None  # type: ignore[assignment]
     #: (record, attempt number) -> job id already submitted for that attempt, or None
     find_submitted: Callable = lambda record, attempt: None
@@ -96,6 +97,30 @@ def final_from_accounting(record: AccountingRecord, now: float, reason: str = ""
         incomplete=record.is_placeholder,
         decided_at=now,
     )
+
+
+def round_tasks(record: JobRecord) -> List[int]:
+    """The array task ids of the current round: the whole array first, then those resubmitted."""
+    chain = record.chain
+    if chain is None or chain.round == 1 or not record.array_spec:
+        return record.expected_tasks
+    ids = set()
+    for attempt in chain.attempts:
+        if attempt.round == chain.round and attempt.tasks:
+            ids.update(parse_array_spec(attempt.tasks).task_ids)
+    return sorted(ids)
+
+
+def _merge_round(
+    record: JobRecord, final: FinalRecord, tasks: List[TaskOutcome], categories: List[str], findings: List[Dict],
+) -> None:
+    """An array chain's whole view after a round: each task's latest outcome, and only the findings
+    of tasks still failing (an OOM fixed by the retry is no longer a cause)."""
+    record.tasks = groups.merge_latest(record.tasks, tasks)
+    record.final = groups.with_task_fields(final, record.tasks)
+    live = {category for task in record.tasks if groups.is_failure(task) for category in task.categories}
+    record.findings = [f for f in findings + record.findings if f["category"] in live]
+    record.categories = [c for c in dict.fromkeys(categories + record.categories) if c in live]
 
 
 def accounting_backoff(waited: float, interval: float) -> float:
@@ -189,9 +214,9 @@ class Monitor:
     def poll(self, record: JobRecord) -> Step:
         now = self.deps.clock()
         config = self.deps.config
-        target = record.target
+        targets = record.targets
         try:
-            queue = self.deps.slurm.query_queue([target], not_before=record.created_at)
+            queue = self.deps.slurm.query_queue(targets, not_before=record.created_at)
         except SlurmError as exc:
             return self._controller_down(now, str(exc))
         active = groups.active_members(queue)
@@ -202,9 +227,9 @@ class Monitor:
         entry = groups.headline_entry(active)
         self._observe(entry, now)
         if self.deps.config.notify_first_failure and not record.first_failure_notified:
-            self._notify_first_failure(groups.failed_queue_members(target, queue))
+            self._notify_first_failure([key for job in targets for key in groups.failed_queue_members(job, queue)])
         interval = config.pending_interval if entry.state is JobState.PENDING else config.running_interval
-        delay = self.deps.slurm.next_poll_delay(interval, target)
+        delay = self.deps.slurm.next_poll_delay(interval, record.target)
         return Step(None, delay, f"{entry.state.value} {entry.reason}".strip())
 
     def _controller_down(self, now: float, error: str) -> Step:
@@ -249,7 +274,7 @@ class Monitor:
         config = self.deps.config
         delay = accounting_backoff(waited, config.running_interval)
         try:
-            accounting = self.deps.slurm.query_accounting([target])
+            accounting = self.deps.slurm.query_accounting(record.targets)
         except SlurmError as exc:
             self._note_final_seen(first_seen, entry, accounting_error=str(exc))
             if waited >= config.accounting_wait:
@@ -257,7 +282,7 @@ class Monitor:
                 return Step(self._fallback_final(record, entry, now), 0.0)
             return Step(None, delay, f"sacct unavailable: {exc}")
         self._note_final_seen(first_seen, entry)
-        if groups.is_group(target, list(queue) + list(accounting), record.array_spec):
+        if len(record.targets) > 1 or groups.is_group(target, list(queue) + list(accounting), record.array_spec):
             return self._group_final(record, accounting, waited, delay, now)
         found = accounting.get(target)
         if found is not None and found.state.is_final:
@@ -276,14 +301,16 @@ class Monitor:
         self, record: JobRecord, accounting: Dict[str, AccountingRecord], waited: float, delay: float, now: float,
     ) -> Step:
         """An array or het job ends when every member has a final sacct record (sacct lags per task)."""
-        tasks = groups.collect_tasks(record.target, accounting)
-        missing = groups.missing_tasks(tasks, record.expected_tasks)
-        settled = bool(record.expected_tasks) or waited >= GROUP_SETTLE
+        tasks = [task for target in record.targets for task in groups.collect_tasks(target, accounting)]
+        expected = round_tasks(record)
+        missing = groups.missing_tasks(tasks, expected)
+        settled = bool(expected) or waited >= GROUP_SETTLE
         if groups.all_final(tasks, accounting) and not missing and settled:
             return Step(groups.summarize(tasks, accounting, now=now), 0.0, tasks=tuple(tasks))
         if waited >= self.deps.config.accounting_wait:
             log.warning("job %s: %d task(s) never reached sacct: %s", self.job_id, len(missing), missing[:20])
-            final = groups.summarize(tasks, accounting, missing=missing, now=now, incomplete=True)
+            tasks += groups.missing_placeholders(missing)
+            final = groups.summarize(tasks, accounting, now=now, incomplete=True)
             return Step(final, 0.0, tasks=tuple(tasks))
         return Step(None, delay, f"waiting for sacct: {len(tasks)} task record(s), {len(missing)} missing")
 
@@ -326,7 +353,10 @@ class Monitor:
 
     # -- the end ---------------------------------------------------------------------------
     def finalize(self, step: Step) -> JobRecord:
-        """Analyse the logs' tails, store the outcome and mark the notification pending, in one write."""
+        """Analyse the logs' tails, store the outcome and mark the notification pending, in one write.
+
+        In a chain, the decision about the next attempt is written in the same write (before any sbatch).
+        """
         from core.outcome import analyze_group_logs, analyze_logs, log_files, ordered_findings
         from core.report import channel_for, redact_secrets
 
@@ -340,25 +370,37 @@ class Monitor:
             analysis, excerpt = analyze_logs(log_files(record), patterns, tail_lines)
         if not self.deps.config.send_excerpt:
             excerpt = ""
-        decision = self._decide(record, final, list(analysis.categories)) if record.chain is not None else None
+        categories, findings = list(analysis.categories), ordered_findings(analysis)
+        array_round = record.chain is not None and bool(tasks) and bool(record.array_spec)
+        plan = self._plan_round(record, tasks, final) if array_round else None
+        decision = self._decide(record, final, categories) if record.chain is not None and not array_round else None
 
         def change(current: JobRecord) -> None:
-            current.final = final
-            current.tasks = tasks
+            chain = current.chain
+            if plan is not None:
+                _merge_round(current, final, tasks, categories, findings)
+            else:
+                current.final, current.tasks, current.categories, current.findings = final, tasks, categories, findings
+            current.excerpt = redact_secrets(excerpt) or current.excerpt
             current.observation.final_seen_at = current.observation.final_seen_at or final.decided_at
-            current.categories = list(analysis.categories)
-            current.findings = ordered_findings(analysis)
-            current.excerpt = redact_secrets(excerpt)
-            if current.chain is not None and decision is not None:
+            next_round = []
+            if plan is not None:
+                from core.escalation import close_round
+
+                close_round(chain, tasks, final, plan)
+                next_round = list(plan.submissions)
+            elif decision is not None:
                 from core.escalation import close_attempt
 
-                close_attempt(current.chain, final, list(analysis.categories), decision.reason)
-                if decision.resubmit:  # written before sbatch runs: see carry_out_resubmission
-                    current.chain.pending = {"level_index": decision.level_index, "level": decision.level.to_dict(),
-                                             "action": decision.action, "decided_at": final.decided_at}
-                    return
+                close_attempt(chain, final, categories, decision.reason)
+                if decision.resubmit:
+                    next_round = [{"level_index": decision.level_index, "level": decision.level.to_dict(),
+                                   "action": decision.action, "tasks": ""}]
+            if next_round:  # written before sbatch runs: see carry_out_resubmission
+                chain.pending = {"round": chain.round + 1, "submissions": next_round, "decided_at": final.decided_at}
+                return
             current.notification.status = "pending"
-            current.notification.channel = channel_for(final)
+            current.notification.channel = channel_for(current.final)
 
         log.info("job %s: final state %s (exit %s:%s, via %s%s); findings: %s", self.job_id, final.state,
                  final.exit_code, final.signal, final.source, ", incomplete" if final.incomplete else "",
@@ -374,87 +416,112 @@ class Monitor:
                  decision.reason, decision.action)
         return decision
 
-    def carry_out_resubmission(self, record: JobRecord) -> None:
-        """sbatch the next attempt exactly once: a job tagged for this attempt is adopted, not resubmitted."""
-        from core.escalation import Level
+    def _plan_round(self, record: JobRecord, tasks: List[TaskOutcome], final: FinalRecord):
+        from core.escalation import plan_array_round
 
-        chain = record.chain
-        attempt = len(chain.attempts) + 1
-        pending = dict(chain.pending)
-        level = Level(**pending["level"])
-        previous = chain.attempts[-1]
+        throttle = parse_array_spec(record.array_spec).max_running
+        plan = plan_array_round(record.chain, tasks, final, self.deps.config.escalation, throttle=throttle)
+        log.info("job %s: round %d ended (%s): %s", self.job_id, record.chain.round, final.state_text, plan.describe())
+        return plan
+
+    def carry_out_resubmission(self, record: JobRecord) -> None:
+        """sbatch each submission of the next round exactly once; a job tagged for that attempt is adopted.
+
+        Each new job id is written right after its sbatch, so `recover` continues where a killed
+        daemon stopped; the round starts once every submission has a job id (or was refused).
+        """
+        previous = record.chain.attempts[-1]
+        for index, submission in enumerate(record.chain.pending["submissions"]):
+            if submission.get("job_id") or submission.get("refused"):
+                continue
+            record = self._submit_one(record, index, submission)
+            if record is None:
+                return
+        self._start_round(record, previous)
+
+    def _submit_one(self, record: JobRecord, index: int, submission: Dict) -> Optional[JobRecord]:
+        """One sbatch of a round (or the adoption of its tagged job); None means retry later."""
+        from core.escalation import Level
+        from core.state import Attempt
+
+        level, attempt = Level(**submission["level"]), len(record.chain.attempts) + 1
+        round_number, spec = record.chain.pending["round"], submission.get("tasks", "")
         try:
             job_id = self.deps.find_submitted(record, attempt)
             if job_id:
                 log.info("job %s: attempt %d was already submitted as %s; adopting it", self.job_id, attempt, job_id)
                 stdout, stderr = record.stdout_path, record.stderr_path
             else:
-                job_id, stdout, stderr = self.deps.resubmit(record, level, attempt)
+                job_id, stdout, stderr = self.deps.resubmit(record, level, attempt, spec)
         except SbatchRejected as exc:
-            if not is_unavailable_error(str(exc)):
-                self._resubmission_refused(str(exc))
-                return
-            self._retry_later(f"sbatch could not reach the controller: {exc}")
-            return
+            if is_unavailable_error(str(exc)):
+                self._retry_later(f"sbatch could not reach the controller: {exc}")
+                return None
+            why = str(exc)
+            log.error("job %s: resubmission refused: %s", self.job_id, why)
+            return self._update(lambda current: current.chain.pending["submissions"][index].update(refused=why))
         except SlurmError as exc:
             self._retry_later(str(exc))
-            return
+            return None
+
+        def recorded(current: JobRecord) -> None:
+            current.chain.attempts.append(Attempt(job_id=job_id, level_index=submission["level_index"],
+                                                  resources=level.to_dict(), round=round_number, tasks=spec))
+            current.chain.pending["submissions"][index].update(job_id=job_id, stdout=stdout, stderr=stderr)
+
+        log.info("job %s: attempt %d submitted as %s with %s%s", self.job_id, attempt, job_id, level.describe(),
+                 f" for task(s) {spec}" if spec else "")
+        return self._update(recorded)
+
+    def _start_round(self, record: JobRecord, previous) -> None:
+        """Every submission of the round is made: follow the new jobs (or end the chain if none was accepted)."""
+        from core.state import NotificationStatus, Observation
+
+        submissions = record.chain.pending["submissions"]
+        made = [s for s in submissions if s.get("job_id")]
+        refusals = "; ".join(f"resubmission of {s.get('tasks') or 'the job'} refused by sbatch: {s['refused']}"
+                             for s in submissions if s.get("refused"))
         now = self.deps.clock()
 
         def advance(current: JobRecord) -> None:
-            from core.state import Attempt, NotificationStatus, Observation
-
-            chain_now = current.chain
-            chain_now.attempts.append(
-                Attempt(job_id=job_id, level_index=pending["level_index"], resources=level.to_dict()))
-            chain_now.current_job = job_id
-            chain_now.level_index = pending["level_index"]
-            chain_now.level = level.to_dict()
-            chain_now.pending = {}
+            chain = current.chain
+            if refusals:
+                (chain.rounds[-1] if chain.rounds else chain.attempts[-1]).decision += f"; {refusals}"
+            chain.pending = {}
+            if not made:  # the chain ends here, and says why
+                current.notification.status = "pending"
+                current.notification.channel = "error"
+                return
+            top = max(made, key=lambda s: s["level_index"])
+            chain.round += 1
+            chain.current_job = made[-1]["job_id"]
+            chain.level_index, chain.level = top["level_index"], dict(top["level"])
             current.final = None
             current.observation = Observation()
-            current.tasks, current.categories, current.findings, current.excerpt = [], [], [], ""
             current.notification = NotificationStatus()
-            current.stdout_path, current.stderr_path = stdout, stderr
             current.created_at = now
+            if not current.array_spec:
+                current.tasks, current.categories, current.findings, current.excerpt = [], [], [], ""
+                current.stdout_path, current.stderr_path = made[0]["stdout"], made[0]["stderr"]
 
-        log.info("job %s: attempt %d submitted as %s with %s", self.job_id, attempt, job_id, level.describe())
         record = self._update(advance)
-        self._announce(record, previous, job_id, level)
+        if made:
+            self._announce(record, previous)
 
     def _retry_later(self, why: str) -> None:
         log.warning("job %s: cannot resubmit yet (%s); retrying", self.job_id, why)
         self._beat(self.deps.config.running_interval, "waiting to resubmit")
         self.deps.sleep(self.deps.config.running_interval)
 
-    def _resubmission_refused(self, why: str) -> None:
-        """sbatch said no (a bad partition in the ladder, say): the chain ends here, and says why."""
-        log.error("job %s: resubmission refused: %s", self.job_id, why)
-
-        def refused(current: JobRecord) -> None:
-            current.chain.attempts[-1].decision += f"; resubmission refused by sbatch: {why}"
-            current.chain.pending = {}
-            current.notification.status = "pending"
-            current.notification.channel = "error"
-
-        self._update(refused)
-
-    def _announce(self, record: JobRecord, previous, job_id: str, level) -> None:
-        """One message per escalation step; the chain's final message lists every attempt anyway."""
-        from core.notifier import Message, render_payload
+    def _announce(self, record: JobRecord, previous) -> None:
+        """One message per escalation step (per round for arrays); the chain's final message lists them all."""
+        from core.notifier import render_payload
+        from core.report import build_escalation_message
 
         url = self.deps.config.webhook_for("error")
         if not url:
             return
-        name = f" ({record.name})" if record.name else ""
-        used = previous.resources.get("mem") or previous.resources.get("time") or "its resources"
-        message = Message(
-            title=f"Job {previous.job_id}{name} {previous.state} at {used} → resubmitted as {job_id} "
-                  f"with {level.describe()}",
-            description=f"Attempt {len(record.chain.attempts)} of at most {record.chain.max_retries + 1}. "
-                        f"{previous.decision}.",
-            color="warning", footer="jobmon escalation",
-        )
+        message = build_escalation_message(record, previous)
         delivery = self.deps.send(url, render_payload(message, username=self.deps.config.username))
         log.info("job %s: escalation message %s", self.job_id, delivery.outcome)
 

@@ -52,7 +52,7 @@ def task_log_files(record: JobRecord, task: TaskOutcome) -> List[str]:
     try:
         paths = resolve_log_paths(
             options, submit_dir=record.submit_dir or "/", job_id=task.raw_id or task.job_id, user=record.user,
-            default_job_name=record.name, array_task_id=task.task_id, array_job_id=record.job_id,
+            default_job_name=record.name, array_task_id=task.task_id, array_job_id=task.job_id.split("_")[0],
         )
     except (JobmonError, ValueError):
         return log_files(record)

@@ -4,8 +4,10 @@ from __future__ import annotations
 import re
 from typing import List, Optional, Sequence
 
+from core.escalation import Level
 from core.notifier import Field, Message
-from core.state import FinalRecord, JobRecord
+from core.ranges import format_task_counts
+from core.state import Attempt, FinalRecord, JobRecord
 
 WARNING_STATES = frozenset({"TIMEOUT", "CANCELLED"})
 MAX_FINDINGS_SHOWN = 6
@@ -97,7 +99,9 @@ def build_message(record: JobRecord, host: str = "") -> Message:
     headline = final.state_text if grouped else outcome_label(final)
     title = f"{kind_label(record)} {record.job_id}{name}: {headline}"
     chain = record.chain
-    if chain is not None and len(chain.attempts) > 1:
+    if chain is not None and len(chain.rounds) > 1:
+        title = f"Array chain {record.job_id}{name}: {headline} after {len(chain.rounds)} rounds"
+    elif chain is not None and len(chain.attempts) > 1:
         title = f"Chain {record.job_id}{name}: {headline} after {len(chain.attempts)} attempts (last {record.target})"
     description: List[str] = []
     if final.incomplete:
@@ -135,7 +139,12 @@ def build_message(record: JobRecord, host: str = "") -> Message:
     ]
     if record.findings:
         fields.append(Field("Findings", "\n".join(_finding_lines(record)), inline=False))
-    if chain is not None and chain.attempts:
+    if chain is not None and chain.rounds:  # an array chain: its attempts' core-hours are failed tasks only
+        fields.append(Field("Rounds", "\n".join(round_lines(chain)), inline=False))
+        fields.append(Field("Wasted core-hours", f"{sum(a.core_hours for a in chain.attempts):.2f}"))
+        if not is_success(final):
+            description.append(f"Chain ended: {chain.rounds[-1].decision}.")
+    elif chain is not None and chain.attempts:
         fields.append(Field("Attempts", "\n".join(attempt_lines(chain)), inline=False))
         wasted = sum(a.core_hours for a in chain.attempts if a.state and a.state != "COMPLETED")
         fields.append(Field("Wasted core-hours", f"{wasted:.2f}"))
@@ -165,6 +174,42 @@ def attempt_lines(chain) -> List[str]:
         ended = f"{attempt.state or 'RUNNING'}" + (f" in {attempt.elapsed}" if attempt.elapsed else "")
         lines.append(f"{number}. {attempt.job_id} {resources}: {ended}")
     return lines
+
+
+def round_lines(chain) -> List[str]:
+    """`1. 123: 2 OUT_OF_MEMORY, 1 COMPLETED → retried 0-1`, one line per array round."""
+    return [f"{r.number}. {', '.join(r.jobs)}: {format_task_counts(r.task_counts)}"
+            + (f" → retried {r.retried_tasks}" if r.retried_tasks else "") for r in chain.rounds]
+
+
+def build_escalation_message(record: JobRecord, previous: Attempt) -> Message:
+    """Sent when a chain resubmits: what ended how, and what runs next with which resources."""
+    chain = record.chain
+    name = f" ({record.name})" if record.name else ""
+    if chain.rounds:
+        ended = chain.rounds[-1]
+        started = [a for a in chain.attempts if a.round == chain.round]
+        jobs = ", ".join(a.job_id for a in started)
+        lines = [f"Task(s) {a.tasks} → job {a.job_id} with {describe_resources(a.resources)}" for a in started]
+        return Message(
+            title=f"Array {record.job_id}{name} round {ended.number}: {format_task_counts(ended.task_counts)} "
+                  f"→ resubmitted {ended.retried_tasks} as {jobs}",
+            description="\n".join([f"Round {chain.round} of at most {chain.max_retries + 1}.", *lines,
+                                   f"Decision: {ended.decision}."]),
+            color="warning", footer="jobmon escalation",
+        )
+    used = previous.resources.get("mem") or previous.resources.get("time") or "its resources"
+    return Message(
+        title=f"Job {previous.job_id}{name} {previous.state} at {used} → resubmitted as {chain.current_job} "
+              f"with {describe_resources(chain.level)}",
+        description=f"Attempt {len(chain.attempts)} of at most {chain.max_retries + 1}. {previous.decision}.",
+        color="warning", footer="jobmon escalation",
+    )
+
+
+def describe_resources(resources: dict) -> str:
+    """`4G/02:00:00 on big`: a level's resources as stored in the state file."""
+    return Level(**resources).describe()
 
 
 def _finding_lines(record: JobRecord) -> List[str]:

@@ -117,6 +117,31 @@ class Attempt:
     core_hours: float = 0.0
     categories: List[str] = field(default_factory=list)
     decision: str = ""  # what jobmon did next, and why
+    round: int = 1  # a chain's rounds: an array round may need several submissions
+    tasks: str = ""  # for an array: the --array spec this submission ran
+    task_counts: Dict[str, int] = field(default_factory=dict)  # for an array: how its tasks ended
+    failed_tasks: str = ""
+
+
+@dataclass
+class TaskTrack:
+    """One array task retried by a chain: the level it runs at now and how each of its runs ended."""
+
+    level_index: int = 0
+    level: Dict[str, Any] = field(default_factory=dict)
+    runs: List[str] = field(default_factory=list)  # "123_4 OUT_OF_MEMORY", one per round
+
+
+@dataclass
+class Round:
+    """One round of an array chain: how its tasks ended and which went on to the next round."""
+
+    number: int
+    jobs: List[str] = field(default_factory=list)
+    task_counts: Dict[str, int] = field(default_factory=dict)
+    failed_tasks: str = ""
+    retried_tasks: str = ""
+    decision: str = ""
 
 
 @dataclass
@@ -135,6 +160,9 @@ class Chain:
     level: Dict[str, Any] = field(default_factory=dict)
     attempts: List[Attempt] = field(default_factory=list)
     pending: Dict[str, Any] = field(default_factory=dict)
+    round: int = 1
+    rounds: List[Round] = field(default_factory=list)  # arrays only
+    tasks: Dict[str, TaskTrack] = field(default_factory=dict)  # arrays only: retried tasks by id
 
 
 @dataclass
@@ -172,6 +200,14 @@ class JobRecord:
         """The Slurm job being watched now: the chain's current attempt, or the job itself."""
         return self.chain.current_job if self.chain is not None and self.chain.current_job else self.job_id
 
+    @property
+    def targets(self) -> List[str]:
+        """Every Slurm job of the current round (an array round can need several submissions)."""
+        if self.chain is None:
+            return [self.job_id]
+        jobs = [a.job_id for a in self.chain.attempts if a.round == self.chain.round]
+        return jobs if len(jobs) > 1 else [self.target]
+
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -204,6 +240,10 @@ def _build(kind: Any, data: Dict[str, Any]) -> Any:
             value = [_build(Attempt, item) for item in value if isinstance(item, dict)]
         elif key == "chain" and isinstance(value, dict):
             value = _build(Chain, value)
+        elif key == "rounds" and isinstance(value, list):
+            value = [_build(Round, item) for item in value if isinstance(item, dict)]
+        elif kind is Chain and key == "tasks" and isinstance(value, dict):
+            value = {str(k): _build(TaskTrack, v) for k, v in value.items() if isinstance(v, dict)}
         values[key] = value
     return kind(**values)
 

@@ -33,7 +33,8 @@ def _row(record: JobRecord, queue: Dict[str, QueueEntry], host: str, now: float)
     chain = record.chain
     if chain is not None:
         level = "/".join(str(v) for v in chain.level.values())
-        state += f" (attempt {len(chain.attempts)} of {chain.max_retries + 1}" + (f", {level})" if level else ")")
+        step = f"round {chain.round}" if record.array_spec else f"attempt {len(chain.attempts)}"
+        state += f" ({step} of {chain.max_retries + 1}" + (f", {level})" if level else ")")
     elapsed = record.final.elapsed if record.final is not None else (entry.time_used if entry else "")
     note = record.notification
     problem = ""

@@ -7,7 +7,15 @@ from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 from core.errors import JobmonError, UnknownJob
-from core.escalation import MEM_OPTIONS, Level, Policy, apply_level, memory_option
+from core.escalation import (
+    MEM_OPTIONS,
+    Level,
+    Policy,
+    apply_level,
+    canonical_option,
+    memory_option,
+    without_options,
+)
 from core.jobscript import (
     JobOptions,
     merge_options,
@@ -80,6 +88,7 @@ def first_level(policy: Policy, option_args: Sequence[str]) -> Level:
     values = {"mem": "", "time": ""}
     for index, arg in enumerate(option_args):
         name, has_value, value = arg.partition("=")
+        name = canonical_option(name)
         if not has_value and index + 1 < len(option_args):
             value = option_args[index + 1]
         if name.startswith("-t") and len(name) > 2:  # -t30
@@ -150,17 +159,23 @@ def chain_comment(record: JobRecord, attempt: int) -> str:
     return f"jobmon-chain:{record.job_id}:{attempt}"
 
 
-def resubmit(slurm: Slurm, record: JobRecord, level: Level, comment: str) -> Tuple[str, str, str]:
+def resubmit(slurm: Slurm, record: JobRecord, level: Level, comment: str, tasks: str = "") -> Tuple[str, str, str]:
     """sbatch the same script and arguments at `level`; returns (job id, stdout path, stderr path).
 
-    Runs from the daemon (cwd /), so the job's working directory is given explicitly.
+    `tasks` (an --array spec) resubmits only those tasks of an array; their log paths are worked out
+    per task at the end, so none are returned. Runs from the daemon (cwd /), so the job's working
+    directory is given explicitly.
     """
     flags = apply_level(record.sbatch_args, level, record.chain.mem_option if record.chain else "--mem")
+    if tasks:
+        flags = [*without_options(flags, ["array"]), f"--array={tasks}"]
     if not any(arg == "-D" or arg.startswith(("--chdir", "-D")) for arg in flags):
         flags.append(f"--chdir={os.path.join(record.submit_dir, record.log_options.get('chdir', ''))}")
     if not any(arg.startswith("--comment") for arg in flags):
         flags.append(f"--comment={comment}")
     submission = slurm.submit([*flags, record.script, *record.script_args])
+    if tasks:
+        return submission.job_id, "", ""
     options = JobOptions(
         output=record.log_options.get("output") or None, error=record.log_options.get("error") or None,
         job_name=record.name or None, chdir=record.log_options.get("chdir") or None, array=None,

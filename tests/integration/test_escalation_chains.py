@@ -147,3 +147,40 @@ def test_daemon_killed_before_sbatch_ran_is_recovered_with_exactly_one_submissio
     assert [a["state"] for a in state["chain"]["attempts"]] == ["OUT_OF_MEMORY", "COMPLETED"]
     second = state["chain"]["attempts"][1]["job_id"]
     assert [c for c in comments() if f"jobmon-chain:{job_id}:2" in c] in ([], [f"{second}|jobmon-chain:{job_id}:2"])
+
+
+MIXED_ARRAY = r"""#!/bin/bash
+#SBATCH -J mixed
+#SBATCH --array=0-3
+#SBATCH -o mixed-%A_%a.out
+case "$SLURM_ARRAY_TASK_ID" in
+  0|1) python3 -c 'import time; b = bytearray(250 * 1024 * 1024); time.sleep(4); print("big task ok")' ;;
+  2) echo "ModuleNotFoundError: No module named 'wandb'" >&2; exit 1 ;;
+  *) echo "small task ok" ;;
+esac
+"""
+
+
+def test_array_resubmits_only_its_oom_tasks_and_ends_with_one_summary(jm):
+    ladder = ladder_file(jm, [{"mem": "100M"}, {"mem": "500M"}])
+    job_id = jm.submit("--escalate", "--ladder", ladder, jm.write_script("mixed.sbatch", MIXED_ARRAY))
+    state = jm.wait_done(job_id, timeout=150)
+    chain = state["chain"]
+    rounds = [(r["number"], r["task_counts"], r["retried_tasks"]) for r in chain["rounds"]]
+    assert rounds == [(1, {"OUT_OF_MEMORY": 2, "FAILED": 1, "COMPLETED": 1}, "0,1"), (2, {"COMPLETED": 2}, "")], \
+        jm.monitor_log(job_id)
+    second = chain["attempts"][1]["job_id"]
+    assert [(a["tasks"], a["resources"]) for a in chain["attempts"]] == [("", {"mem": "100M"}), ("0,1", {"mem": "500M"})]
+    rows = subprocess.run(["sacct", "-X", "-n", "-P", "-j", second, "--format=JobID,ReqMem,State"],
+                          capture_output=True, text=True).stdout.split()
+    assert sorted(rows) == [f"{second}_0|500M|COMPLETED", f"{second}_1|500M|COMPLETED"]  # only the OOM tasks ran again
+    final = state["final"]
+    assert final["task_counts"] == {"COMPLETED": 3, "FAILED": 1} and final["failed_tasks"] == "2"
+    assert state["categories"] == ["import_error"]
+    titles = [m["payload"]["embeds"][0]["title"].replace("\\", "") for m in jm.receiver.messages()]
+    assert titles == [
+        f"Array {job_id} (mixed) round 1: 2 OUT_OF_MEMORY, 1 COMPLETED, 1 FAILED → resubmitted 0,1 as {second}",
+        f"Array chain {job_id} (mixed): 3 COMPLETED, 1 FAILED after 2 rounds",
+    ]
+    report = jm.jobmon("report", "--csv", job_id)
+    assert report.returncode == 0 and f"{second},0,1," in report.stdout.replace('"', ""), report.stdout

@@ -24,6 +24,7 @@ from core.escalation import (
     Policy,
     action_for,
     apply_level,
+    canonical_option,
     decide,
     double_size,
     format_minutes,
@@ -34,7 +35,9 @@ from core.escalation import (
     parse_policy,
 )
 from core.escalation import parse_duration_any as duration
-from core.submitter import SubmitOptions, first_level, split_jobmon_flags
+from core.slurm import Submission
+from core.state import Chain, JobRecord
+from core.submitter import SubmitOptions, first_level, resubmit, split_jobmon_flags
 
 CONFIG = "/home/alice/jobmon/config.json"
 LADDER_FILE = "/home/alice/ladder.json"
@@ -468,6 +471,54 @@ def test_resubmission_never_mixes_memory_options():
     flags = apply_level(cli, decision.level, option)
     assert flags == ["-J", "x", "--mem-per-cpu=400M", "--time=10"]
     assert not any(arg.startswith("--mem=") for arg in flags)
+
+
+@pytest.mark.parametrize("flags, expected", [
+    pytest.param(["--mem-per-c=2G", "-J", "x"], ["-J", "x", "--mem=8G", "--time=02:00:00"], id="mem-per-cpu-prefix"),
+    pytest.param(["--ti", "60", "--part=big"], ["--mem=8G", "--time=02:00:00", "--partition=gpu"], id="time-partition"),
+    pytest.param(["--cpus-per=4", "--gre", "gpu:2"], ["--mem=8G", "--time=02:00:00", "--partition=gpu",
+                                                      "--gres=gpu:1", "--cpus-per-task=8"], id="cpus-gres"),
+    pytest.param(["--mem-per=2G"], ["--mem-per=2G", "--mem=8G", "--time=02:00:00"], id="ambiguous-kept"),
+])
+def test_apply_level_understands_the_abbreviations_sbatch_accepts(flags, expected):
+    level = Level(mem="8G", time="02:00:00", partition="gpu" if "--part=big" in flags or "--gre" in flags else "",
+                  gres="gpu:1" if "--gre" in flags else "", cpus=8 if "--gre" in flags else 0)
+    assert apply_level(flags, level) == expected
+
+
+@pytest.mark.parametrize("name, canonical", [
+    ("--mem-per-c", "--mem-per-cpu"), ("--mem-per-g", "--mem-per-gpu"), ("--mem", "--mem"), ("--mem-per", "--mem-per"),
+    ("--arr", "--array"), ("--part", "--partition"), ("--mem-bind", "--mem-bind"), ("-t", "-t"), ("--", "--"),
+])
+def test_canonical_option(name, canonical):
+    assert canonical_option(name) == canonical
+
+
+def test_memory_option_and_first_level_read_abbreviations():
+    args = ["--mem-per-c=300M", "--ti=30"]
+    assert memory_option(args) == "--mem-per-cpu"
+    assert first_level(Policy(), args) == Level(mem="300M", time="30")
+
+
+class RecordingSlurm:
+    def __init__(self):
+        self.argv = []
+
+    def submit(self, argv):
+        self.argv.append(list(argv))
+        return Submission(job_id="900", cluster="", stdout="Submitted batch job 900", stderr="")
+
+    def show_job(self, job_id):
+        return None
+
+
+def test_resubmitting_array_tasks_replaces_the_array_spec_and_tags_the_attempt():
+    record = JobRecord(job_id="100", script="/w/sweep.sbatch", sbatch_args=["--arr=0-999%50", "--mem", "1G", "-J", "s"],
+                       script_args=["--lr", "3"], submit_dir="/w", array_spec="0-999%50", chain=Chain())
+    slurm = RecordingSlurm()
+    assert resubmit(slurm, record, Level(mem="2G"), "jobmon-chain:100:2", tasks="8-998:10%50") == ("900", "", "")
+    assert slurm.argv == [["-J", "s", "--mem=2G", "--array=8-998:10%50", "--chdir=/w/", "--comment=jobmon-chain:100:2",
+                           "/w/sweep.sbatch", "--lr", "3"]]
 
 
 # --- memory_option -----------------------------------------------------------------------------

@@ -9,10 +9,13 @@ import pytest
 from core.analyzer import parse_patterns
 from core.config import BUILTIN_PATTERNS, Config
 from core.errors import SlurmUnavailable, StateError
+from core.escalation import plan_array_round
+from core.groups import collect_tasks
 from core.monitor import Monitor, MonitorDeps, heartbeat_deadline
 from core.notifier import Delivery
+from core.ranges import parse_array_spec
 from core.slurm import AccountingRecord, QueueEntry, parse_sacct, parse_squeue
-from core.state import JobRecord, StateStore
+from core.state import FinalRecord, JobRecord, StateStore
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures", "slurm")
 JOB = "4"
@@ -288,15 +291,15 @@ def test_heartbeat_is_written_every_poll_with_a_deadline(store, patterns):
     assert monitor.heartbeat_deadline == heartbeat_deadline(start, 30.0, CONFIG.heartbeat_grace)
 
 
-def array_rows(states: dict, name: str = "sweep") -> str:
-    """sacct text for array JOB with tasks {task: (state, exit)}; the last task keeps the array's raw id."""
+def array_rows(states: dict, name: str = "sweep", job: str = JOB) -> str:
+    """sacct text for array `job` with tasks {task: (state, exit)}; the last task keeps the array's raw id."""
     lines = []
     last = max(states)
     for task, (state, code) in sorted(states.items()):
-        raw = JOB if task == last else str(100 + task)
-        lines.append("^|^".join([f"{JOB}_{task}", raw, name, state, code, f"00:00:{10 + task:02d}", "01:00:00", "",
+        raw = job if task == last else str(int(job) * 1000 + task)
+        lines.append("^|^".join([f"{job}_{task}", raw, name, state, code, f"00:00:{10 + task:02d}", "01:00:00", "",
                                  "1G", "vm", "debug", "/w", "2026-11-21T20:00:00", "2026-11-21T20:01:00", "alice"]))
-        lines.append("^|^".join([f"{JOB}_{task}.batch", f"{raw}.batch", "batch", state, code, "", "", f"{task + 1}000K",
+        lines.append("^|^".join([f"{job}_{task}.batch", f"{raw}.batch", "batch", state, code, "", "", f"{task + 1}000K",
                                  "", "vm", "", "", "", "", ""]))
     return "\n".join(lines) + "\n"
 
@@ -403,8 +406,8 @@ def test_oom_escalates_once_per_attempt_and_one_final_message_lists_the_chain(st
     chained(store)
     submitted = []
 
-    def resubmit(record, level, attempt):
-        submitted.append((level.mem, attempt))
+    def resubmit(record, level, attempt, tasks):
+        submitted.append((level.mem, attempt, tasks))
         return "500", "/w/a.out", "/w/a.out"
 
     slurm = ChainSlurm({JOB: sacct_for(JOB, "OUT_OF_MEMORY", "0:125"), "500": sacct_for("500", "COMPLETED")})
@@ -413,7 +416,7 @@ def test_oom_escalates_once_per_attempt_and_one_final_message_lists_the_chain(st
     deps = MonitorDeps(slurm=slurm, store=store, config=CONFIG, patterns=lambda: patterns, send=outbox,
                        clock=clock.time, sleep=clock.sleep, host="h", pid=1, resubmit=resubmit)
     assert Monitor(JOB, deps).run() == "done"
-    assert submitted == [("200M", 2)]  # the default ladder doubles the 100M the job had
+    assert submitted == [("200M", 2, "")]  # the default ladder doubles the 100M the job had
     record = store.load(JOB)
     assert [a.job_id for a in record.chain.attempts] == [JOB, "500"]
     assert record.chain.attempts[0].state == "OUT_OF_MEMORY" and "escalate_mem" in record.chain.attempts[0].decision
@@ -429,7 +432,8 @@ def test_a_decided_resubmission_is_adopted_not_repeated_after_a_crash(store, pat
     chained(store)
 
     def crash_after_decision(record):  # what a daemon killed right before sbatch leaves behind
-        record.chain.pending = {"level_index": 1, "level": {"mem": "200M"}, "action": "escalate_mem"}
+        record.chain.pending = {"round": 2, "submissions": [
+            {"level_index": 1, "level": {"mem": "200M"}, "action": "escalate_mem", "tasks": ""}]}
         record.chain.attempts[0].state = "OUT_OF_MEMORY"
 
     store.update(JOB, crash_after_decision)
@@ -454,22 +458,159 @@ def test_top_of_the_ladder_ends_the_chain_with_the_reason(store, patterns):
     clock = FakeClock()
     deps = MonitorDeps(slurm=slurm, store=store, config=CONFIG, patterns=lambda: patterns, send=outbox,
                        clock=clock.time, sleep=clock.sleep, host="h", pid=1,
-                       resubmit=lambda record, level, attempt: ("501", "", ""))
+                       resubmit=lambda record, level, attempt, tasks: ("501", "", ""))
     assert Monitor(JOB, deps).run() == "done"
     final_embed = outbox.sent[-1]["embeds"][0]
     assert "OUT\\_OF\\_MEMORY after 2 attempts" in final_embed["title"]
     assert "top level" in final_embed["description"]
 
 
-def test_an_escalating_array_is_never_resubmitted_whole(store, patterns):
-    chained(store)
-    store.update(JOB, lambda r: (setattr(r, "array_spec", "0-1"), setattr(r, "expected_tasks", [0, 1])))
-    calls = []
-    slurm = ScriptedSlurm([{}], [accounting(array_rows({0: ("COMPLETED", "0:0"), 1: ("OUT_OF_MEMORY", "0:125")}))])
+class ArrayChainSlurm(ScriptedSlurm):
+    """sacct answers per array job; every job asked for contributes its rows."""
+
+    def __init__(self, rows_by_job):
+        super().__init__([{}], [{}])
+        self.rows_by_job = rows_by_job
+        self.asked: List[List[str]] = []
+
+    def query_queue(self, job_ids, not_before=0.0):
+        self.queue_calls += 1
+        return {}
+
+    def query_accounting(self, job_ids):
+        self.asked.append(list(job_ids))
+        return accounting("".join(self.rows_by_job[job] for job in job_ids))
+
+
+def array_chain(store, tmp_path, spec="0-3", ladder=()):
+    chained(store, ladder)
+
+    def change(record):
+        record.array_spec = spec
+        record.expected_tasks = list(parse_array_spec(spec).task_ids)
+        record.submit_dir = str(tmp_path)
+        record.log_options = {"output": "sweep-%A_%a.out", "error": "", "chdir": ""}
+
+    store.update(JOB, change)
+
+
+def test_an_array_round_resubmits_only_oom_and_timeout_tasks_each_at_its_own_next_level(store, patterns, tmp_path):
+    array_chain(store, tmp_path)
+    (tmp_path / f"sweep-{JOB}_2.out").write_text("ModuleNotFoundError: No module named 'wandb'\n")
+    (tmp_path / f"sweep-{JOB}_1.out").write_text("slurmstepd: error: Detected 1 oom-kill event(s) in StepId=9.batch.\n")
+    round_one = array_rows({0: ("COMPLETED", "0:0"), 1: ("OUT_OF_MEMORY", "0:125"), 2: ("FAILED", "1:0"),
+                            3: ("TIMEOUT", "0:15")})
+    slurm = ArrayChainSlurm({JOB: round_one, "600": array_rows({1: ("COMPLETED", "0:0")}, job="600"),
+                             "601": array_rows({3: ("COMPLETED", "0:0")}, job="601")})
+    submitted = []
+
+    def resubmit(record, level, attempt, tasks):
+        submitted.append((level.to_dict(), attempt, tasks))
+        return str(599 + attempt - 1), "", ""
+
     outbox = Outbox(["delivered"])
     clock = FakeClock()
     deps = MonitorDeps(slurm=slurm, store=store, config=CONFIG, patterns=lambda: patterns, send=outbox,
-                       clock=clock.time, sleep=clock.sleep, host="h", pid=1, resubmit=lambda *a: calls.append(a))
+                       clock=clock.time, sleep=clock.sleep, host="h", pid=1, resubmit=resubmit)
     assert Monitor(JOB, deps).run() == "done"
-    assert calls == [] and len(outbox.sent) == 1
-    assert "arrays are not resubmitted yet; failed tasks: 1" in store.load(JOB).chain.attempts[0].decision
+    # the default ladder: task 1 gets twice sacct's 1G, task 3 twice its 1 h limit; task 2 (exit 1) is left alone
+    assert submitted == [({"mem": "2048M"}, 2, "1"), ({"time": "02:00:00"}, 3, "3")]
+    assert slurm.asked[-1] == ["600", "601"]  # round 2 is both submissions, watched together
+    record = store.load(JOB)
+    chain = record.chain
+    assert [(a.job_id, a.round, a.tasks) for a in chain.attempts] == [(JOB, 1, ""), ("600", 2, "1"), ("601", 2, "3")]
+    assert chain.tasks["1"].runs == [f"{JOB}_1 OUT_OF_MEMORY", "600_1 COMPLETED"]
+    assert chain.tasks["3"].level == {"time": "02:00:00"} and "2" not in chain.tasks
+    assert [(r.number, r.task_counts, r.retried_tasks) for r in chain.rounds] == [
+        (1, {"COMPLETED": 1, "OUT_OF_MEMORY": 1, "FAILED": 1, "TIMEOUT": 1}, "1,3"), (2, {"COMPLETED": 2}, "")]
+    assert "task(s) 2 (FAILED: FAILED: no retry" in chain.rounds[0].decision
+    final = record.final
+    assert final.task_counts == {"COMPLETED": 3, "FAILED": 1} and final.failed_tasks == "2"
+    assert record.categories == ["import_error"]  # the OOM was fixed by the retry: no longer a cause
+    titles = [payload["embeds"][0]["title"].replace("\\", "") for payload in outbox.sent]
+    assert titles == [
+        f"Array {JOB} (train) round 1: 1 COMPLETED, 1 FAILED, 1 OUT_OF_MEMORY, 1 TIMEOUT → resubmitted 1,3 as 600, 601",
+        f"Array chain {JOB} (train): 3 COMPLETED, 1 FAILED after 2 rounds",
+    ]
+    assert outbox.urls == [CONFIG.error_webhook, CONFIG.error_webhook]
+
+
+def test_an_array_chain_splits_a_long_spec_and_throttles_each_submission(store, patterns, tmp_path):
+    ids = list(range(0, 400, 3)) + [401, 404, 409]
+    array_chain(store, tmp_path, spec="0-409%5", ladder=({"mem": "1G"}, {"mem": "4G"}))
+    rows = {task: ("OUT_OF_MEMORY", "0:125") if task in ids else ("COMPLETED", "0:0") for task in range(410)}
+    record = store.load(JOB)
+    tasks = collect_tasks(JOB, accounting(array_rows(rows)))
+    plan = plan_array_round(record.chain, tasks, record.final or FinalRecord(), {}, throttle=5, max_spec_length=12)
+    specs = [s["tasks"] for s in plan.submissions]
+    assert all(len(spec) <= 12 and spec.endswith("%5") for spec in specs) and len(specs) > 1
+    resubmitted = [i for spec in specs for i in parse_array_spec(spec).task_ids]
+    assert resubmitted == ids and {s["level"]["mem"] for s in plan.submissions} == {"4G"}
+
+
+def test_an_array_chain_stops_at_the_retry_budget_per_task(store, patterns, tmp_path):
+    array_chain(store, tmp_path, spec="0-1", ladder=({"mem": "1G"}, {"mem": "2G"}, {"mem": "4G"}, {"mem": "8G"}))
+    oom = ("OUT_OF_MEMORY", "0:125")
+    slurm = ArrayChainSlurm({JOB: array_rows({0: ("COMPLETED", "0:0"), 1: oom}),
+                             "700": array_rows({1: oom}, job="700"), "701": array_rows({1: oom}, job="701")})
+    jobs = iter(["700", "701", "702"])
+    outbox = Outbox(["delivered"])
+    clock = FakeClock()
+    deps = MonitorDeps(slurm=slurm, store=store, config=CONFIG, patterns=lambda: patterns, send=outbox,
+                       clock=clock.time, sleep=clock.sleep, host="h", pid=1,
+                       resubmit=lambda record, level, attempt, tasks: (next(jobs), "", ""))
+    assert Monitor(JOB, deps).run() == "done"
+    chain = store.load(JOB).chain
+    assert [a.job_id for a in chain.attempts] == [JOB, "700", "701"]  # max_retries=2: three runs of task 1
+    assert chain.tasks["1"].runs == [f"{JOB}_1 OUT_OF_MEMORY", "700_1 OUT_OF_MEMORY", "701_1 OUT_OF_MEMORY"]
+    assert "already used its 2 retries" in chain.rounds[-1].decision
+    final_embed = outbox.sent[-1]["embeds"][0]
+    assert "after 3 rounds" in final_embed["title"] and "already used its 2 retries" in final_embed["description"]
+
+
+def test_an_array_round_half_submitted_when_the_daemon_died_submits_only_the_rest(store, patterns, tmp_path):
+    array_chain(store, tmp_path)
+
+    def crashed_between_two_sbatches(record):
+        from core.state import Attempt
+
+        record.chain.pending = {"round": 2, "submissions": [
+            {"level_index": 1, "level": {"mem": "2G"}, "action": "escalate_mem", "tasks": "1", "job_id": "600"},
+            {"level_index": 1, "level": {"time": "2:00:00"}, "action": "escalate_time", "tasks": "3"}]}
+        record.chain.attempts.append(Attempt(job_id="600", level_index=1, resources={"mem": "2G"}, round=2, tasks="1"))
+
+    store.update(JOB, crashed_between_two_sbatches)
+    calls = []
+    slurm = ArrayChainSlurm({"600": array_rows({1: ("COMPLETED", "0:0")}, job="600"),
+                             "601": array_rows({3: ("COMPLETED", "0:0")}, job="601")})
+    outbox = Outbox(["delivered"])
+    clock = FakeClock()
+    deps = MonitorDeps(slurm=slurm, store=store, config=CONFIG, patterns=lambda: patterns, send=outbox,
+                       clock=clock.time, sleep=clock.sleep, host="h", pid=1,
+                       resubmit=lambda record, level, attempt, tasks: calls.append((attempt, tasks)) or ("601", "", ""))
+    assert Monitor(JOB, deps).run() == "done"
+    assert calls == [(3, "3")]
+    assert [a.job_id for a in store.load(JOB).chain.attempts] == [JOB, "600", "601"]
+
+
+def test_sbatch_refusing_one_submission_of_a_round_keeps_the_others(store, patterns, tmp_path):
+    from core.slurm import SbatchRejected
+
+    array_chain(store, tmp_path, spec="0-1")
+    round_one = array_rows({0: ("OUT_OF_MEMORY", "0:125"), 1: ("TIMEOUT", "0:15")})
+    slurm = ArrayChainSlurm({JOB: round_one, "600": array_rows({0: ("COMPLETED", "0:0")}, job="600")})
+
+    def resubmit(record, level, attempt, tasks):
+        if tasks == "1":
+            raise SbatchRejected(1, "sbatch: error: Batch job submission failed: Requested time limit is invalid")
+        return "600", "", ""
+
+    outbox = Outbox(["delivered"])
+    clock = FakeClock()
+    deps = MonitorDeps(slurm=slurm, store=store, config=CONFIG, patterns=lambda: patterns, send=outbox,
+                       clock=clock.time, sleep=clock.sleep, host="h", pid=1, resubmit=resubmit)
+    assert Monitor(JOB, deps).run() == "done"
+    record = store.load(JOB)
+    assert [a.job_id for a in record.chain.attempts] == [JOB, "600"]
+    assert "resubmission of 1 refused by sbatch" in record.chain.rounds[0].decision
+    assert record.final.task_counts == {"COMPLETED": 1, "TIMEOUT": 1} and record.final.failed_tasks == "1"
