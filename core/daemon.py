@@ -175,7 +175,7 @@ def resubmit_attempt(slurm, record: JobRecord, level, attempt: int, tasks: str):
 def find_attempt(slurm, record: JobRecord, attempt: int):
     from core.submitter import chain_comment
 
-    return slurm.find_by_comment(chain_comment(record, attempt))
+    return slurm.find_by_comment(chain_comment(record, attempt), since=record.chain.pending.get("decided_at", 0.0))
 
 
 def run_daemon(paths: Paths, job_id: str) -> int:

@@ -13,6 +13,7 @@ import enum
 import os
 import re
 import subprocess
+import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -26,6 +27,8 @@ SACCT_FIELDS = (
 )
 SQUEUE_FORMAT = "%i|%T|%r|%M"
 DEFAULT_TIMEOUT = 60.0
+#: sacct is searched from this long before a chain's decision (clocks of login node and controller differ).
+COMMENT_LOOKBACK = 3600.0
 
 _UNAVAILABLE_MARKERS = (
     "unable to contact slurm controller",
@@ -181,6 +184,11 @@ class SbatchRejected(SlurmError):
         message = stderr.strip() or f"sbatch exited with code {returncode}"
         super().__init__(message)
         self.exit_code = returncode if returncode > 0 else 1
+
+
+def _base_job_id(job_id: str) -> str:
+    """`844_0` or `844+1` -> `844`: the id sbatch printed."""
+    return re.split(r"[_+]", job_id.strip(), maxsplit=1)[0]
 
 
 def current_user() -> str:
@@ -437,15 +445,30 @@ class Slurm:
         """sacct records by job id (array tasks keyed by `A_T`). Missing ids mean "not recorded yet"."""
         return {record.job_id: record for record in parse_sacct(self.accounting_text(job_ids))}
 
-    def find_by_comment(self, comment: str) -> Optional[str]:
-        """The id of the user's job carrying this --comment (how a resubmission is found after a crash)."""
+    def find_by_comment(self, comment: str, since: float) -> Optional[str]:
+        """The id of the user's job submitted with this --comment since `since` (epoch seconds).
+
+        How a resubmission is found after a crash. squeue shows the comment while the controller
+        remembers the job (MinJobAge); later only sacct's SubmitLine still has it (sacct stores no
+        comment by default). Either query failing raises: guessing "not found" could submit twice.
+        """
         result = self._run(["squeue", "-u", current_user(), "-h", "-t", "all", "-o", "%i|%k"])
         if result.returncode != 0:
             raise SlurmUnavailable(f"squeue failed: {_first_line(result.stderr) or 'no output'}")
         for line in result.stdout.splitlines():
             job_id, _, found = line.partition("|")
             if found.strip() == comment:
-                return job_id.strip().split("_", 1)[0]
+                return _base_job_id(job_id)
+        start = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(max(0.0, since - COMMENT_LOOKBACK)))
+        result = self._run(["sacct", "-u", current_user(), "-X", "-n", "-P", "-S", start,
+                            "--format=JobID,SubmitLine"])
+        if result.returncode != 0:
+            raise SlurmUnavailable(f"sacct failed: {_first_line(result.stderr) or 'no output'}")
+        tag = f"--comment={comment}"
+        for line in result.stdout.splitlines():
+            job_id, _, submit_line = line.partition("|")
+            if tag in submit_line.split():
+                return _base_job_id(job_id)
         return None
 
     def cancel(self, job_id: str) -> None:

@@ -170,7 +170,8 @@ def test_array_resubmits_only_its_oom_tasks_and_ends_with_one_summary(jm):
     assert rounds == [(1, {"OUT_OF_MEMORY": 2, "FAILED": 1, "COMPLETED": 1}, "0,1"), (2, {"COMPLETED": 2}, "")], \
         jm.monitor_log(job_id)
     second = chain["attempts"][1]["job_id"]
-    assert [(a["tasks"], a["resources"]) for a in chain["attempts"]] == [("", {"mem": "100M"}), ("0,1", {"mem": "500M"})]
+    submitted = [(a["tasks"], a["resources"]) for a in chain["attempts"]]
+    assert submitted == [("", {"mem": "100M"}), ("0,1", {"mem": "500M"})]
     rows = subprocess.run(["sacct", "-X", "-n", "-P", "-j", second, "--format=JobID,ReqMem,State"],
                           capture_output=True, text=True).stdout.split()
     assert sorted(rows) == [f"{second}_0|500M|COMPLETED", f"{second}_1|500M|COMPLETED"]  # only the OOM tasks ran again
@@ -184,3 +185,27 @@ def test_array_resubmits_only_its_oom_tasks_and_ends_with_one_summary(jm):
     ]
     report = jm.jobmon("report", "--csv", job_id)
     assert report.returncode == 0 and f"{second},0,1," in report.stdout.replace('"', ""), report.stdout
+
+
+def submit_lines(tag: str) -> list:
+    out = subprocess.run(["sacct", "-a", "-X", "-n", "-P", "-S", "now-1hour", "--format=JobID,SubmitLine"],
+                         capture_output=True, text=True).stdout
+    return [line.split("|")[0] for line in out.splitlines() if f"--comment={tag} " in line]
+
+
+def test_recover_long_after_the_crash_finds_the_resubmission_in_sacct_not_twice(jm):
+    jm.env["PATH"] = _slow_sbatch(jm)
+    jm.env["JOBMON_HEARTBEAT_GRACE"] = "1"
+    job_id = jm.submit("--escalate", "--mem=100M", hungry(jm, 150))
+    _kill_during_resubmission(jm, job_id, with_sbatch=False)
+    tag = f"jobmon-chain:{job_id}:2"
+    deadline = time.time() + 90
+    while any(tag in c for c in comments()) and time.time() < deadline:  # until the controller forgets it
+        time.sleep(2)
+    assert not any(tag in c for c in comments())
+    recovered = jm.jobmon("recover")
+    assert recovered.returncode == 0, recovered.stderr
+    state = jm.wait_done(job_id, timeout=120)
+    assert [a["state"] for a in state["chain"]["attempts"]] == ["OUT_OF_MEMORY", "COMPLETED"], jm.monitor_log(job_id)
+    assert "adopting" in jm.monitor_log(job_id)
+    assert submit_lines(tag) == [state["chain"]["attempts"][1]["job_id"]]

@@ -2,6 +2,7 @@
 class driven through an injected runner that replays that output and records each argv."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import List, Sequence, Tuple
 
@@ -613,3 +614,44 @@ def test_run_command_decodes_invalid_utf8_leniently():
 def test_run_command_timeout_is_unavailable():
     with pytest.raises(SlurmUnavailable, match="sleep"):
         run_command(["sleep", "30"], 0.2)
+
+
+class AnswersByCommand:
+    """A runner answering per command name (squeue, sacct); records every argv."""
+
+    def __init__(self, answers):
+        self.answers = answers
+        self.calls = []
+
+    def __call__(self, argv, timeout):
+        self.calls.append(list(argv))
+        return self.answers[argv[0]]
+
+
+# SubmitLine as the local Slurm 22.05 stored it (sacct keeps no Comment unless AccountingStoreFlags says so)
+SUBMIT_LINES = (
+    "843|sbatch --parsable --mem=100M --comment=jobmon-chain:84:2 /w/mixed.sbatch\n"
+    "844_0|sbatch --parsable --mem=500M --array=0,1 --chdir=/w/ --comment=jobmon-chain:840:2 /w/mixed.sbatch\n"
+    "844_1|sbatch --parsable --mem=500M --array=0,1 --chdir=/w/ --comment=jobmon-chain:840:2 /w/mixed.sbatch\n"
+)
+
+
+def test_find_by_comment_falls_back_to_sacct_once_squeue_forgot_the_job():
+    runner = AnswersByCommand({"squeue": CommandResult(0, "900|other\n", ""),
+                               "sacct": CommandResult(0, SUBMIT_LINES, "")})
+    slurm = Slurm(runner=runner)
+    assert slurm.find_by_comment("jobmon-chain:840:2", since=1_800_000_000.0) == "844"
+    assert slurm.find_by_comment("jobmon-chain:84:2", since=1_800_000_000.0) == "843"
+    assert slurm.find_by_comment("jobmon-chain:840:3", since=1_800_000_000.0) is None
+    sacct = runner.calls[1]
+    assert sacct[:2] == ["sacct", "-u"] and "--format=JobID,SubmitLine" in sacct
+    assert sacct[sacct.index("-S") + 1] == time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(1_800_000_000 - 3600))
+
+
+def test_find_by_comment_prefers_squeue_and_raises_when_sacct_fails():
+    found = Slurm(runner=AnswersByCommand({"squeue": CommandResult(0, "845_[0-1]|jobmon-chain:840:2\n", "")}))
+    assert found.find_by_comment("jobmon-chain:840:2", since=0.0) == "845"
+    sacct_down = CommandResult(1, "", "sacct: error: Problem talking to the database")
+    down = Slurm(runner=AnswersByCommand({"squeue": CommandResult(0, "", ""), "sacct": sacct_down}))
+    with pytest.raises(SlurmUnavailable, match="sacct failed: sacct: error: Problem talking"):
+        down.find_by_comment("jobmon-chain:840:2", since=0.0)
