@@ -319,9 +319,9 @@ def chain_policy(chain: Chain, config_section: Any) -> Policy:
     return parse_policy(config_section, "config.json", ladder=ladder, max_retries=chain.max_retries)
 
 
-def _filled(asked: Level, final: FinalRecord) -> Level:
+def _filled(asked: Level, req_mem: str, time_limit: str) -> Level:
     """What the job really ran with: sacct's values where the job asked for nothing explicit."""
-    return replace(asked, mem=asked.mem or final.req_mem, time=asked.time or _limit_or_empty(final.time_limit))
+    return replace(asked, mem=asked.mem or req_mem, time=asked.time or _limit_or_empty(time_limit))
 
 
 def _ask_only_changed(decision: Decision, asked: Level, policy: Policy) -> Decision:
@@ -338,7 +338,8 @@ def decide_next_attempt(chain: Chain, final: FinalRecord, categories: Sequence[s
     policy = chain_policy(chain, config_section)
     asked = Level(**chain.level)
     decision = decide(state=final.state, exit_code=final.exit_code, signal=final.signal, categories=categories,
-                      attempt=len(chain.attempts), level_index=chain.level_index, current=_filled(asked, final),
+                      attempt=len(chain.attempts), level_index=chain.level_index,
+                      current=_filled(asked, final.req_mem, final.time_limit),
                       policy=policy)
     return _ask_only_changed(decision, asked, policy)
 
@@ -354,13 +355,12 @@ class RoundPlan:
     def describe(self) -> str:
         parts = [f"task(s) {submission['tasks']} → {Level(**submission['level']).describe()} "
                  f"({submission['action']})" for submission in self.submissions]
-        parts += [f"not retried: {f'task(s) {compress_ids(ids)}' if ids else 'the job'} ({why})"
-                  for why, ids in self.not_retried.items()]
+        parts += [f"not retried: task(s) {compress_ids(ids)} ({why})" for why, ids in self.not_retried.items()]
         return "; ".join(parts) or "every task completed"
 
 
 def plan_array_round(
-    chain: Chain, tasks: Sequence[TaskOutcome], final: FinalRecord, config_section: Any, *,
+    chain: Chain, tasks: Sequence[TaskOutcome], config_section: Any, *,
     throttle: Optional[int] = None, max_spec_length: int = ARRAY_SPEC_MAX_LENGTH,
 ) -> RoundPlan:
     """Decide per failed task of the round that just ended; group the retries by their next level.
@@ -375,14 +375,13 @@ def plan_array_round(
     for task in tasks:
         if not is_failure(task):
             continue
-        if not task.task_id.isdecimal():  # a het component cannot be resubmitted on its own
-            return RoundPlan((), (), {"heterogeneous jobs are not resubmitted": ()})
         track = chain.tasks.get(task.task_id)
         asked = Level(**(track.level if track is not None else base.resources))
         index = track.level_index if track is not None else base.level_index
         decision = _ask_only_changed(decide(
             state=task.state, exit_code=task.exit_code, signal=task.signal, categories=task.categories,
-            attempt=chain.round, level_index=index, current=_filled(asked, final), policy=policy,
+            attempt=chain.round, level_index=index, current=_filled(asked, task.req_mem, task.time_limit),
+            policy=policy,
         ), asked, policy)
         if not decision.resubmit:
             not_retried.setdefault(f"{task.state}: {decision.reason}", []).append(int(task.task_id))

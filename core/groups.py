@@ -61,7 +61,8 @@ def collect_tasks(job_id: str, records: Dict[str, AccountingRecord]) -> List[Tas
         tasks.append(TaskOutcome(
             task_id=suffix, job_id=key, raw_id=record.job_id_raw, state=record.state.value,
             exit_code=record.exit_code, signal=record.signal, elapsed=record.elapsed,
-            max_rss_bytes=record.max_rss_bytes,
+            max_rss_bytes=record.max_rss_bytes, req_mem="" if record.req_mem.endswith("?") else record.req_mem,
+            time_limit=record.time_limit,
         ))
     return sorted(tasks, key=_task_sort_key)
 

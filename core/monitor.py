@@ -372,7 +372,7 @@ class Monitor:
             excerpt = ""
         categories, findings = list(analysis.categories), ordered_findings(analysis)
         array_round = record.chain is not None and bool(tasks) and bool(record.array_spec)
-        plan = self._plan_round(record, tasks, final) if array_round else None
+        plan = self._plan_round(record, tasks, final.state_text) if array_round else None
         decision = self._decide(record, final, categories) if record.chain is not None and not array_round else None
 
         def change(current: JobRecord) -> None:
@@ -416,12 +416,12 @@ class Monitor:
                  decision.reason, decision.action)
         return decision
 
-    def _plan_round(self, record: JobRecord, tasks: List[TaskOutcome], final: FinalRecord):
+    def _plan_round(self, record: JobRecord, tasks: List[TaskOutcome], counts: str):
         from core.escalation import plan_array_round
 
         throttle = parse_array_spec(record.array_spec).max_running
-        plan = plan_array_round(record.chain, tasks, final, self.deps.config.escalation, throttle=throttle)
-        log.info("job %s: round %d ended (%s): %s", self.job_id, record.chain.round, final.state_text, plan.describe())
+        plan = plan_array_round(record.chain, tasks, self.deps.config.escalation, throttle=throttle)
+        log.info("job %s: round %d ended (%s): %s", self.job_id, record.chain.round, counts, plan.describe())
         return plan
 
     def carry_out_resubmission(self, record: JobRecord) -> None:

@@ -89,6 +89,8 @@ class TaskOutcome:
     elapsed: str = ""
     max_rss_bytes: Optional[int] = None
     categories: List[str] = field(default_factory=list)
+    req_mem: str = ""  # what this task ran with: an escalation starts from it
+    time_limit: str = ""
 
 
 @dataclass

@@ -33,10 +33,11 @@ from core.escalation import (
     parse_ladder,
     parse_level,
     parse_policy,
+    plan_array_round,
 )
 from core.escalation import parse_duration_any as duration
 from core.slurm import Submission
-from core.state import Chain, JobRecord
+from core.state import Attempt, Chain, JobRecord, TaskOutcome, TaskTrack
 from core.submitter import SubmitOptions, first_level, resubmit, split_jobmon_flags
 
 CONFIG = "/home/alice/jobmon/config.json"
@@ -619,3 +620,16 @@ def test_first_level_without_ladder_reads_the_args(args, level):
 def test_ladder_file_round_trip_through_json():
     text = json.dumps({"ladder": [level.to_dict() for level in LADDER]})
     assert load_ladder_text(text, LADDER_FILE) == LADDER
+
+
+def test_an_array_task_escalates_from_what_it_ran_with_not_from_another_submission():
+    """Round 2 ran task 1 at 2G (job 600) and task 3 at 1G with more time (job 601): both OOM again."""
+    tracks = {"1": TaskTrack(level_index=1, level={"mem": "2048M"}),
+              "3": TaskTrack(level_index=1, level={"time": "02:00:00"})}
+    chain = Chain(attempts=[Attempt(job_id="500")], round=2, max_retries=3, tasks=tracks)
+    tasks = [TaskOutcome(task_id="1", job_id="600_1", state="OUT_OF_MEMORY", req_mem="2048M", time_limit="01:00:00"),
+             TaskOutcome(task_id="3", job_id="601_3", state="OUT_OF_MEMORY", req_mem="1G", time_limit="02:00:00")]
+    plan = plan_array_round(chain, tasks, {})
+    assert sorted((s["tasks"], s["level"]) for s in plan.submissions) == [
+        ("1", {"mem": "4096M"}), ("3", {"mem": "2048M", "time": "02:00:00"})]
+    assert plan.retried == (1, 3) and plan.not_retried == {}

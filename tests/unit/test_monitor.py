@@ -15,7 +15,7 @@ from core.monitor import Monitor, MonitorDeps, heartbeat_deadline
 from core.notifier import Delivery
 from core.ranges import parse_array_spec
 from core.slurm import AccountingRecord, QueueEntry, parse_sacct, parse_squeue
-from core.state import FinalRecord, JobRecord, StateStore
+from core.state import JobRecord, StateStore
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures", "slurm")
 JOB = "4"
@@ -541,7 +541,7 @@ def test_an_array_chain_splits_a_long_spec_and_throttles_each_submission(store, 
     rows = {task: ("OUT_OF_MEMORY", "0:125") if task in ids else ("COMPLETED", "0:0") for task in range(410)}
     record = store.load(JOB)
     tasks = collect_tasks(JOB, accounting(array_rows(rows)))
-    plan = plan_array_round(record.chain, tasks, record.final or FinalRecord(), {}, throttle=5, max_spec_length=12)
+    plan = plan_array_round(record.chain, tasks, {}, throttle=5, max_spec_length=12)
     specs = [s["tasks"] for s in plan.submissions]
     assert all(len(spec) <= 12 and spec.endswith("%5") for spec in specs) and len(specs) > 1
     resubmitted = [i for spec in specs for i in parse_array_spec(spec).task_ids]
