@@ -59,6 +59,12 @@ def task_log_files(record: JobRecord, task: TaskOutcome) -> List[str]:
     return list(dict.fromkeys([paths.stderr, paths.stdout]))
 
 
+def _analysis_priority(task: TaskOutcome) -> bool:
+    """Tasks killed by signal 9 first: only their logs can tell a host-memory kill (which escalation
+    retries with more memory) from anything else; the rest keep their order."""
+    return not (task.state == "FAILED" and (task.exit_code == 137 or task.signal == 9))
+
+
 def analyze_group_logs(
     record: JobRecord, tasks: List[TaskOutcome], patterns: Sequence[Pattern], tail_lines: int,
 ) -> Tuple[List[TaskOutcome], Analysis, str]:
@@ -67,7 +73,7 @@ def analyze_group_logs(
     findings = []
     excerpt = ""
     best_rank = len(rank) + 1
-    for task in [t for t in tasks if groups.is_failure(t)][:MAX_TASK_LOGS]:
+    for task in sorted((t for t in tasks if groups.is_failure(t)), key=_analysis_priority)[:MAX_TASK_LOGS]:
         analysis, task_excerpt = analyze_logs(task_log_files(record, task), patterns, tail_lines)
         task.categories = list(analysis.categories)
         findings.extend(analysis.findings)

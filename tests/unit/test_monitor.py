@@ -614,3 +614,17 @@ def test_sbatch_refusing_one_submission_of_a_round_keeps_the_others(store, patte
     assert [a.job_id for a in record.chain.attempts] == [JOB, "600"]
     assert "resubmission of 1 refused by sbatch" in record.chain.rounds[0].decision
     assert record.final.task_counts == {"COMPLETED": 1, "TIMEOUT": 1} and record.final.failed_tasks == "1"
+
+
+def test_signal_9_tasks_are_analysed_first_when_only_some_logs_are_read(patterns, tmp_path):
+    from core.outcome import MAX_TASK_LOGS, analyze_group_logs
+    from core.state import TaskOutcome
+
+    record = JobRecord(job_id="70", array_spec="0-40", submit_dir=str(tmp_path),
+                       log_options={"output": "s-%A_%a.out", "error": "", "chdir": ""})
+    (tmp_path / "s-70_40.out").write_text("slurmstepd: error: Detected 1 oom-kill event(s) in StepId=70_40.batch.\n")
+    tasks = [TaskOutcome(task_id=str(i), job_id=f"70_{i}", state="FAILED", exit_code=1) for i in range(40)]
+    tasks.append(TaskOutcome(task_id="40", job_id="70_40", state="FAILED", exit_code=137))
+    analysed, analysis, _ = analyze_group_logs(record, tasks, patterns, 100)
+    assert len(tasks) > MAX_TASK_LOGS and analysed[-1].categories == ["slurm_oom"]
+    assert "slurm_oom" in analysis.categories
