@@ -184,3 +184,26 @@ def test_report_and_history_read_the_state_files(home, capsys):
     assert code == 0 and "No jobs in the history since 1h" in out
     code, _, err = run(capsys, "history", "--since", "yesterday")
     assert code != 0 and "--since 'yesterday'" in err
+
+
+def test_report_and_status_of_an_array_chain_show_rounds_and_tasks(home, capsys, monkeypatch):
+    from core.state import Attempt, Chain, FinalRecord, JobRecord, Round, StateStore
+
+    (home / "state").mkdir()
+    store = StateStore(str(home / "state"))
+    chain = Chain(current_job="601", round=2, level={"mem": "2G"}, attempts=[
+        Attempt("500", resources={"mem": "1G"}, state="OUT_OF_MEMORY", task_counts={"COMPLETED": 7, "OUT_OF_MEMORY": 3},
+                failed_tasks="3,5,8"),
+        Attempt("600", level_index=1, resources={"mem": "2G"}, round=2, tasks="3,5"),
+        Attempt("601", level_index=1, resources={"mem": "2G"}, round=2, tasks="8")],
+        rounds=[Round(1, jobs=["500"], task_counts={"COMPLETED": 7, "OUT_OF_MEMORY": 3}, retried_tasks="3,5,8")])
+    store.create(JobRecord("500", name="sweep", array_spec="0-9", created_at=1_790_000_000.0, chain=chain))
+    code, out, _ = run(capsys, "report", "--csv", "601")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].startswith("attempt,round,job_id,tasks,")
+    assert lines[1].startswith("1,1,500,0-9,mem=1G,\"7 COMPLETED, 3 OUT_OF_MEMORY\",\"3,5,8\"")
+    assert lines[3].startswith("3,2,601,8,mem=2G,")
+    monkeypatch.setenv("PATH", "/nonexistent")  # no squeue: status still answers from the state files
+    code, out, _ = run(capsys, "status")
+    assert "round 2 of 4, 2G" in out
