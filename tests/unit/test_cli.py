@@ -187,7 +187,7 @@ def test_report_and_history_read_the_state_files(home, capsys):
 
 
 def test_report_and_status_of_an_array_chain_show_rounds_and_tasks(home, capsys, monkeypatch):
-    from core.state import Attempt, Chain, FinalRecord, JobRecord, Round, StateStore
+    from core.state import Attempt, Chain, JobRecord, Round, StateStore
 
     (home / "state").mkdir()
     store = StateStore(str(home / "state"))
