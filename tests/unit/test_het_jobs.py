@@ -16,7 +16,7 @@ from core import groups
 from core.analyzer import parse_patterns
 from core.config import BUILTIN_PATTERNS, Config
 from core.errors import SlurmError
-from core.monitor import Monitor, MonitorDeps
+from core.monitor import GROUP_SETTLE, Monitor, MonitorDeps
 from core.notifier import Delivery
 from core.shared_slurm import members_of
 from core.slurm import CommandResult, JobState, Slurm, parse_sacct, parse_squeue
@@ -194,3 +194,33 @@ def test_het_job_that_can_never_start_is_reported_once(tmp_path):
     assert record.final.state == "PENDING" and record.final.reason == "DependencyNeverSatisfied"
     assert slurm.accounting_calls == 0 and story.urls == [CONFIG.error_webhook]
     assert "NEVER STARTS (DependencyNeverSatisfied)" in story.sent[0]["embeds"][0]["title"]
+
+
+def test_no_settle_wait_once_sacct_has_every_component_squeue_lists(tmp_path):
+    """squeue lists all components until the whole het job is purged: nothing can be missing."""
+    story = Story(tmp_path, HET, "hetdl")
+    slurm = RecordedSlurm(HET, [queue("squeue_het_deadline_cancelled_r.txt")],
+                          [accounting("sacct_het_deadline_cancelled.txt")])
+    started = story.now
+    story.run(slurm)
+    assert slurm.accounting_calls == 1 and story.now - started < GROUP_SETTLE
+
+
+def test_a_component_sacct_has_not_recorded_yet_is_waited_for(tmp_path):
+    story = Story(tmp_path, HET, "hetdl")
+    both = accounting("sacct_het_deadline_cancelled.txt")
+    leader_only = {key: record for key, record in both.items() if key == "838+0"}  # sacct lags per component
+    slurm = RecordedSlurm(HET, [queue("squeue_het_deadline_cancelled_r.txt")], [leader_only, both])
+    record = story.run(slurm)
+    assert slurm.accounting_calls == 2
+    assert record.final.task_counts == {"CANCELLED": 1, "DEADLINE": 1}
+
+
+def test_only_het_components_count_as_a_complete_list():
+    het = accounting("sacct_het_deadline_cancelled.txt")
+    listed = queue("squeue_het_deadline_cancelled_r.txt")
+    assert groups.het_components_recorded(HET, listed, groups.collect_tasks(HET, het))
+    leader_only = {key: record for key, record in het.items() if key == "838+0"}
+    assert not groups.het_components_recorded(HET, listed, groups.collect_tasks(HET, leader_only))
+    array = accounting("sacct_array.txt")  # array tasks leave squeue one by one: their list proves nothing
+    assert not groups.het_components_recorded("7", queue("squeue_array_done_r.txt"), groups.collect_tasks("7", array))
