@@ -77,6 +77,16 @@ def missing_tasks(tasks: Sequence[TaskOutcome], expected: Sequence[int]) -> List
     return [task for task in expected if task not in seen]
 
 
+def het_components_recorded(job_id: str, queue_keys: Iterable[str], tasks: Sequence[TaskOutcome]) -> bool:
+    """squeue lists het components and sacct has a record of each: none can be missing.
+
+    squeue keeps every component until the whole het job is purged, so its list is complete (seen
+    on Slurm 22.05); array tasks leave squeue one by one, so for arrays it proves nothing.
+    """
+    components = {key for key in queue_keys if (member_suffix(key, job_id) or "").startswith("+")}
+    return bool(components) and components <= {task.job_id for task in tasks}
+
+
 def all_final(tasks: Sequence[TaskOutcome], records: Dict[str, AccountingRecord]) -> bool:
     return bool(tasks) and all(
         JobState.parse(t.state).is_final and not records[t.job_id].is_placeholder for t in tasks

@@ -283,7 +283,7 @@ class Monitor:
             return Step(None, delay, f"sacct unavailable: {exc}")
         self._note_final_seen(first_seen, entry)
         if len(record.targets) > 1 or groups.is_group(target, list(queue) + list(accounting), record.array_spec):
-            return self._group_final(record, accounting, waited, delay, now)
+            return self._group_final(record, queue, accounting, waited, delay, now)
         found = accounting.get(target)
         if found is not None and found.state.is_final:
             disagree = entry is not None and entry.state.is_final and found.state is not entry.state
@@ -298,13 +298,15 @@ class Monitor:
         return Step(None, delay, f"waiting for sacct's final record (now: {what})")
 
     def _group_final(
-        self, record: JobRecord, accounting: Dict[str, AccountingRecord], waited: float, delay: float, now: float,
+        self, record: JobRecord, queue: Dict[str, QueueEntry], accounting: Dict[str, AccountingRecord],
+        waited: float, delay: float, now: float,
     ) -> Step:
         """An array or het job ends when every member has a final sacct record (sacct lags per task)."""
         tasks = [task for target in record.targets for task in groups.collect_tasks(target, accounting)]
         expected = round_tasks(record)
         missing = groups.missing_tasks(tasks, expected)
-        settled = bool(expected) or waited >= GROUP_SETTLE
+        settled = (bool(expected) or waited >= GROUP_SETTLE
+                   or groups.het_components_recorded(record.target, queue, tasks))
         if groups.all_final(tasks, accounting) and not missing and settled:
             return Step(groups.summarize(tasks, accounting, now=now), 0.0, tasks=tuple(tasks))
         if waited >= self.deps.config.accounting_wait:
