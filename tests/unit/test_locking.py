@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -19,6 +20,7 @@ import pytest
 
 from core import locking
 from core.locking import FlockLock, LockTimeout, file_lock
+from core.state import JobRecord, StateStore
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -182,3 +184,99 @@ def test_file_lock_gives_filelock_to_the_cli_and_flock_to_the_daemon(tmp_path, m
     locking.use_lean_locks()
     lock = file_lock(path, 1)
     assert isinstance(lock, FlockLock) and lock.timeout == 1
+
+
+def _increment_worker(folder: str, job_id: str, times: int, lean: bool, start) -> None:
+    start.wait(30)
+    if lean:
+        locking.use_lean_locks()
+    store = StateStore(folder)
+
+    def bump(record):
+        record.notification.attempts += 1
+
+    for _ in range(times):
+        store.update(job_id, bump)
+
+
+def test_daemons_and_cli_processes_updating_one_record_lose_nothing(tmp_path):
+    StateStore(str(tmp_path)).create(JobRecord(job_id="77"))
+    context = multiprocessing.get_context("fork")
+    start = context.Event()
+    workers = [
+        context.Process(target=_increment_worker, args=(str(tmp_path), "77", 25, lean, start))
+        for lean in (True, False, True, False)
+    ]
+    for worker in workers:
+        worker.start()
+    start.set()
+    for worker in workers:
+        worker.join(120)
+    for worker in workers:
+        if worker.is_alive():
+            worker.kill()
+    assert [w.exitcode for w in workers] == [0, 0, 0, 0]
+    assert StateStore(str(tmp_path)).load("77").notification.attempts == 100
+
+
+# -- the real daemon ----------------------------------------------------------------------------
+JOB = "4242"
+
+
+def fake_daemon_home(tmp_path: Path) -> dict:
+    """A JOBMON_HOME with a RUNNING job, a squeue that counts its calls, and a filelock that tattles."""
+    home = tmp_path / "home"
+    (home / "state").mkdir(parents=True, mode=0o700)
+    (home / "logs").mkdir(mode=0o700)
+    (home / "config.json").write_text('{"poll": {"running_interval": 0.5, "pending_interval": 0.5}}')
+    StateStore(str(home / "state")).create(JobRecord(job_id=JOB, created_at=time.time() - 5))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "squeue.calls"
+    (bin_dir / "squeue").write_text(f"#!/bin/sh\necho call >> {calls}\necho '{JOB}|RUNNING|None|0:10'\n")
+    (bin_dir / "sacct").write_text("#!/bin/sh\nexit 0\n")
+    for name in ("squeue", "sacct"):
+        (bin_dir / name).chmod(0o755)
+    tattler = tmp_path / "tattler" / "filelock"
+    tattler.mkdir(parents=True)
+    marker = tmp_path / "filelock.imported"
+    (tattler / "__init__.py").write_text(
+        f"open({str(marker)!r}, 'a').write('imported')\nraise ImportError('the daemon imported filelock')\n")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("JOBMON_")}
+    env.update(JOBMON_HOME=str(home), PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}",
+               PYTHONPATH=f"{tattler.parent}{os.pathsep}{ROOT}")
+    return {"home": home, "calls": calls, "marker": marker, "env": env}
+
+
+def start_daemon(setup: dict, log_name: str) -> subprocess.Popen:
+    log = open(setup["home"] / "logs" / log_name, "w")
+    with log:
+        return subprocess.Popen([sys.executable, "-m", "core.daemon", JOB], cwd="/", env=setup["env"],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+
+
+def wait_for_polls(calls: Path, count: int, daemon: subprocess.Popen, deadline: float = 30.0) -> None:
+    give_up = time.monotonic() + deadline
+    while time.monotonic() < give_up and daemon.poll() is None:
+        if calls.exists() and len(calls.read_text().splitlines()) >= count:
+            return
+        time.sleep(0.05)
+    pytest.fail(f"the daemon did not poll {count} times (exit code {daemon.poll()})")
+
+
+def test_a_polling_daemon_never_imports_filelock_and_still_excludes_the_cli_and_a_second_daemon(tmp_path):
+    setup = fake_daemon_home(tmp_path)
+    daemon = start_daemon(setup, "first.log")
+    try:
+        wait_for_polls(setup["calls"], 3, daemon)  # each poll takes the record's and squeue's locks
+        with pytest.raises(filelock.Timeout):
+            StateStore(str(setup["home"] / "state")).monitor_lock(JOB).acquire()
+        second = start_daemon(setup, "second.log")
+        assert second.wait(30) == 1
+        assert "another monitor already holds job" in (setup["home"] / "logs" / "second.log").read_text()
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(30)
+    log = (setup["home"] / "logs" / "first.log").read_text()
+    assert not setup["marker"].exists(), log
+    assert "Traceback" not in log, log
