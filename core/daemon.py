@@ -12,6 +12,7 @@ from typing import List, Optional
 
 from core.config import Paths, load_config, load_patterns
 from core.errors import JobmonError, StateError
+from core.locking import use_lean_locks
 from core.monitor import Monitor, MonitorDeps
 from core.state import JobRecord, StateStore
 
@@ -180,7 +181,7 @@ def find_attempt(slurm, record: JobRecord, attempt: int):
 
 def run_daemon(paths: Paths, job_id: str) -> int:
     """The daemon's main: take the job's monitor lock, then run the poll loop until the story ends."""
-    from filelock import Timeout
+    use_lean_locks()  # before any lock: this long-lived process must not carry filelock's imports
 
     from core.shared_slurm import SharedSlurm
     from core.slurm import Slurm
@@ -194,7 +195,7 @@ def run_daemon(paths: Paths, job_id: str) -> int:
     exclusive = store.monitor_lock(job_id)
     try:
         exclusive.acquire()
-    except Timeout:
+    except TimeoutError:  # held by a live monitor (filelock.Timeout and LockTimeout are both TimeoutErrors)
         log.error("another monitor already holds job %s; exiting", job_id)
         return 1
     stop = threading.Event()

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Sequence, Tuple
 
 from core.errors import SlurmError, SlurmUnavailable
+from core.locking import file_lock
 from core.slurm import AccountingRecord, JobState, QueueEntry, Slurm, parse_sacct
 from core.state import atomic_write_text
 
@@ -69,9 +70,7 @@ class SharedSlurm:
         self.last_snapshot_at = 0.0
 
     def _lock(self, name: str):
-        from filelock import FileLock
-
-        return FileLock(os.path.join(self.folder, f"{name}.lock"), timeout=LOCK_TIMEOUT)
+        return file_lock(os.path.join(self.folder, f"{name}.lock"), LOCK_TIMEOUT)
 
     def _read(self, name: str) -> str:
         try:

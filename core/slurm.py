@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
 from core.errors import SlurmError, SlurmUnavailable
-from core.jobscript import parse_job_id
 
 SACCT_DELIMITER = "^|^"
 SACCT_FIELDS = (
@@ -395,6 +394,8 @@ class Slurm:
 
     def submit(self, sbatch_args: Sequence[str]) -> Submission:
         """Run `sbatch --parsable ARGS`; raise SbatchRejected with sbatch's own words on failure."""
+        from core.jobscript import parse_job_id  # here, not at the top: an idle daemon never submits (~0.2 MB)
+
         args = list(sbatch_args)
         if "--parsable" not in args:
             args.insert(0, "--parsable")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from core.errors import StateError
+from core.locking import file_lock
 
 SCHEMA_VERSION = 1
 LOCK_TIMEOUT = 30.0
@@ -280,15 +281,11 @@ class StateStore:
 
     def lock(self, job_id: str, timeout: float = LOCK_TIMEOUT):
         """The read-modify-write lock of one record (a fresh object: safe after fork)."""
-        from filelock import FileLock
-
-        return FileLock(os.path.join(self.folder, f"{job_id}.lock"), timeout=timeout)
+        return file_lock(os.path.join(self.folder, f"{job_id}.lock"), timeout)
 
     def monitor_lock(self, job_id: str):
         """Held by the job's daemon for its lifetime; acquire with timeout=0 to test for a live one."""
-        from filelock import FileLock
-
-        return FileLock(os.path.join(self.folder, f"{job_id}.monitor.lock"), timeout=0)
+        return file_lock(os.path.join(self.folder, f"{job_id}.monitor.lock"), 0)
 
     def exists(self, job_id: str) -> bool:
         return os.path.exists(self.path(job_id))

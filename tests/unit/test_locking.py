@@ -1,0 +1,282 @@
+"""core/locking.py: the daemon's flock and the CLI's filelock exclude each other, across processes."""
+from __future__ import annotations
+
+import errno
+import fcntl
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+import filelock
+import pytest
+
+from core import locking
+from core.locking import FlockLock, LockTimeout, file_lock
+from core.state import JobRecord, StateStore
+
+ROOT = Path(__file__).resolve().parents[2]
+
+HOLDER = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, sys.argv[3])
+    kind, path = sys.argv[1], sys.argv[2]
+    if kind == "filelock":
+        from filelock import FileLock
+        lock = FileLock(path, timeout=10)
+    else:
+        from core.locking import FlockLock
+        lock = FlockLock(path, 10)
+    lock.acquire()
+    print("held", flush=True)
+    sys.stdin.readline()
+    lock.release()
+    print("released", flush=True)
+""")
+
+KINDS = ("filelock", "lean")
+
+
+def make_lock(kind: str, path: str, timeout: float):
+    return filelock.FileLock(path, timeout=timeout) if kind == "filelock" else FlockLock(path, timeout)
+
+
+@contextmanager
+def held_elsewhere(kind: str, path: str) -> Iterator[subprocess.Popen]:
+    """Another process holds `path` with filelock or the lean lock until it is told to release (a line on stdin)."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, kind, path, str(ROOT)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        yield holder
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+        holder.wait(10)
+
+
+def tell_to_release(holder: subprocess.Popen) -> None:
+    assert holder.stdin is not None and holder.stdout is not None
+    holder.stdin.write("\n")
+    holder.stdin.flush()
+    assert holder.stdout.readline() == "released\n"
+
+
+def timed(action: Callable[[], object]) -> float:
+    started = time.monotonic()
+    action()
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize("holder_kind", KINDS)
+@pytest.mark.parametrize("waiter_kind", KINDS)
+def test_each_kind_of_lock_excludes_the_other(tmp_path, holder_kind, waiter_kind):
+    path = str(tmp_path / "job.lock")
+    with held_elsewhere(holder_kind, path) as holder:
+        waiter = make_lock(waiter_kind, path, 0.3)
+        with pytest.raises(TimeoutError) as refused:
+            waiter.acquire()
+        assert isinstance(refused.value, OSError)  # call sites catch OSError
+        if waiter_kind == "lean":
+            assert isinstance(refused.value, LockTimeout)
+        tell_to_release(holder)
+        later = make_lock(waiter_kind, path, 5)
+        later.acquire()
+        later.release()
+
+
+def test_the_lean_lock_waits_out_its_timeout_before_giving_up(tmp_path):
+    path = str(tmp_path / "job.lock")
+    with held_elsewhere("filelock", path):
+        elapsed = timed(lambda: pytest.raises(LockTimeout, FlockLock(path, 0.4).acquire))
+    assert 0.4 <= elapsed < 3
+
+
+@pytest.mark.parametrize("holder_kind", KINDS)
+def test_timeout_zero_tries_once_and_answers_at_once(tmp_path, holder_kind):
+    """monitor_lock uses timeout=0 as "does a live daemon hold this job?"."""
+    path = str(tmp_path / "job.monitor.lock")
+    with held_elsewhere(holder_kind, path):
+        elapsed = timed(lambda: pytest.raises(LockTimeout, FlockLock(path, 0).acquire))
+        assert elapsed < 0.5
+    free = FlockLock(path, 0)
+    assert timed(free.acquire) < 0.5
+    free.release()
+
+
+def test_a_negative_timeout_waits_until_the_holder_lets_go(tmp_path):
+    path = str(tmp_path / "job.lock")
+    with held_elsewhere("filelock", path) as holder:
+        threading.Timer(0.5, tell_to_release, [holder]).start()
+        waiter = FlockLock(path, -1)
+        assert timed(waiter.acquire) >= 0.4
+        waiter.release()
+
+
+@pytest.mark.parametrize("waiter_kind", KINDS)
+def test_a_killed_lean_holder_frees_the_lock(tmp_path, waiter_kind):
+    path = str(tmp_path / "job.lock")
+    with held_elsewhere("lean", path) as holder:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(10)
+        waiter = make_lock(waiter_kind, path, 5)
+        waiter.acquire()
+        waiter.release()
+
+
+def test_release_unlocks_but_keeps_the_lock_file(tmp_path):
+    path = str(tmp_path / "job.lock")
+    with FlockLock(path, 0):
+        assert os.path.exists(path)
+    assert os.path.exists(path)
+    other = filelock.FileLock(path, timeout=0)
+    other.acquire()
+    other.release()
+
+
+def test_releasing_an_unheld_lock_does_nothing_and_a_second_acquire_is_refused(tmp_path):
+    lock = FlockLock(str(tmp_path / "job.lock"), 0)
+    lock.release()
+    lock.acquire()
+    with pytest.raises(RuntimeError, match="already held"):
+        lock.acquire()
+    lock.release()
+    lock.release()
+
+
+def test_an_unusable_folder_raises_an_oserror_not_a_timeout(tmp_path):
+    with pytest.raises(OSError) as failure:
+        FlockLock(str(tmp_path / "missing" / "job.lock"), 0).acquire()
+    assert not isinstance(failure.value, TimeoutError)
+
+
+def test_without_flock_the_lean_lock_falls_back_to_filelock_soft_lock_like_the_cli(tmp_path, monkeypatch):
+    """Lustre without -o flock answers ENOSYS: filelock then uses a marker file, and so must the daemon."""
+    def no_flock(fd, operation):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    path = str(tmp_path / "job.lock")
+    first = FlockLock(path, 0)
+    with pytest.warns(UserWarning, match="flock not supported"):
+        first.acquire()
+    with pytest.warns(UserWarning, match="flock not supported"), pytest.raises(TimeoutError):
+        FlockLock(path, 0).acquire()  # the marker is someone else's file: left alone, read as held
+    first.release()
+    with pytest.warns(UserWarning, match="flock not supported"):
+        with FlockLock(path, 0):
+            pass
+
+
+def test_file_lock_gives_filelock_to_the_cli_and_flock_to_the_daemon(tmp_path, monkeypatch):
+    path = str(tmp_path / "job.lock")
+    monkeypatch.setattr(locking, "_lean", False)
+    assert isinstance(file_lock(path, 1), filelock.FileLock)
+    locking.use_lean_locks()
+    lock = file_lock(path, 1)
+    assert isinstance(lock, FlockLock) and lock.timeout == 1
+
+
+def _increment_worker(folder: str, job_id: str, times: int, lean: bool, start) -> None:
+    start.wait(30)
+    if lean:
+        locking.use_lean_locks()
+    store = StateStore(folder)
+
+    def bump(record):
+        record.notification.attempts += 1
+
+    for _ in range(times):
+        store.update(job_id, bump)
+
+
+def test_daemons_and_cli_processes_updating_one_record_lose_nothing(tmp_path):
+    StateStore(str(tmp_path)).create(JobRecord(job_id="77"))
+    context = multiprocessing.get_context("fork")
+    start = context.Event()
+    workers = [
+        context.Process(target=_increment_worker, args=(str(tmp_path), "77", 25, lean, start))
+        for lean in (True, False, True, False)
+    ]
+    for worker in workers:
+        worker.start()
+    start.set()
+    for worker in workers:
+        worker.join(120)
+    for worker in workers:
+        if worker.is_alive():
+            worker.kill()
+    assert [w.exitcode for w in workers] == [0, 0, 0, 0]
+    assert StateStore(str(tmp_path)).load("77").notification.attempts == 100
+
+
+# -- the real daemon ----------------------------------------------------------------------------
+JOB = "4242"
+
+
+def fake_daemon_home(tmp_path: Path) -> dict:
+    """A JOBMON_HOME with a RUNNING job, a squeue that counts its calls, and a filelock that tattles."""
+    home = tmp_path / "home"
+    (home / "state").mkdir(parents=True, mode=0o700)
+    (home / "logs").mkdir(mode=0o700)
+    (home / "config.json").write_text('{"poll": {"running_interval": 0.5, "pending_interval": 0.5}}')
+    StateStore(str(home / "state")).create(JobRecord(job_id=JOB, created_at=time.time() - 5))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "squeue.calls"
+    (bin_dir / "squeue").write_text(f"#!/bin/sh\necho call >> {calls}\necho '{JOB}|RUNNING|None|0:10'\n")
+    (bin_dir / "sacct").write_text("#!/bin/sh\nexit 0\n")
+    for name in ("squeue", "sacct"):
+        (bin_dir / name).chmod(0o755)
+    tattler = tmp_path / "tattler" / "filelock"
+    tattler.mkdir(parents=True)
+    marker = tmp_path / "filelock.imported"
+    (tattler / "__init__.py").write_text(
+        f"open({str(marker)!r}, 'a').write('imported')\nraise ImportError('the daemon imported filelock')\n")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("JOBMON_")}
+    env.update(JOBMON_HOME=str(home), PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}",
+               PYTHONPATH=f"{tattler.parent}{os.pathsep}{ROOT}")
+    return {"home": home, "calls": calls, "marker": marker, "env": env}
+
+
+def start_daemon(setup: dict, log_name: str) -> subprocess.Popen:
+    log = open(setup["home"] / "logs" / log_name, "w")
+    with log:
+        return subprocess.Popen([sys.executable, "-m", "core.daemon", JOB], cwd="/", env=setup["env"],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+
+
+def wait_for_polls(calls: Path, count: int, daemon: subprocess.Popen, deadline: float = 30.0) -> None:
+    give_up = time.monotonic() + deadline
+    while time.monotonic() < give_up and daemon.poll() is None:
+        if calls.exists() and len(calls.read_text().splitlines()) >= count:
+            return
+        time.sleep(0.05)
+    pytest.fail(f"the daemon did not poll {count} times (exit code {daemon.poll()})")
+
+
+def test_a_polling_daemon_never_imports_filelock_and_still_excludes_the_cli_and_a_second_daemon(tmp_path):
+    setup = fake_daemon_home(tmp_path)
+    daemon = start_daemon(setup, "first.log")
+    try:
+        wait_for_polls(setup["calls"], 3, daemon)  # each poll takes the record's and squeue's locks
+        with pytest.raises(filelock.Timeout):
+            StateStore(str(setup["home"] / "state")).monitor_lock(JOB).acquire()
+        second = start_daemon(setup, "second.log")
+        assert second.wait(30) == 1
+        assert "another monitor already holds job" in (setup["home"] / "logs" / "second.log").read_text()
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(30)
+    log = (setup["home"] / "logs" / "first.log").read_text()
+    assert not setup["marker"].exists(), log
+    assert "Traceback" not in log, log
