@@ -6,7 +6,7 @@ import math
 import os
 import stat
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from core.errors import ConfigError
 
@@ -133,8 +133,12 @@ def _env_interval(name: str, default: float) -> float:
     return value
 
 
-def parse_config(text: str, path: str, validate_url: Any) -> Config:
-    """Validate config.json text; `validate_url(url, name=...)` checks each webhook."""
+def parse_config(text: str, path: str, validate_url: Optional[Callable[..., str]]) -> Config:
+    """Validate config.json text; `validate_url(url, name=...)` checks each webhook.
+
+    With no `validate_url`, webhook URLs and the escalation section are taken as they are: see
+    load_config's `trusted`.
+    """
     try:
         data = json.loads(text)
     except ValueError as exc:
@@ -149,7 +153,8 @@ def parse_config(text: str, path: str, validate_url: Any) -> Config:
             value = ""
         if not isinstance(value, str):
             raise ConfigError(f"{path}: discord.{key} must be a string URL")
-        webhooks[key] = validate_url(value.strip(), name=f"discord.{key}") if value.strip() else ""
+        url = value.strip()
+        webhooks[key] = validate_url(url, name=f"discord.{key}") if url and validate_url else url
     username = discord.get("username", "jobmon")
     if not isinstance(username, str) or not username.strip():
         raise ConfigError(f"{path}: discord.username must be a non-empty string")
@@ -166,9 +171,10 @@ def parse_config(text: str, path: str, validate_url: Any) -> Config:
     if not isinstance(notify_first_failure, bool):
         raise ConfigError(f"{path}: arrays.notify_first_failure must be true or false")
     escalation = _section(data, "escalation", path)
-    from core.escalation import parse_policy
+    if validate_url is not None:
+        from core.escalation import parse_policy
 
-    parse_policy(escalation, path)
+        parse_policy(escalation, path)
     running = _number(poll, "running_interval", DEFAULT_RUNNING_INTERVAL, "poll", 0.1)
     pending = _number(poll, "pending_interval", DEFAULT_PENDING_INTERVAL, "poll", 0.1)
     return Config(
@@ -187,9 +193,17 @@ def parse_config(text: str, path: str, validate_url: Any) -> Config:
     )
 
 
-def load_config(paths: Paths, *, require_webhook: bool) -> Config:
-    """Read config.json; without one, monitoring still works only if no webhook is required."""
-    from core.notifier import validate_webhook_url
+def load_config(paths: Paths, *, require_webhook: bool, trusted: bool = False) -> Config:
+    """Read config.json; without one, monitoring still works only if no webhook is required.
+
+    `trusted` is for the daemon: the CLI that started it has just loaded this file with every
+    check, and skipping the URL and ladder checks keeps the notifier and escalation modules out of
+    an idle daemon's memory (a bad URL would still fail, and be recorded, when sending).
+    """
+    if trusted:
+        validate_webhook_url = None
+    else:
+        from core.notifier import validate_webhook_url
 
     try:
         with open(paths.config, encoding="utf-8") as handle:

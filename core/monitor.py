@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple
@@ -51,7 +50,7 @@ class MonitorDeps:
     send: Callable[[str, dict], Delivery]
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
-    host: str = field(default_factory=socket.gethostname)
+    host: str = field(default_factory=lambda: os.uname().nodename)  # = socket.gethostname(), lighter
     pid: int = field(default_factory=os.getpid)
     start_ticks: int = 0
     should_stop: Callable[[], bool] = lambda: False

@@ -11,7 +11,6 @@ import dataclasses
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -254,7 +253,8 @@ def _build(kind: Any, data: Dict[str, Any]) -> Any:
 def atomic_write_text(path: str, text: str, mode: int = 0o600) -> None:
     """Write via a temp file in the same folder + fsync + os.replace: readers never see half a file."""
     folder = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.urandom(6).hex()}.json")  # not tempfile: daemon memory
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)

@@ -395,3 +395,18 @@ def test_user_file_on_top_of_the_real_builtin_library(tmp_path):
     merged = load_patterns(Paths(str(home)))
     assert [p.id for p in merged] == ["my_project_error"] + [p.id for p in builtin]
     assert merged[-1].hint == "mine"
+
+
+def test_the_daemon_trusts_the_config_its_cli_checked(tmp_path):
+    """The daemon skips the URL and ladder checks (their modules cost an idle daemon ~1 MB)."""
+    from core.config import Paths, load_config
+
+    paths = Paths(str(tmp_path))
+    (tmp_path / "config.json").write_text(json.dumps({
+        "discord": {"error_webhook": " http://example.com/api/webhooks/1/t "},
+        "escalation": {"max_retries": "many"}}))
+    with pytest.raises(ConfigError, match="must use https"):
+        load_config(paths, require_webhook=True)
+    trusted = load_config(paths, require_webhook=False, trusted=True)
+    assert trusted.error_webhook == "http://example.com/api/webhooks/1/t"
+    assert trusted.escalation == {"max_retries": "many"}

@@ -280,3 +280,24 @@ def test_a_polling_daemon_never_imports_filelock_and_still_excludes_the_cli_and_
     log = (setup["home"] / "logs" / "first.log").read_text()
     assert not setup["marker"].exists(), log
     assert "Traceback" not in log, log
+
+
+#: What an idle daemon must not carry (issue: idle RSS close to a bare interpreter): each was
+#: measured at 0.2 to 9 MB and is only needed by the CLI or once the job has ended.
+HEAVY_FOR_AN_IDLE_DAEMON = ("filelock", "requests", "core.notifier", "core.escalation", "core.analyzer",
+                            "core.report", "tempfile", "socket", "ssl", "hashlib")
+
+
+def test_a_polling_daemon_imports_nothing_heavy(tmp_path):
+    setup = fake_daemon_home(tmp_path)
+    setup["env"]["PYTHONPROFILEIMPORTTIME"] = "1"  # every import is logged to the daemon's stderr
+    daemon = start_daemon(setup, "imports.log")
+    try:
+        wait_for_polls(setup["calls"], 3, daemon)
+        log = (setup["home"] / "logs" / "imports.log").read_text()
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(30)
+    imported = {line.rsplit("|", 1)[1].strip() for line in log.splitlines() if line.startswith("import time:")}
+    assert "core.monitor" in imported and "core.shared_slurm" in imported  # the log really lists imports
+    assert sorted(imported & set(HEAVY_FOR_AN_IDLE_DAEMON)) == []
