@@ -384,7 +384,7 @@ def plan_array_round(
             policy=policy,
         ), asked, policy)
         if not decision.resubmit:
-            not_retried.setdefault(f"{task.state}: {decision.reason}", []).append(int(task.task_id))
+            not_retried.setdefault(decision.reason, []).append(int(task.task_id))
             continue
         key = (decision.level_index, json.dumps(decision.level.to_dict(), sort_keys=True))
         groups.setdefault(key, (decision, []))[1].append(int(task.task_id))

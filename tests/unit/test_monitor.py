@@ -523,7 +523,7 @@ def test_an_array_round_resubmits_only_oom_and_timeout_tasks_each_at_its_own_nex
     assert chain.tasks["3"].level == {"time": "02:00:00"} and "2" not in chain.tasks
     assert [(r.number, r.task_counts, r.retried_tasks) for r in chain.rounds] == [
         (1, {"COMPLETED": 1, "OUT_OF_MEMORY": 1, "FAILED": 1, "TIMEOUT": 1}, "1,3"), (2, {"COMPLETED": 2}, "")]
-    assert "task(s) 2 (FAILED: FAILED: no retry" in chain.rounds[0].decision
+    assert "not retried: task(s) 2 (FAILED: no retry for this ending)" in chain.rounds[0].decision
     final = record.final
     assert final.task_counts == {"COMPLETED": 3, "FAILED": 1} and final.failed_tasks == "2"
     assert record.categories == ["import_error"]  # the OOM was fixed by the retry: no longer a cause
