@@ -438,4 +438,5 @@ def close_round(chain: Chain, tasks: Sequence[TaskOutcome], final: FinalRecord, 
         number=chain.round, jobs=[a.job_id for a in jobs], task_counts=dict(Counter(t.state for t in tasks)),
         failed_tasks=compress_ids(failed_ids) if failed_ids else "",
         retried_tasks=compress_ids(plan.retried) if plan.retried else "", decision=plan.describe(),
+        not_retried={why: compress_ids(ids) for why, ids in plan.not_retried.items()},
     ))

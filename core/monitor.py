@@ -488,6 +488,8 @@ class Monitor:
             chain = current.chain
             if refusals:
                 (chain.rounds[-1] if chain.rounds else chain.attempts[-1]).decision += f"; {refusals}"
+            for refused in (s for s in submissions if s.get("refused") and chain.rounds):
+                chain.rounds[-1].not_retried[f"resubmission refused by sbatch: {refused['refused']}"] = refused["tasks"]
             chain.pending = {}
             if not made:  # the chain ends here, and says why
                 current.notification.status = "pending"

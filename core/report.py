@@ -142,8 +142,9 @@ def build_message(record: JobRecord, host: str = "") -> Message:
     if chain is not None and chain.rounds:  # an array chain: its attempts' core-hours are failed tasks only
         fields.append(Field("Rounds", "\n".join(round_lines(chain)), inline=False))
         fields.append(Field("Wasted core-hours", f"{sum(a.core_hours for a in chain.attempts):.2f}"))
-        if not is_success(final):
-            description.append(f"Chain ended: {chain.rounds[-1].decision}.")
+        left = [f"task(s) {spec} ({why})" for r in chain.rounds for why, spec in r.not_retried.items()]
+        if left:
+            description.append(f"Not retried: {'; '.join(left)}.")
     elif chain is not None and chain.attempts:
         fields.append(Field("Attempts", "\n".join(attempt_lines(chain)), inline=False))
         wasted = sum(a.core_hours for a in chain.attempts if a.state and a.state != "COMPLETED")

@@ -143,6 +143,7 @@ class Round:
     task_counts: Dict[str, int] = field(default_factory=dict)
     failed_tasks: str = ""
     retried_tasks: str = ""
+    not_retried: Dict[str, str] = field(default_factory=dict)  # why -> task ids (an --array spec)
     decision: str = ""
 
 

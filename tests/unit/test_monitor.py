@@ -565,7 +565,9 @@ def test_an_array_chain_stops_at_the_retry_budget_per_task(store, patterns, tmp_
     assert chain.tasks["1"].runs == [f"{JOB}_1 OUT_OF_MEMORY", "700_1 OUT_OF_MEMORY", "701_1 OUT_OF_MEMORY"]
     assert "already used its 2 retries" in chain.rounds[-1].decision
     final_embed = outbox.sent[-1]["embeds"][0]
-    assert "after 3 rounds" in final_embed["title"] and "already used its 2 retries" in final_embed["description"]
+    assert "after 3 rounds" in final_embed["title"]
+    assert "Not retried: task(s) 1 (OUT_OF_MEMORY is set to escalate_mem, but the chain already used its 2 " \
+           "retries)." in final_embed["description"]
 
 
 def test_an_array_round_half_submitted_when_the_daemon_died_submits_only_the_rest(store, patterns, tmp_path):
@@ -613,6 +615,7 @@ def test_sbatch_refusing_one_submission_of_a_round_keeps_the_others(store, patte
     record = store.load(JOB)
     assert [a.job_id for a in record.chain.attempts] == [JOB, "600"]
     assert "resubmission of 1 refused by sbatch" in record.chain.rounds[0].decision
+    assert list(record.chain.rounds[0].not_retried.values()) == ["1"]
     assert record.final.task_counts == {"COMPLETED": 1, "TIMEOUT": 1} and record.final.failed_tasks == "1"
 
 
