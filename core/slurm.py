@@ -191,12 +191,15 @@ def _base_job_id(job_id: str) -> str:
 
 
 def current_user() -> str:
-    """The login name, for `squeue -u` (portable to Slurm releases older than `--me`)."""
-    import getpass
+    """The name of our uid, for `squeue -u` (portable to Slurm releases older than `--me`).
+
+    From the password database, not $USER: Slurm owns jobs by uid, and $USER survives `su -p`.
+    """
+    import pwd
 
     try:
-        return getpass.getuser()
-    except (KeyError, OSError):
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
         return str(os.getuid())
 
 
