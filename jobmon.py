@@ -147,7 +147,10 @@ def _run_inline(ctx: Context, job_id: str, config) -> str:
 
     store = ctx.store()
     exclusive = store.monitor_lock(job_id)
-    exclusive.acquire()
+    try:
+        exclusive.acquire()
+    except TimeoutError:  # a `recover` elsewhere started a daemon for it first: that one tells the story
+        raise StateError(f"job {job_id} is already being monitored by another process; see `jobmon status`") from None
     try:
         deps = MonitorDeps(
             slurm=ctx.shared_slurm(config), store=store, config=config, patterns=lambda: load_patterns(ctx.paths),

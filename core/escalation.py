@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from core.errors import ConfigError
 from core.groups import headline_state, is_failure
 from core.ranges import compress_ids, parse_array_spec, split_spec
-from core.slurm import parse_duration, parse_size
+from core.slurm import explicit_time_limit, parse_duration, parse_size
 from core.state import Chain, FinalRecord, Round, TaskOutcome, TaskTrack
 
 ESCALATE_MEM = "escalate_mem"
@@ -309,10 +309,6 @@ def apply_level(sbatch_flags: Sequence[str], level: Level, mem_option: str = "--
 
 
 # -- a chain's next step -----------------------------------------------------------------------
-def _limit_or_empty(time_limit: str) -> str:
-    return "" if time_limit in ("", "UNLIMITED", "Partition_Limit") else time_limit
-
-
 def chain_policy(chain: Chain, config_section: Any) -> Policy:
     """config.json's escalation section, with the chain's own ladder and retry budget (from `submit`)."""
     ladder = tuple(parse_level(level, "chain ladder") for level in chain.ladder)
@@ -321,7 +317,7 @@ def chain_policy(chain: Chain, config_section: Any) -> Policy:
 
 def _filled(asked: Level, req_mem: str, time_limit: str) -> Level:
     """What the job really ran with: sacct's values where the job asked for nothing explicit."""
-    return replace(asked, mem=asked.mem or req_mem, time=asked.time or _limit_or_empty(time_limit))
+    return replace(asked, mem=asked.mem or req_mem, time=asked.time or explicit_time_limit(time_limit))
 
 
 def _ask_only_changed(decision: Decision, asked: Level, policy: Policy) -> Decision:

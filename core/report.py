@@ -7,6 +7,7 @@ from typing import List, Optional, Sequence
 from core.escalation import Level
 from core.notifier import Field, Message
 from core.ranges import format_task_counts
+from core.slurm import explicit_time_limit
 from core.state import Attempt, FinalRecord, JobRecord
 
 WARNING_STATES = frozenset({"TIMEOUT", "CANCELLED"})
@@ -113,7 +114,8 @@ def build_message(record: JobRecord, host: str = "") -> Message:
         description.append("No known error pattern matched the end of the log.")
     if final.state == "PENDING" and final.reason:
         description.append("The job can never start; cancel it with scancel and fix its dependency.")
-    limit = f" of {final.time_limit} limit" if final.time_limit else ""
+    time_limit = explicit_time_limit(final.time_limit)
+    limit = f" of {time_limit} limit" if time_limit else ""
     requested = f" of {final.req_mem} requested" if final.req_mem else ""
     peak = format_bytes(final.max_rss_bytes) if final.max_rss_bytes else "not sampled"
     if grouped:

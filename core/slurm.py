@@ -185,6 +185,11 @@ class SbatchRejected(SlurmError):
         self.exit_code = returncode if returncode > 0 else 1
 
 
+def explicit_time_limit(text: str) -> str:
+    """sacct's Timelimit when it is a real duration; "" for UNLIMITED or Partition_Limit (never ran, no -t)."""
+    return "" if text in ("", "UNLIMITED", "Partition_Limit") else text
+
+
 def _base_job_id(job_id: str) -> str:
     """`844_0` or `844+1` -> `844`: the id sbatch printed."""
     return re.split(r"[_+]", job_id.strip(), maxsplit=1)[0]

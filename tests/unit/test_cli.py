@@ -207,3 +207,21 @@ def test_report_and_status_of_an_array_chain_show_rounds_and_tasks(home, capsys,
     monkeypatch.setenv("PATH", "/nonexistent")  # no squeue: status still answers from the state files
     code, out, _ = run(capsys, "status")
     assert "round 2 of 4, 2G" in out
+
+
+def test_telling_a_finished_job_inline_while_a_daemon_holds_it_is_one_clear_line(home):
+    from core.config import Config
+    from core.errors import StateError
+    from core.locking import FlockLock
+    from core.state import JobRecord, StateStore
+
+    ctx = jobmon.Context()
+    store = StateStore(ctx.ready_paths().state)
+    store.create(JobRecord("31"))
+    held = FlockLock(str(home / "state" / "31.monitor.lock"), 0)  # what a daemon started by `recover` holds
+    held.acquire()
+    try:
+        with pytest.raises(StateError, match="job 31 is already being monitored by another process"):
+            jobmon._run_inline(ctx, "31", Config())
+    finally:
+        held.release()

@@ -264,3 +264,12 @@ def test_choose_excerpt_windows(lines, anchor, size, first, last):
 def test_choose_excerpt_of_nothing():
     assert choose_excerpt([], None) == ""
     assert choose_excerpt([], 3) == ""
+
+
+def test_a_job_that_never_ran_has_no_partition_limit_text():
+    from core.report import build_message
+    from core.state import FinalRecord, JobRecord
+
+    record = JobRecord("5", final=FinalRecord(state="CANCELLED", time_limit="Partition_Limit", elapsed="00:00:00"))
+    fields = {f.name: f.value for f in build_message(record).fields}
+    assert fields["Elapsed"] == "00:00:00"
