@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import multiprocessing
 import os
 import signal
 import subprocess
@@ -184,39 +183,6 @@ def test_file_lock_gives_filelock_to_the_cli_and_flock_to_the_daemon(tmp_path, m
     locking.use_lean_locks()
     lock = file_lock(path, 1)
     assert isinstance(lock, FlockLock) and lock.timeout == 1
-
-
-def _increment_worker(folder: str, job_id: str, times: int, lean: bool, start) -> None:
-    start.wait(30)
-    if lean:
-        locking.use_lean_locks()
-    store = StateStore(folder)
-
-    def bump(record):
-        record.notification.attempts += 1
-
-    for _ in range(times):
-        store.update(job_id, bump)
-
-
-def test_daemons_and_cli_processes_updating_one_record_lose_nothing(tmp_path):
-    StateStore(str(tmp_path)).create(JobRecord(job_id="77"))
-    context = multiprocessing.get_context("fork")
-    start = context.Event()
-    workers = [
-        context.Process(target=_increment_worker, args=(str(tmp_path), "77", 25, lean, start))
-        for lean in (True, False, True, False)
-    ]
-    for worker in workers:
-        worker.start()
-    start.set()
-    for worker in workers:
-        worker.join(120)
-    for worker in workers:
-        if worker.is_alive():
-            worker.kill()
-    assert [w.exitcode for w in workers] == [0, 0, 0, 0]
-    assert StateStore(str(tmp_path)).load("77").notification.attempts == 100
 
 
 # -- the real daemon ----------------------------------------------------------------------------

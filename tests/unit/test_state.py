@@ -8,6 +8,7 @@ import stat
 
 import pytest
 
+from core import locking
 from core import state as state_module
 from core.errors import StateError
 from core.state import (
@@ -266,9 +267,11 @@ def test_load_all_reports_bad_files_and_still_loads_the_rest(tmp_path):
 
 # --- concurrency ------------------------------------------------------------------------
 
-def _increment_worker(folder: str, job_id: str, times: int, start) -> None:
+def _increment_worker(folder: str, job_id: str, times: int, lean: bool, start) -> None:
     start.wait(30)
-    store = StateStore(folder)  # built after fork: filelock objects do not survive fork
+    if lean:  # a daemon's lock (core.locking's flock); the others take filelock's, like the CLI
+        locking.use_lean_locks()
+    store = StateStore(folder)  # built after fork: lock objects do not survive fork
 
     def bump(record):
         record.notification.attempts += 1
@@ -277,12 +280,13 @@ def _increment_worker(folder: str, job_id: str, times: int, start) -> None:
         store.update(job_id, bump)
 
 
-def test_concurrent_updates_from_several_processes_lose_nothing(tmp_path):
+def test_daemons_and_cli_processes_updating_one_record_lose_nothing(tmp_path):
     StateStore(str(tmp_path)).create(JobRecord(job_id="77"))
     context = multiprocessing.get_context("fork")
     start = context.Event()
     workers = [
-        context.Process(target=_increment_worker, args=(str(tmp_path), "77", 25, start)) for _ in range(4)
+        context.Process(target=_increment_worker, args=(str(tmp_path), "77", 25, lean, start))
+        for lean in (True, False, True, False)
     ]
     for worker in workers:
         worker.start()
