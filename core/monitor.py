@@ -489,7 +489,8 @@ class Monitor:
             if refusals:
                 (chain.rounds[-1] if chain.rounds else chain.attempts[-1]).decision += f"; {refusals}"
             for refused in (s for s in submissions if s.get("refused") and chain.rounds):
-                chain.rounds[-1].not_retried[f"resubmission refused by sbatch: {refused['refused']}"] = refused["tasks"]
+                why, tasks = f"resubmission refused by sbatch: {refused['refused']}", refused["tasks"].split("%")[0]
+                chain.rounds[-1].not_retried[why] = tasks
             chain.pending = {}
             if not made:  # the chain ends here, and says why
                 current.notification.status = "pending"
