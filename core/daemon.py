@@ -172,10 +172,12 @@ def resubmit_attempt(slurm, record: JobRecord, level, attempt: int, tasks: str):
     return resubmit(slurm, record, level, chain_comment(record, attempt), tasks)
 
 
-def find_attempt(slurm, record: JobRecord, attempt: int):
-    from core.submitter import chain_comment
+def find_attempt(slurm, record: JobRecord, attempt: int, tasks: str):
+    """(job id, stdout, stderr) of an attempt already submitted before a crash, or None."""
+    from core.submitter import attempt_log_paths, chain_comment
 
-    return slurm.find_by_comment(chain_comment(record, attempt), since=record.chain.pending.get("decided_at", 0.0))
+    job_id = slurm.find_by_comment(chain_comment(record, attempt), since=record.chain.pending.get("decided_at", 0.0))
+    return (job_id, *attempt_log_paths(slurm, record, job_id, tasks)) if job_id else None
 
 
 def run_daemon(paths: Paths, job_id: str) -> int:
@@ -220,7 +222,7 @@ def run_daemon(paths: Paths, job_id: str) -> int:
             start_ticks=process_start_ticks(os.getpid()) or 0,
             should_stop=stop.is_set,
             resubmit=lambda record, level, attempt, tasks: resubmit_attempt(slurm, record, level, attempt, tasks),
-            find_submitted=lambda record, attempt: find_attempt(slurm, record, attempt),
+            find_submitted=lambda record, attempt, tasks: find_attempt(slurm, record, attempt, tasks),
         )
         log.info("monitoring job %s (poll %.0f s running, %.0f s pending; heartbeat grace %.0f s)", job_id,
                  config.running_interval, config.pending_interval, config.heartbeat_grace)

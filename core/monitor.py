@@ -56,8 +56,8 @@ class MonitorDeps:
     should_stop: Callable[[], bool] = lambda: False
     #: (record, level, attempt number, array tasks spec) -> (job id, stdout, stderr): sbatch of a chain attempt
     resubmit: Callable = None  # type: ignore[assignment]
-    #: (record, attempt number) -> job id already submitted for that attempt, or None
-    find_submitted: Callable = lambda record, attempt: None
+    #: (record, attempt number, array tasks spec) -> like `resubmit`, for a job submitted before a crash; or None
+    find_submitted: Callable = lambda record, attempt, tasks: None
 
 
 @dataclass(frozen=True)
@@ -448,12 +448,10 @@ class Monitor:
         level, attempt = Level(**submission["level"]), len(record.chain.attempts) + 1
         round_number, spec = record.chain.pending["round"], submission.get("tasks", "")
         try:
-            job_id = self.deps.find_submitted(record, attempt)
-            if job_id:
-                log.info("job %s: attempt %d was already submitted as %s; adopting it", self.job_id, attempt, job_id)
-                stdout, stderr = record.stdout_path, record.stderr_path
-            else:
-                job_id, stdout, stderr = self.deps.resubmit(record, level, attempt, spec)
+            found = self.deps.find_submitted(record, attempt, spec)
+            if found:
+                log.info("job %s: attempt %d was already submitted as %s; adopting it", self.job_id, attempt, found[0])
+            job_id, stdout, stderr = found or self.deps.resubmit(record, level, attempt, spec)
         except SbatchRejected as exc:
             if is_unavailable_error(str(exc)):
                 self._retry_later(f"sbatch could not reach the controller: {exc}")

@@ -174,17 +174,22 @@ def resubmit(slurm: Slurm, record: JobRecord, level: Level, comment: str, tasks:
     if not any(arg.startswith("--comment") for arg in flags):
         flags.append(f"--comment={comment}")
     submission = slurm.submit([*flags, record.script, *record.script_args])
+    return (submission.job_id, *attempt_log_paths(slurm, record, submission.job_id, tasks))
+
+
+def attempt_log_paths(slurm: Slurm, record: JobRecord, job_id: str, tasks: str = "") -> Tuple[str, str]:
+    """(stdout, stderr) of a chain's new attempt; none for array tasks (each has its own, found at the end)."""
     if tasks:
-        return submission.job_id, "", ""
+        return "", ""
     options = JobOptions(
         output=record.log_options.get("output") or None, error=record.log_options.get("error") or None,
         job_name=record.name or None, chdir=record.log_options.get("chdir") or None, array=None,
     )
-    paths = resolve_log_paths(options, submit_dir=record.submit_dir, job_id=submission.job_id, user=record.user,
+    paths = resolve_log_paths(options, submit_dir=record.submit_dir, job_id=job_id, user=record.user,
                               default_job_name=os.path.basename(record.script))
-    probe = JobRecord(job_id=submission.job_id, stdout_path=paths.stdout, stderr_path=paths.stderr)
+    probe = JobRecord(job_id=job_id, stdout_path=paths.stdout, stderr_path=paths.stderr)
     _prefer_controller_paths(probe, slurm)
-    return submission.job_id, probe.stdout_path, probe.stderr_path
+    return probe.stdout_path, probe.stderr_path
 
 
 def _prefer_controller_paths(record: JobRecord, slurm: Slurm) -> None:

@@ -444,10 +444,12 @@ def test_a_decided_resubmission_is_adopted_not_repeated_after_a_crash(store, pat
     deps = MonitorDeps(slurm=slurm, store=store, config=CONFIG, patterns=lambda: patterns, send=outbox,
                        clock=clock.time, sleep=clock.sleep, host="h", pid=1,
                        resubmit=lambda *args: calls.append(args),
-                       find_submitted=lambda record, attempt: "777" if attempt == 2 else None)
+                       find_submitted=lambda record, attempt, tasks: ("777", "/w/777.out", "/w/777.out")
+                       if attempt == 2 else None)
     assert Monitor(JOB, deps).run() == "done"
     assert calls == []
-    assert store.load(JOB).chain.current_job == "777"
+    record = store.load(JOB)
+    assert record.chain.current_job == "777" and record.stderr_path == "/w/777.out"  # its own log, not the last one
 
 
 def test_top_of_the_ladder_ends_the_chain_with_the_reason(store, patterns):
