@@ -209,3 +209,34 @@ def test_recover_long_after_the_crash_finds_the_resubmission_in_sacct_not_twice(
     assert [a["state"] for a in state["chain"]["attempts"]] == ["OUT_OF_MEMORY", "COMPLETED"], jm.monitor_log(job_id)
     assert "adopting" in jm.monitor_log(job_id)
     assert submit_lines(tag) == [state["chain"]["attempts"][1]["job_id"]]
+
+
+RELAUNCH_ARRAY = r"""#!/bin/bash
+#SBATCH -J twolevels
+#SBATCH --array=0-2
+#SBATCH -o twolevels-%A_%a.out
+case "$SLURM_ARRAY_TASK_ID" in
+  0) python3 -c 'import time; b = bytearray(150 * 1024 * 1024); time.sleep(4); print("big task ok")' ;;
+  1) if [ -e relaunched.marker ]; then echo "second run ok"; else touch relaunched.marker; exit 75; fi ;;
+  *) echo "small task ok" ;;
+esac
+"""
+
+
+def test_an_array_round_with_two_next_levels_is_two_jobs_watched_together(jm):
+    """Default ladder: task 0 (OOM) doubles its memory, task 1 (exit 75, set to relaunch) keeps its level."""
+    jm.write_config(escalation={"exit_codes": {"75": "relaunch"}})
+    job_id = jm.submit("--escalate", "--mem=100M", jm.write_script("twolevels.sbatch", RELAUNCH_ARRAY))
+    state = jm.wait_done(job_id, timeout=150)
+    chain = state["chain"]
+    round_two = [(a["tasks"], a["resources"]) for a in chain["attempts"] if a["round"] == 2]
+    assert sorted(round_two) == [("0", {"mem": "200M"}), ("1", {"mem": "100M"})], jm.monitor_log(job_id)
+    assert [r["task_counts"] for r in chain["rounds"]] == [
+        {"OUT_OF_MEMORY": 1, "FAILED": 1, "COMPLETED": 1}, {"COMPLETED": 2}]
+    assert state["final"]["task_counts"] == {"COMPLETED": 3}
+    jobs = ", ".join(a["job_id"] for a in chain["attempts"] if a["round"] == 2)
+    messages = jm.receiver.messages()
+    assert [m["webhook"] for m in messages] == ["error", "success"]
+    assert f"→ resubmitted 0,1 as {jobs}" in messages[0]["payload"]["embeds"][0]["title"].replace("\\", "")
+    assert messages[1]["payload"]["embeds"][0]["title"].replace("\\", "") == \
+        f"Array chain {job_id} (twolevels): 3 COMPLETED after 2 rounds"
