@@ -235,12 +235,26 @@ def _cmd_cancel(args, ctx: Context) -> int:
     if monitor.host == socket.gethostname() and is_process_alive(monitor.pid, monitor.start_ticks):
         os.kill(monitor.pid, signal.SIGTERM)
     if args.job:
-        for job in record.targets:
+        return _cancel_jobs(ctx, record)
+    print(f"jobmon: stopped monitoring job {record.job_id}; the Slurm job itself keeps running "
+          f"(scancel {record.target} or `jobmon cancel --job {record.job_id}` stops it)")
+    return 0
+
+
+def _cancel_jobs(ctx: Context, record) -> int:
+    """scancel the chain's current jobs, and those of a round still being submitted; each one is tried."""
+    pending = record.chain.pending.get("submissions", []) if record.chain is not None else []
+    jobs = list(dict.fromkeys([*record.targets, *(s["job_id"] for s in pending if s.get("job_id"))]))
+    cancelled, failures = [], []
+    for job in jobs:
+        try:
             ctx.slurm().cancel(job)
-        print(f"jobmon: stopped monitoring job {record.job_id} and cancelled Slurm job {', '.join(record.targets)}")
-    else:
-        print(f"jobmon: stopped monitoring job {record.job_id}; the Slurm job itself keeps running "
-              f"(scancel {record.target} or `jobmon cancel --job {record.job_id}` stops it)")
+            cancelled.append(job)
+        except JobmonError as exc:
+            failures.append(str(exc))
+    print(f"jobmon: stopped monitoring job {record.job_id}; cancelled Slurm job(s): {', '.join(cancelled) or 'none'}")
+    if failures:
+        raise JobmonError("; ".join(failures))
     return 0
 
 

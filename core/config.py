@@ -196,8 +196,8 @@ def parse_config(text: str, path: str, validate_url: Optional[Callable[..., str]
 def load_config(paths: Paths, *, require_webhook: bool, trusted: bool = False) -> Config:
     """Read config.json; without one, monitoring still works only if no webhook is required.
 
-    `trusted` is for the daemon: the CLI that started it has just loaded this file with every
-    check, and skipping the URL and ladder checks keeps the notifier and escalation modules out of
+    `trusted` is for the daemon: start_monitor has just loaded this file with every check before
+    starting it, and skipping the URL and ladder checks keeps the notifier and escalation modules out of
     an idle daemon's memory (a bad URL would still fail, and be recorded, when sending).
     """
     if trusted:

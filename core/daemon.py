@@ -115,7 +115,11 @@ def daemon_argv(job_id: str) -> List[str]:
 
 
 def start_monitor(paths: Paths, job_id: str, *, allow_restart: bool = False) -> int:
-    """Claim the job for a new daemon (refusing if a live one has it) and start the daemon."""
+    """Claim the job for a new daemon (refusing if a live one has it) and start the daemon.
+
+    config.json is checked here, in full, because the daemon trusts it (see load_config).
+    """
+    load_config(paths, require_webhook=False)
     store = StateStore(paths.state)
     host = os.uname().nodename
     now = time.time()

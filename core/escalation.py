@@ -16,7 +16,7 @@ from core.errors import ConfigError
 from core.groups import headline_state, is_failure
 from core.ranges import compress_ids, parse_array_spec, split_spec
 from core.slurm import explicit_time_limit, parse_duration, parse_size
-from core.state import Chain, FinalRecord, Round, TaskOutcome, TaskTrack
+from core.state import Attempt, Chain, FinalRecord, Round, TaskOutcome, TaskTrack
 
 ESCALATE_MEM = "escalate_mem"
 ESCALATE_TIME = "escalate_time"
@@ -403,6 +403,23 @@ def close_attempt(chain: Chain, final: FinalRecord, categories: Sequence[str], d
     attempt.core_hours = round(final.alloc_cpus * (parse_duration(final.elapsed) or 0.0) / 3600.0, 4)
 
 
+def _ran_in(task: TaskOutcome, attempt: Attempt) -> bool:
+    """Whether this submission ran the task (a task sacct never reported is placed by the spec)."""
+    if task.job_id:
+        return task.job_id.split("_")[0] == attempt.job_id
+    return task.task_id.isdecimal() and int(task.task_id) in parse_array_spec(attempt.tasks).task_ids
+
+
+def drop_refused(ended: Round, refusals: Sequence[Tuple[str, str]]) -> None:
+    """Tasks whose resubmission sbatch refused (why, spec) were not retried after all."""
+    retried = set(parse_array_spec(ended.retried_tasks).task_ids) if ended.retried_tasks else set()
+    for why, spec in refusals:
+        ids = parse_array_spec(spec).task_ids
+        retried.difference_update(ids)
+        ended.not_retried[f"resubmission refused by sbatch: {why}"] = compress_ids(ids)
+    ended.retried_tasks = compress_ids(retried) if retried else ""
+
+
 def close_round(chain: Chain, tasks: Sequence[TaskOutcome], final: FinalRecord, plan: RoundPlan) -> None:
     """Write how an array round ended: per submission, per retried task, and the round's summary.
 
@@ -410,7 +427,7 @@ def close_round(chain: Chain, tasks: Sequence[TaskOutcome], final: FinalRecord, 
     """
     jobs = [attempt for attempt in chain.attempts if attempt.round == chain.round]
     for attempt in jobs:
-        own = [t for t in tasks if t.job_id.split("_")[0] == attempt.job_id] if len(jobs) > 1 else list(tasks)
+        own = [t for t in tasks if _ran_in(t, attempt)] if len(jobs) > 1 else list(tasks)
         failed = [t for t in own if is_failure(t)]
         attempt.task_counts = dict(Counter(t.state for t in own))
         attempt.state = headline_state(Counter(attempt.task_counts)) if own else "UNKNOWN"

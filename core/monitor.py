@@ -112,10 +112,14 @@ def round_tasks(record: JobRecord) -> List[int]:
 
 def _merge_round(
     record: JobRecord, final: FinalRecord, tasks: List[TaskOutcome], categories: List[str], findings: List[Dict],
+    excerpt: str,
 ) -> None:
     """An array chain's whole view after a round: each task's latest outcome, and only the findings
-    of tasks still failing (an OOM fixed by the retry is no longer a cause)."""
+    (and excerpt) of tasks still failing (an OOM fixed by the retry is no longer a cause)."""
     record.tasks = groups.merge_latest(record.tasks, tasks)
+    failing = {f"task {t.task_id}:" for t in record.tasks if groups.is_failure(t)}
+    if excerpt or record.excerpt.split("\n", 1)[0] not in failing:  # excerpts start "task N:"
+        record.excerpt = excerpt
     record.final = groups.with_task_fields(final, record.tasks)
     live = {category for task in record.tasks if groups.is_failure(task) for category in task.categories}
     record.findings = [f for f in findings + record.findings if f["category"] in live]
@@ -372,17 +376,19 @@ class Monitor:
         if not self.deps.config.send_excerpt:
             excerpt = ""
         categories, findings = list(analysis.categories), ordered_findings(analysis)
-        array_round = record.chain is not None and bool(tasks) and bool(record.array_spec)
+        array_round = record.chain is not None and bool(record.array_spec)
+        if array_round and not tasks:  # sacct never answered for this round: its tasks are unknown, not gone
+            tasks = groups.missing_placeholders(round_tasks(record))
         plan = self._plan_round(record, tasks, final.state_text) if array_round else None
         decision = self._decide(record, final, categories) if record.chain is not None and not array_round else None
 
         def change(current: JobRecord) -> None:
             chain = current.chain
             if plan is not None:
-                _merge_round(current, final, tasks, categories, findings)
+                _merge_round(current, final, tasks, categories, findings, redact_secrets(excerpt))
             else:
                 current.final, current.tasks, current.categories, current.findings = final, tasks, categories, findings
-            current.excerpt = redact_secrets(excerpt) or current.excerpt
+                current.excerpt = redact_secrets(excerpt)
             current.observation.final_seen_at = current.observation.final_seen_at or final.decided_at
             next_round = []
             if plan is not None:
@@ -431,26 +437,37 @@ class Monitor:
         Each new job id is written right after its sbatch, so `recover` continues where a killed
         daemon stopped; the round starts once every submission has a job id (or was refused).
         """
-        previous = record.chain.attempts[-1]
+        pending_round = record.chain.pending["round"]
+        previous = [a for a in record.chain.attempts if a.round < pending_round][-1]
         for index, submission in enumerate(record.chain.pending["submissions"]):
             if submission.get("job_id") or submission.get("refused"):
                 continue
+            if record.monitor.stop_requested or self.deps.should_stop():
+                return  # run() sees the request; `jobmon cancel --job` knows the jobs submitted so far
             record = self._submit_one(record, index, submission)
             if record is None:
                 return
         self._start_round(record, previous)
 
     def _submit_one(self, record: JobRecord, index: int, submission: Dict) -> Optional[JobRecord]:
-        """One sbatch of a round (or the adoption of its tagged job); None means retry later."""
+        """One sbatch of a round (or the adoption of its tagged job); None means retry later.
+
+        `sbatch_started` is written before sbatch runs: only then can a tagged job exist, so only
+        then is Slurm searched for it (the search needs sacct once squeue has forgotten the job).
+        """
         from core.escalation import Level
         from core.state import Attempt
 
         level, attempt = Level(**submission["level"]), len(record.chain.attempts) + 1
         round_number, spec = record.chain.pending["round"], submission.get("tasks", "")
         try:
-            found = self.deps.find_submitted(record, attempt, spec)
+            found = self.deps.find_submitted(record, attempt, spec) if submission.get("sbatch_started") else None
             if found:
                 log.info("job %s: attempt %d was already submitted as %s; adopting it", self.job_id, attempt, found[0])
+            else:
+                started = self.deps.clock()
+                record = self._update(
+                    lambda current: current.chain.pending["submissions"][index].update(sbatch_started=started))
             job_id, stdout, stderr = found or self.deps.resubmit(record, level, attempt, spec)
         except SbatchRejected as exc:
             if is_unavailable_error(str(exc)):
@@ -478,17 +495,19 @@ class Monitor:
 
         submissions = record.chain.pending["submissions"]
         made = [s for s in submissions if s.get("job_id")]
-        refusals = "; ".join(f"resubmission of {s.get('tasks') or 'the job'} refused by sbatch: {s['refused']}"
-                             for s in submissions if s.get("refused"))
+        refused = [s for s in submissions if s.get("refused")]
+        refusals = "; ".join(("resubmission" + (f" of {s['tasks']}" if s.get("tasks") else "")
+                              + f" refused by sbatch: {s['refused']}") for s in refused)
         now = self.deps.clock()
 
         def advance(current: JobRecord) -> None:
             chain = current.chain
             if refusals:
                 (chain.rounds[-1] if chain.rounds else chain.attempts[-1]).decision += f"; {refusals}"
-            for refused in (s for s in submissions if s.get("refused") and chain.rounds):
-                why, tasks = f"resubmission refused by sbatch: {refused['refused']}", refused["tasks"].split("%")[0]
-                chain.rounds[-1].not_retried[why] = tasks
+            if refused and chain.rounds:
+                from core.escalation import drop_refused
+
+                drop_refused(chain.rounds[-1], [(s["refused"], s["tasks"]) for s in refused])
             chain.pending = {}
             if not made:  # the chain ends here, and says why
                 current.notification.status = "pending"

@@ -242,13 +242,26 @@ def _build(kind: Any, data: Dict[str, Any]) -> Any:
         elif key == "attempts" and isinstance(value, list):
             value = [_build(Attempt, item) for item in value if isinstance(item, dict)]
         elif key == "chain" and isinstance(value, dict):
-            value = _build(Chain, value)
+            value = _upgrade_chain(_build(Chain, value), value)
         elif key == "rounds" and isinstance(value, list):
             value = [_build(Round, item) for item in value if isinstance(item, dict)]
         elif kind is Chain and key == "tasks" and isinstance(value, dict):
             value = {str(k): _build(TaskTrack, v) for k, v in value.items() if isinstance(v, dict)}
         values[key] = value
     return kind(**values)
+
+
+def _upgrade_chain(chain: Chain, data: Dict[str, Any]) -> Chain:
+    """A chain saved before rounds existed: attempt N was round N, and a pending decision was one submission."""
+    if "round" not in data:
+        for number, attempt in enumerate(chain.attempts, 1):
+            attempt.round = number
+        chain.round = max(1, len(chain.attempts))
+        if chain.pending and "submissions" not in chain.pending:
+            old = dict(chain.pending)
+            chain.pending = {"round": chain.round + 1, "decided_at": old.pop("decided_at", 0.0),
+                             "submissions": [{**old, "tasks": ""}]}
+    return chain
 
 
 def atomic_write_text(path: str, text: str, mode: int = 0o600) -> None:

@@ -7,6 +7,7 @@ import os
 import pytest
 
 import jobmon
+from core.errors import JobmonError
 
 GOOD_CONFIG = {"discord": {"success_webhook": "http://127.0.0.1:9/api/webhooks/1/tok",
                            "error_webhook": "http://127.0.0.1:9/api/webhooks/2/tok"}}
@@ -225,3 +226,35 @@ def test_telling_a_finished_job_inline_while_a_daemon_holds_it_is_one_clear_line
             jobmon._run_inline(ctx, "31", Config())
     finally:
         held.release()
+
+
+def test_recover_checks_the_config_before_starting_a_daemon_that_trusts_it(home, capsys):
+    from core.state import JobRecord, StateStore
+
+    (home / "state").mkdir()
+    StateStore(str(home / "state")).create(JobRecord("41", created_at=1_790_000_000.0))  # no monitor: DEAD
+    write_config(home, {"discord": {"error_webhook": "http://hooks.example.com/api/webhooks/1/token"}})
+    code, _, err = run(capsys, "recover")
+    assert code != 0 and "must use https://" in err and "token" not in err
+    assert StateStore(str(home / "state")).load("41").monitor.pid == 0  # nothing was started
+
+
+def test_cancel_job_also_cancels_the_jobs_of_a_round_being_submitted(home, capsys, monkeypatch):
+    from core.state import Attempt, Chain, JobRecord, StateStore
+
+    (home / "state").mkdir()
+    chain = Chain(current_job="500", attempts=[Attempt("500")], pending={"round": 2, "submissions": [
+        {"tasks": "0", "job_id": "600"}, {"tasks": "1", "job_id": "601"}, {"tasks": "2"}]})
+    StateStore(str(home / "state")).create(JobRecord("500", array_spec="0-2", chain=chain))
+    cancelled = []
+
+    class RecordingSlurm:
+        def cancel(self, job_id):
+            if job_id == "601":
+                raise JobmonError("scancel 601 failed: Invalid job id specified")
+            cancelled.append(job_id)
+
+    monkeypatch.setattr(jobmon.Context, "slurm", lambda self: RecordingSlurm())
+    code, out, err = run(capsys, "cancel", "--job", "500")
+    assert cancelled == ["500", "600"] and code != 0
+    assert "cancelled Slurm job(s): 500, 600" in out and "scancel 601 failed" in err

@@ -1,6 +1,7 @@
 """Drive the monitor loop through whole job stories with recorded Slurm answers and a fake clock."""
 from __future__ import annotations
 
+import json
 import os
 from typing import Dict, List, Union
 
@@ -15,7 +16,7 @@ from core.monitor import Monitor, MonitorDeps, heartbeat_deadline
 from core.notifier import Delivery
 from core.ranges import parse_array_spec
 from core.slurm import AccountingRecord, QueueEntry, parse_sacct, parse_squeue
-from core.state import JobRecord, StateStore
+from core.state import Attempt, JobRecord, StateStore
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures", "slurm")
 JOB = "4"
@@ -433,7 +434,7 @@ def test_a_decided_resubmission_is_adopted_not_repeated_after_a_crash(store, pat
 
     def crash_after_decision(record):  # what a daemon killed right before sbatch leaves behind
         record.chain.pending = {"round": 2, "submissions": [
-            {"level_index": 1, "level": {"mem": "200M"}, "action": "escalate_mem", "tasks": ""}]}
+            {"level_index": 1, "level": {"mem": "200M"}, "action": "escalate_mem", "tasks": "", "sbatch_started": 1.0}]}
         record.chain.attempts[0].state = "OUT_OF_MEMORY"
 
     store.update(JOB, crash_after_decision)
@@ -633,3 +634,128 @@ def test_signal_9_tasks_are_analysed_first_when_only_some_logs_are_read(patterns
     analysed, analysis, _ = analyze_group_logs(record, tasks, patterns, 100)
     assert len(tasks) > MAX_TASK_LOGS and analysed[-1].categories == ["slurm_oom"]
     assert "slurm_oom" in analysis.categories
+
+
+# -- found in review: upgrades, crashes and refusals around array rounds ---------------------------
+def test_a_chain_saved_before_rounds_existed_is_upgraded_and_finishes(store, patterns):
+    old = store.load(JOB).to_dict()
+    old["chain"] = {"current_job": "500", "level": {"mem": "200M"}, "level_index": 1, "max_retries": 2,
+                    "attempts": [{"job_id": JOB, "state": "OUT_OF_MEMORY"}, {"job_id": "500"}]}
+    record = JobRecord.from_dict(json.loads(json.dumps(old)))
+    assert [a.round for a in record.chain.attempts] == [1, 2] and record.targets == ["500"]
+    store.save(record)
+    outbox = Outbox(["delivered"])
+    result, _ = run_chain(store, patterns, ArrayChainSlurm({"500": sacct_for("500", "COMPLETED")}), outbox)
+    assert result == "done" and store.load(JOB).final.state == "COMPLETED"
+    assert outbox.urls == [CONFIG.success_webhook]
+
+
+def test_an_old_style_pending_decision_is_carried_out(store, patterns):
+    chained(store)
+
+    def old_pending(record):
+        data = record.to_dict()
+        del data["chain"]["round"]
+        data["chain"]["pending"] = {"level_index": 1, "level": {"mem": "200M"}, "action": "escalate_mem",
+                                    "decided_at": 5.0}
+        return JobRecord.from_dict(data)
+
+    store.save(old_pending(store.load(JOB)))
+    calls = []
+    result, _ = run_chain(store, patterns, ArrayChainSlurm({"500": sacct_for("500", "COMPLETED")}),
+                          Outbox(["delivered"]), resubmit=lambda *args: calls.append(args[1:]) or ("500", "", ""))
+    assert result == "done" and [(level.mem, attempt, tasks) for level, attempt, tasks in calls] == [("200M", 2, "")]
+
+
+def test_a_round_whose_accounting_never_came_keeps_the_earlier_rounds(store, patterns, tmp_path):
+    array_chain(store, tmp_path, spec="0-2")
+
+    class AccountingDownForRoundTwo(ArrayChainSlurm):
+        def query_accounting(self, job_ids):
+            if "600" in job_ids:
+                raise SlurmUnavailable("sacct: error: Problem talking to the database")
+            return super().query_accounting(job_ids)
+
+    slurm = AccountingDownForRoundTwo(
+        {JOB: array_rows({0: ("COMPLETED", "0:0"), 1: ("OUT_OF_MEMORY", "0:125"), 2: ("FAILED", "1:0")})})
+    outbox = Outbox(["delivered"])
+    result, _ = run_chain(store, patterns, slurm, outbox, resubmit=lambda *a: ("600", "", ""))
+    record = store.load(JOB)
+    assert result == "done" and record.final.incomplete
+    assert record.final.task_counts == {"COMPLETED": 1, "UNKNOWN": 1, "FAILED": 1}
+    assert [r.number for r in record.chain.rounds] == [1, 2]
+    assert outbox.sent[-1]["embeds"][0]["title"].startswith(f"Array chain {JOB} (train): ")
+
+
+def test_no_search_for_a_tagged_job_before_sbatch_was_ever_started(store, patterns, tmp_path):
+    array_chain(store, tmp_path, spec="0-1")
+    slurm = ArrayChainSlurm({JOB: array_rows({0: ("OUT_OF_MEMORY", "0:125"), 1: ("COMPLETED", "0:0")}),
+                             "600": array_rows({0: ("COMPLETED", "0:0")}, job="600")})
+    searched = []
+    result, _ = run_chain(store, patterns, slurm, Outbox(["delivered"]), resubmit=lambda *a: ("600", "", ""),
+                          find_submitted=lambda *args: searched.append(args) or None)
+    assert result == "done" and searched == []  # a plain resubmission needs no sacct
+
+
+def test_a_stop_between_two_sbatches_of_a_round_submits_no_more(store, patterns, tmp_path):
+    array_chain(store, tmp_path, spec="0-1")
+    slurm = ArrayChainSlurm({JOB: array_rows({0: ("OUT_OF_MEMORY", "0:125"), 1: ("TIMEOUT", "0:15")})})
+    calls = []
+    result, _ = run_chain(store, patterns, slurm, Outbox(["delivered"]),
+                          resubmit=lambda record, level, attempt, tasks: calls.append(tasks) or ("600", "", ""),
+                          should_stop=lambda: bool(calls))  # SIGTERM arrives during the first sbatch
+    assert result == "cancelled" and calls == ["0"]
+    assert store.load(JOB).chain.pending["submissions"][0]["job_id"] == "600"  # `cancel --job` finds it here
+
+
+def test_the_escalation_message_after_a_crash_names_the_attempt_that_ended(store, patterns):
+    chained(store)
+
+    def crashed_after_recording(record):
+        record.chain.attempts[0].state, record.chain.attempts[0].resources = "OUT_OF_MEMORY", {"mem": "100M"}
+        record.chain.pending = {"round": 2, "decided_at": 1.0, "submissions": [
+            {"level_index": 1, "level": {"mem": "200M"}, "action": "escalate_mem", "tasks": "", "job_id": "500",
+             "stdout": "/w/500.out", "stderr": "/w/500.out"}]}
+        record.chain.attempts.append(Attempt(job_id="500", level_index=1, resources={"mem": "200M"}, round=2))
+
+    store.update(JOB, crashed_after_recording)
+    outbox = Outbox(["delivered"])
+    assert run_chain(store, patterns, ArrayChainSlurm({"500": sacct_for("500", "COMPLETED")}), outbox)[0] == "done"
+    assert outbox.sent[0]["embeds"][0]["title"].replace("\\", "") == \
+        f"Job {JOB} (train) OUT_OF_MEMORY at 100M → resubmitted as 500 with 200M"
+
+
+def test_tasks_whose_resubmission_was_refused_are_not_reported_as_retried(store, patterns, tmp_path):
+    from core.slurm import SbatchRejected
+
+    array_chain(store, tmp_path, spec="0-1")
+    slurm = ArrayChainSlurm({JOB: array_rows({0: ("OUT_OF_MEMORY", "0:125"), 1: ("TIMEOUT", "0:15")}),
+                             "600": array_rows({0: ("COMPLETED", "0:0")}, job="600")})
+
+    def resubmit(record, level, attempt, tasks):
+        if tasks == "1":
+            raise SbatchRejected(1, "sbatch: error: Batch job submission failed: Requested time limit is invalid")
+        return "600", "", ""
+
+    outbox = Outbox(["delivered"])
+    run_chain(store, patterns, slurm, outbox, resubmit=resubmit)
+    first_round = store.load(JOB).chain.rounds[0]
+    assert first_round.retried_tasks == "0"
+    assert "→ resubmitted 0 as 600" in outbox.sent[0]["embeds"][0]["title"].replace("\\", "")
+
+
+def test_an_excerpt_of_a_task_fixed_by_its_retry_is_dropped(store, patterns, tmp_path):
+    array_chain(store, tmp_path, spec="0-1")
+    (tmp_path / f"sweep-{JOB}_1.out").write_text("slurmstepd: error: Detected 1 oom-kill event(s) in StepId=9.batch.\n")
+    slurm = ArrayChainSlurm({JOB: array_rows({0: ("COMPLETED", "0:0"), 1: ("OUT_OF_MEMORY", "0:125")}),
+                             "600": array_rows({1: ("COMPLETED", "0:0")}, job="600")})
+    run_chain(store, patterns, slurm, Outbox(["delivered"]), resubmit=lambda *a: ("600", "", ""))
+    record = store.load(JOB)
+    assert record.final.task_counts == {"COMPLETED": 2} and record.excerpt == "" and record.findings == []
+
+
+def run_chain(store, patterns, slurm, outbox, **deps):
+    clock = FakeClock()
+    monitor_deps = MonitorDeps(slurm=slurm, store=store, config=CONFIG, patterns=lambda: patterns, send=outbox,
+                               clock=clock.time, sleep=clock.sleep, host="h", pid=1, **deps)
+    return Monitor(JOB, monitor_deps).run(), clock
