@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from core.errors import ConfigError
-from core.groups import headline_state, is_failure
+from core.groups import failed_tasks_text, headline_state, is_failure, member_suffix
 from core.ranges import compress_ids, parse_array_spec, split_spec
 from core.slurm import explicit_time_limit, parse_duration, parse_size
 from core.state import Attempt, Chain, FinalRecord, Round, TaskOutcome, TaskTrack
@@ -406,7 +406,7 @@ def close_attempt(chain: Chain, final: FinalRecord, categories: Sequence[str], d
 def _ran_in(task: TaskOutcome, attempt: Attempt) -> bool:
     """Whether this submission ran the task (a task sacct never reported is placed by the spec)."""
     if task.job_id:
-        return task.job_id.split("_")[0] == attempt.job_id
+        return member_suffix(task.job_id, attempt.job_id) is not None
     return task.task_id.isdecimal() and int(task.task_id) in parse_array_spec(attempt.tasks).task_ids
 
 
@@ -426,17 +426,17 @@ def close_round(chain: Chain, tasks: Sequence[TaskOutcome], final: FinalRecord, 
     An array attempt's `core_hours` counts its failed tasks only (CPUs x elapsed): the waste.
     """
     jobs = [attempt for attempt in chain.attempts if attempt.round == chain.round]
+    decision = plan.describe()
     for attempt in jobs:
         own = [t for t in tasks if _ran_in(t, attempt)] if len(jobs) > 1 else list(tasks)
         failed = [t for t in own if is_failure(t)]
         attempt.task_counts = dict(Counter(t.state for t in own))
         attempt.state = headline_state(Counter(attempt.task_counts)) if own else "UNKNOWN"
-        attempt.failed_tasks = compress_ids([int(t.task_id) for t in failed if t.task_id.isdecimal()]) \
-            if failed else ""
+        attempt.failed_tasks = failed_tasks_text(own)
         attempt.exit_code = max((t.exit_code for t in failed), default=0)
         attempt.elapsed = max((t.elapsed for t in own), key=lambda e: parse_duration(e) or 0.0, default="")
         attempt.categories = list(dict.fromkeys(c for t in failed for c in t.categories))[:3]
-        attempt.decision = plan.describe()
+        attempt.decision = decision
         seconds = sum(parse_duration(t.elapsed) or 0.0 for t in failed)
         attempt.core_hours = round(final.alloc_cpus * seconds / 3600.0, 4)
     for submission in plan.submissions:
@@ -446,10 +446,9 @@ def close_round(chain: Chain, tasks: Sequence[TaskOutcome], final: FinalRecord, 
     for task in tasks:
         if task.task_id in chain.tasks:
             chain.tasks[task.task_id].runs.append(f"{task.job_id} {task.state}")
-    failed_ids = [int(t.task_id) for t in tasks if is_failure(t) and t.task_id.isdecimal()]
     chain.rounds.append(Round(
         number=chain.round, jobs=[a.job_id for a in jobs], task_counts=dict(Counter(t.state for t in tasks)),
-        failed_tasks=compress_ids(failed_ids) if failed_ids else "",
-        retried_tasks=compress_ids(plan.retried) if plan.retried else "", decision=plan.describe(),
+        failed_tasks=failed_tasks_text(tasks),
+        retried_tasks=compress_ids(plan.retried) if plan.retried else "", decision=decision,
         not_retried={why: compress_ids(ids) for why, ids in plan.not_retried.items()},
     ))

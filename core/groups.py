@@ -129,8 +129,6 @@ def with_task_fields(final: FinalRecord, tasks: Sequence[TaskOutcome], *, incomp
     """`final` with everything that comes from the tasks (state, counts, failing ids, slowest) recomputed."""
     states = Counter(task.state for task in tasks)
     failed = [t for t in tasks if is_failure(t)]
-    failed_ids = [int(t.task_id) for t in failed if t.task_id.isdecimal()]
-    failed_text = compress_ids(failed_ids) if failed_ids else ", ".join(t.task_id for t in failed)
     slowest = max(tasks, key=lambda t: parse_duration(t.elapsed) or 0.0, default=None)
     rss = [t.max_rss_bytes for t in tasks if t.max_rss_bytes]
     worst = max(failed, key=lambda t: (t.exit_code, t.signal), default=None)
@@ -144,9 +142,16 @@ def with_task_fields(final: FinalRecord, tasks: Sequence[TaskOutcome], *, incomp
         max_rss_bytes=max(rss) if rss else None,
         incomplete=incomplete or final.incomplete or bool(states.get("UNKNOWN")),
         task_counts=dict(states),
-        failed_tasks=failed_text,
+        failed_tasks=failed_tasks_text(tasks),
         slowest_task=slowest.task_id if slowest else "",
     )
+
+
+def failed_tasks_text(tasks: Sequence[TaskOutcome]) -> str:
+    """The failed members as one short text: array ids compressed (`3,17,42-45`), het ones listed."""
+    failed = [t for t in tasks if is_failure(t)]
+    failed_ids = [int(t.task_id) for t in failed if t.task_id.isdecimal()]
+    return compress_ids(failed_ids) if failed_ids else ", ".join(t.task_id for t in failed)
 
 
 def missing_placeholders(missing: Sequence[int]) -> List[TaskOutcome]:
