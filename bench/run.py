@@ -58,12 +58,12 @@ from sandbox import (
 
 sys.path.insert(0, ROOT)
 
-from core.analyzer import analyze, parse_patterns  # noqa: E402
+from core.analysis.analyzer import analyze, parse_patterns  # noqa: E402
+from core.analysis.logtail import read_tail  # noqa: E402
 from core.config import BUILTIN_PATTERNS, DEFAULT_RUNNING_INTERVAL, read_patterns_file  # noqa: E402
-from core.logtail import read_tail  # noqa: E402
-from core.shared_slurm import QUEUE_FILE  # noqa: E402
-from core.slurm import SQUEUE_FORMAT  # noqa: E402
-from core.state import FinalRecord, JobRecord, MonitorInfo, NotificationStatus, Observation, StateStore  # noqa: E402
+from core.slurm.client import SQUEUE_FORMAT  # noqa: E402
+from core.slurm.shared import QUEUE_FILE  # noqa: E402
+from core.state.store import FinalRecord, JobRecord, MonitorInfo, NotificationStatus, Observation, StateStore  # noqa: E402
 
 TAIL_LINES = 500
 MONITORED = (1, 10, 50)
@@ -212,8 +212,8 @@ def measure_memory(root: str, children: List[subprocess.Popen]) -> List[Row]:
     bare = memory_kib(bare_process.pid)
     terminate([bare_process.pid])
     note = (f"a real daemon (`jobmon submit`, sleep job) after {MEMORY_POLLS}+ polls at {MEMORY_INTERVAL:.0f} s, "
-            f"versus the same daemon started as `python -c 'import requests, runpy; runpy.run_module(\"core.daemon\""
-            f", ...)'` for a second job (_ssl mapped: {ssl[lean_pid]} vs {ssl[heavy_pid]}). Bare "
+            f"versus the same daemon started as `python -c 'import requests, runpy; runpy.run_module("
+            f"\"core.daemon.main\", ...)'` for a second job (_ssl mapped: {ssl[lean_pid]} vs {ssl[heavy_pid]}). Bare "
             f"`python -c 'import time; time.sleep(60)'` with the daemon's interpreter {interpreter}: "
             f"RSS {mib(bare[0])}, private {mib(bare[1])}.")
     above = (lean[1] - bare[1], heavy[1] - bare[1])

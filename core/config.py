@@ -172,7 +172,7 @@ def parse_config(text: str, path: str, validate_url: Optional[Callable[..., str]
         raise ConfigError(f"{path}: arrays.notify_first_failure must be true or false")
     escalation = _section(data, "escalation", path)
     if validate_url is not None:
-        from core.escalation import parse_policy
+        from core.chain.policy import parse_policy
 
         parse_policy(escalation, path)
     running = _number(poll, "running_interval", DEFAULT_RUNNING_INTERVAL, "poll", 0.1)
@@ -203,7 +203,7 @@ def load_config(paths: Paths, *, require_webhook: bool, trusted: bool = False) -
     if trusted:
         validate_webhook_url = None
     else:
-        from core.notifier import validate_webhook_url
+        from core.notify.discord import validate_webhook_url
 
     try:
         with open(paths.config, encoding="utf-8") as handle:
@@ -224,7 +224,7 @@ def load_config(paths: Paths, *, require_webhook: bool, trusted: bool = False) -
 
 def write_new_config(paths: Paths, success_webhook: str, error_webhook: str, *, overwrite: bool) -> None:
     """Create config.json with mode 0600 from the start (it holds webhook secrets)."""
-    from core.notifier import validate_webhook_url
+    from core.notify.discord import validate_webhook_url
 
     if not success_webhook and not error_webhook:
         raise ConfigError("give --success-webhook and/or --error-webhook")
@@ -259,7 +259,7 @@ def config_permission_warning(paths: Paths) -> Optional[str]:
 
 def load_patterns(paths: Paths):
     """The built-in pattern library merged with the user's own file beside config.json, if any."""
-    from core.analyzer import merge_patterns, parse_patterns
+    from core.analysis.analyzer import merge_patterns, parse_patterns
 
     builtin = parse_patterns(read_patterns_file(BUILTIN_PATTERNS), BUILTIN_PATTERNS)
     if not os.path.exists(paths.user_patterns):

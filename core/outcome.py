@@ -1,85 +1,172 @@
-"""What a finished job's logs say: analysis of the log tails and the excerpt to show."""
+"""Array jobs and heterogeneous jobs: many Slurm records, one story. Pure functions.
+
+An array `52` shows up as tasks `52_0 … 52_9` (the last task keeps the array's raw id in
+sacct), a het job `60` as components `60+0`, `60+1`. A monitor follows the group as one job and
+sends one summary when the last member has ended.
+"""
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from collections import Counter
+from dataclasses import replace
+from typing import Dict, Iterable, List, Optional, Sequence
 
-from core import groups
-from core.analyzer import Analysis, Pattern, analyze, clean_line
-from core.errors import JobmonError
-from core.jobscript import JobOptions, resolve_log_paths
-from core.logtail import read_tail
-from core.report import choose_excerpt
-from core.state import JobRecord, TaskOutcome
+from core.slurm.arrays import compress_ids, format_task_counts
+from core.slurm.client import AccountingRecord, JobState, QueueEntry, parse_duration
+from core.state.store import FinalRecord, TaskOutcome
 
-#: At most this many failed tasks' logs are read for one array summary.
-MAX_TASK_LOGS = 20
-
-
-def ordered_findings(analysis: Analysis) -> List[Dict[str, object]]:
-    """Findings as JSON dicts, root cause first (category importance, then line order)."""
-    rank = {category: index for index, category in enumerate(analysis.categories)}
-    ordered = sorted(analysis.findings, key=lambda f: (rank.get(f.category, len(rank)), f.line_no))
-    return [
-        {"category": f.category, "severity": f.severity, "line_no": f.line_no, "line": f.line, "hint": f.hint}
-        for f in ordered
-    ]
+#: Most telling state first: the group's headline state is the first one any member has.
+SEVERITY_ORDER = (
+    "NODE_FAIL", "BOOT_FAIL", "OUT_OF_MEMORY", "FAILED", "TIMEOUT", "DEADLINE", "CANCELLED",
+    "REVOKED", "PREEMPTED", "UNKNOWN", "COMPLETED",
+)
 
 
-def log_files(record: JobRecord) -> List[str]:
-    paths = [p for p in (record.stderr_path, record.stdout_path) if p]
-    return list(dict.fromkeys(paths))
+def member_suffix(key: str, job_id: str) -> Optional[str]:
+    """`52_7` -> `7`, `60+1` -> `+1`, `52` itself or a foreign id -> None."""
+    if key.startswith(f"{job_id}_"):
+        return key[len(job_id) + 1:]
+    if key.startswith(f"{job_id}+"):
+        return key[len(job_id):]
+    return None
 
 
-def analyze_logs(paths: Sequence[str], patterns: Sequence[Pattern], tail_lines: int) -> Tuple[Analysis, str]:
-    """Analyse the tail of stderr (and stdout when it is another file); pick the excerpt."""
-    lines: List[str] = []
-    for path in paths:
-        lines.extend(read_tail(path, tail_lines).lines)
-    analysis = analyze(lines, patterns)
-    root = analysis.root_cause
-    anchor = root.line_no - 1 if root is not None else None
-    return analysis, choose_excerpt([clean_line(line, keep_indent=True) for line in lines], anchor)
+def is_group(job_id: str, keys: Iterable[str], array_spec: str = "") -> bool:
+    return bool(array_spec) or any(member_suffix(key, job_id) is not None for key in keys)
 
 
-def task_log_files(record: JobRecord, task: TaskOutcome) -> List[str]:
-    """Where one array task wrote: the job's -o/-e patterns expanded for that task."""
-    if not task.task_id.isdecimal():
-        return log_files(record)  # het components share the job's files
-    options = JobOptions(
-        output=record.log_options.get("output") or None, error=record.log_options.get("error") or None,
-        job_name=record.name or None, chdir=record.log_options.get("chdir") or None, array=record.array_spec or "0",
+def active_members(entries: Dict[str, QueueEntry]) -> List[QueueEntry]:
+    return [entry for entry in entries.values() if not entry.state.is_final]
+
+
+def headline_entry(active: Sequence[QueueEntry]) -> QueueEntry:
+    """What to show for a group still in the queue: RUNNING if any member runs."""
+    running = [entry for entry in active if entry.state is JobState.RUNNING]
+    return (running or list(active))[0]
+
+
+def failed_queue_members(job_id: str, entries: Dict[str, QueueEntry]) -> List[str]:
+    """Members squeue already shows as ended badly (for an early "first failure" message)."""
+    return sorted(
+        key for key, entry in entries.items()
+        if member_suffix(key, job_id) is not None and entry.state.is_final and entry.state is not JobState.COMPLETED
     )
-    try:
-        paths = resolve_log_paths(
-            options, submit_dir=record.submit_dir or "/", job_id=task.raw_id or task.job_id, user=record.user,
-            default_job_name=record.name, array_task_id=task.task_id, array_job_id=task.job_id.split("_")[0],
-        )
-    except (JobmonError, ValueError):
-        return log_files(record)
-    return list(dict.fromkeys([paths.stderr, paths.stdout]))
 
 
-def _analysis_priority(task: TaskOutcome) -> bool:
-    """Tasks killed by signal 9 first: only their logs can tell a host-memory kill (which escalation
-    retries with more memory) from anything else; the rest keep their order."""
-    return not (task.state == "FAILED" and (task.exit_code == 137 or task.signal == 9))
+def collect_tasks(job_id: str, records: Dict[str, AccountingRecord]) -> List[TaskOutcome]:
+    tasks = []
+    for key, record in records.items():
+        suffix = member_suffix(key, job_id)
+        if suffix is None or "[" in suffix:
+            continue  # `52_[3-9]`: tasks not started yet have no record of their own
+        tasks.append(TaskOutcome(
+            task_id=suffix, job_id=key, raw_id=record.job_id_raw, state=record.state.value,
+            exit_code=record.exit_code, signal=record.signal, elapsed=record.elapsed,
+            max_rss_bytes=record.max_rss_bytes, req_mem="" if record.req_mem.endswith("?") else record.req_mem,
+            time_limit=record.time_limit,
+        ))
+    return sorted(tasks, key=_task_sort_key)
 
 
-def analyze_group_logs(
-    record: JobRecord, tasks: List[TaskOutcome], patterns: Sequence[Pattern], tail_lines: int,
-) -> Tuple[List[TaskOutcome], Analysis, str]:
-    """Analyse the logs of (up to MAX_TASK_LOGS) failed tasks; findings are merged, root cause first."""
-    rank = {pattern.id: index for index, pattern in enumerate(patterns)}
-    findings = []
-    excerpt = ""
-    best_rank = len(rank) + 1
-    for task in sorted((t for t in tasks if groups.is_failure(t)), key=_analysis_priority)[:MAX_TASK_LOGS]:
-        analysis, task_excerpt = analyze_logs(task_log_files(record, task), patterns, tail_lines)
-        task.categories = list(analysis.categories)
-        findings.extend(analysis.findings)
-        task_rank = rank.get(analysis.categories[0], len(rank)) if analysis.categories else len(rank)
-        if task_excerpt and (task_rank < best_rank or not excerpt):
-            best_rank = task_rank
-            excerpt = f"task {task.task_id}:\n{task_excerpt}"
-    categories = tuple(sorted({f.category for f in findings}, key=lambda c: rank.get(c, len(rank))))
-    return tasks, Analysis(findings=tuple(findings), categories=categories), excerpt
+def _task_sort_key(task: TaskOutcome):
+    digits = task.task_id.lstrip("+")
+    return (int(digits) if digits.isdecimal() else 0, task.task_id)
+
+
+def missing_tasks(tasks: Sequence[TaskOutcome], expected: Sequence[int]) -> List[int]:
+    seen = {int(t.task_id) for t in tasks if t.task_id.isdecimal()}
+    return [task for task in expected if task not in seen]
+
+
+def het_components_recorded(job_id: str, queue_keys: Iterable[str], tasks: Sequence[TaskOutcome]) -> bool:
+    """squeue lists het components and sacct has a record of each: none can be missing.
+
+    squeue keeps every component until the whole het job is purged, so its list is complete (seen
+    on Slurm 22.05); array tasks leave squeue one by one, so for arrays it proves nothing.
+    """
+    components = {key for key in queue_keys if (member_suffix(key, job_id) or "").startswith("+")}
+    return bool(components) and components <= {task.job_id for task in tasks}
+
+
+def all_final(tasks: Sequence[TaskOutcome], records: Dict[str, AccountingRecord]) -> bool:
+    return bool(tasks) and all(
+        JobState.parse(t.state).is_final and not records[t.job_id].is_placeholder for t in tasks
+    )
+
+
+def is_failure(task: TaskOutcome) -> bool:
+    return not (task.state == "COMPLETED" and task.exit_code == 0 and task.signal == 0)
+
+
+def headline_state(states: Counter) -> str:
+    """The group's state: the most telling one any member has (a state not ranked counts if alone)."""
+    headline = next((state for state in SEVERITY_ORDER if states.get(state)), "UNKNOWN")
+    if headline == "UNKNOWN" and states and not states.get("UNKNOWN"):
+        headline = states.most_common(1)[0][0]
+    return headline
+
+
+def summarize(
+    tasks: Sequence[TaskOutcome], records: Dict[str, AccountingRecord], *, now: float, incomplete: bool = False,
+) -> FinalRecord:
+    """One FinalRecord for the group: worst state first, counts per state, failing ids compressed."""
+    sample = records.get(tasks[0].job_id) if tasks else None
+    final = FinalRecord(
+        time_limit=sample.time_limit if sample else "",
+        req_mem="" if sample is None or sample.req_mem.endswith("?") else sample.req_mem,
+        nodes=_join_nodes(records.get(t.job_id) for t in tasks),
+        partition=sample.partition if sample else "",
+        work_dir=sample.work_dir if sample else "",
+        start=min((r.start for r in records.values() if r.start[:1].isdecimal()), default=""),
+        end=max((r.end for r in records.values() if r.end[:1].isdecimal()), default=""),
+        alloc_cpus=sample.alloc_cpus if sample else 0,
+        source="sacct",
+        decided_at=now,
+    )
+    return with_task_fields(final, tasks, incomplete=incomplete)
+
+
+def with_task_fields(final: FinalRecord, tasks: Sequence[TaskOutcome], *, incomplete: bool = False) -> FinalRecord:
+    """`final` with everything that comes from the tasks (state, counts, failing ids, slowest) recomputed."""
+    states = Counter(task.state for task in tasks)
+    failed = [t for t in tasks if is_failure(t)]
+    slowest = max(tasks, key=lambda t: parse_duration(t.elapsed) or 0.0, default=None)
+    rss = [t.max_rss_bytes for t in tasks if t.max_rss_bytes]
+    worst = max(failed, key=lambda t: (t.exit_code, t.signal), default=None)
+    return replace(
+        final,
+        state=headline_state(states),
+        state_text=format_task_counts(dict(states)),
+        exit_code=worst.exit_code if worst else 0,
+        signal=worst.signal if worst else 0,
+        elapsed=slowest.elapsed if slowest else "",
+        max_rss_bytes=max(rss) if rss else None,
+        incomplete=incomplete or final.incomplete or bool(states.get("UNKNOWN")),
+        task_counts=dict(states),
+        failed_tasks=failed_tasks_text(tasks),
+        slowest_task=slowest.task_id if slowest else "",
+    )
+
+
+def failed_tasks_text(tasks: Sequence[TaskOutcome]) -> str:
+    """The failed members as one short text: array ids compressed (`3,17,42-45`), het ones listed."""
+    failed = [t for t in tasks if is_failure(t)]
+    failed_ids = [int(t.task_id) for t in failed if t.task_id.isdecimal()]
+    return compress_ids(failed_ids) if failed_ids else ", ".join(t.task_id for t in failed)
+
+
+def missing_placeholders(missing: Sequence[int]) -> List[TaskOutcome]:
+    """Tasks that never reached sacct, counted as UNKNOWN (and as failed) in a summary."""
+    return [TaskOutcome(task_id=str(task_id), state="UNKNOWN") for task_id in missing]
+
+
+def merge_latest(earlier: Sequence[TaskOutcome], latest: Sequence[TaskOutcome]) -> List[TaskOutcome]:
+    """Each task's most recent outcome: a chain round's results replace the same tasks' earlier ones."""
+    merged = {task.task_id: task for task in earlier}
+    merged.update((task.task_id, task) for task in latest)
+    return sorted(merged.values(), key=_task_sort_key)
+
+
+def _join_nodes(records: Iterable[Optional[AccountingRecord]], limit: int = 8) -> str:
+    nodes = sorted({r.nodes for r in records if r is not None and r.nodes and r.nodes != "None assigned"})
+    shown = ",".join(nodes[:limit])
+    return shown + (f" (+{len(nodes) - limit} more)" if len(nodes) > limit else "")

@@ -238,7 +238,7 @@ def _stop_daemons(world: Env) -> None:
 def _is_monitor_process(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return b"core.daemon" in handle.read()
+            return b"core.daemon.main" in handle.read()
     except OSError:
         return False
 

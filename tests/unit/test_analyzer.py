@@ -9,7 +9,7 @@ from typing import Sequence
 
 import pytest
 
-from core.analyzer import (
+from core.analysis.analyzer import (
     MAX_LINE_CHARS,
     Analysis,
     Finding,

@@ -15,11 +15,18 @@ SLURM_COMMANDS = {"sbatch", "squeue", "sacct", "scontrol", "scancel", "sinfo"}
 
 
 def core_modules():
-    return sorted(name[:-3] for name in os.listdir(CORE) if name.endswith(".py") and name != "__init__.py")
+    """Dotted names under core/ ("slurm.client", "config"), package __init__ files left out."""
+    found = []
+    for folder, _subdirs, files in os.walk(CORE):
+        for name in files:
+            if name.endswith(".py") and name != "__init__.py":
+                relative = os.path.relpath(os.path.join(folder, name[:-3]), CORE)
+                found.append(relative.replace(os.sep, "."))
+    return sorted(found)
 
 
 def parse(module: str) -> ast.Module:
-    with open(os.path.join(CORE, f"{module}.py"), encoding="utf-8") as handle:
+    with open(os.path.join(CORE, *module.split(".")) + ".py", encoding="utf-8") as handle:
         return ast.parse(handle.read())
 
 
@@ -45,7 +52,7 @@ def command_lists(tree: ast.Module) -> set:
 @pytest.mark.parametrize("module", core_modules())
 def test_only_the_adapter_runs_slurm_commands(module):
     tree = parse(module)
-    if module == "slurm":
+    if module == "slurm.client":
         return
     assert "subprocess" not in imported(tree), f"core/{module}.py must not start processes"
     assert not SLURM_COMMANDS & command_lists(tree), f"core/{module}.py builds a Slurm command line"
@@ -62,15 +69,15 @@ def test_no_printing_and_no_shell_in_core(module):
 
 
 def test_notifier_knows_nothing_of_slurm_and_is_the_only_requests_user():
-    assert not any(name.startswith("core.slurm") for name in imported(parse("notifier")))
+    assert not any(name.startswith("core.slurm.client") for name in imported(parse("notify.discord")))
     for module in core_modules():
-        if module != "notifier":
+        if module != "notify.discord":
             assert "requests" not in imported(parse(module)), f"core/{module}.py imports requests"
 
 
 def test_analyzer_is_pure():
     allowed = {"re", "json", "dataclasses", "typing", "__future__", "core.errors"}
-    assert imported(parse("analyzer")) <= allowed
+    assert imported(parse("analysis.analyzer")) <= allowed
 
 
 def test_requests_is_not_imported_at_module_level_anywhere():

@@ -166,7 +166,7 @@ def test_bad_ladders_stop_submit_before_sbatch(home, capsys, monkeypatch, ladder
 
 
 def test_report_and_history_read_the_state_files(home, capsys):
-    from core.state import Attempt, Chain, FinalRecord, JobRecord, StateStore
+    from core.state.store import Attempt, Chain, FinalRecord, JobRecord, StateStore
 
     (home / "state").mkdir()
     store = StateStore(str(home / "state"))
@@ -188,7 +188,7 @@ def test_report_and_history_read_the_state_files(home, capsys):
 
 
 def test_report_and_status_of_an_array_chain_show_rounds_and_tasks(home, capsys, monkeypatch):
-    from core.state import Attempt, Chain, JobRecord, Round, StateStore
+    from core.state.store import Attempt, Chain, JobRecord, Round, StateStore
 
     (home / "state").mkdir()
     store = StateStore(str(home / "state"))
@@ -214,7 +214,7 @@ def test_telling_a_finished_job_inline_while_a_daemon_holds_it_is_one_clear_line
     from core.config import Config
     from core.errors import StateError
     from core.locking import FlockLock
-    from core.state import JobRecord, StateStore
+    from core.state.store import JobRecord, StateStore
 
     ctx = jobmon.Context()
     store = StateStore(ctx.ready_paths().state)
@@ -229,7 +229,7 @@ def test_telling_a_finished_job_inline_while_a_daemon_holds_it_is_one_clear_line
 
 
 def test_recover_checks_the_config_before_starting_a_daemon_that_trusts_it(home, capsys):
-    from core.state import JobRecord, StateStore
+    from core.state.store import JobRecord, StateStore
 
     (home / "state").mkdir()
     StateStore(str(home / "state")).create(JobRecord("41", created_at=1_790_000_000.0))  # no monitor: DEAD
@@ -240,7 +240,7 @@ def test_recover_checks_the_config_before_starting_a_daemon_that_trusts_it(home,
 
 
 def test_cancel_job_also_cancels_the_jobs_of_a_round_being_submitted(home, capsys, monkeypatch):
-    from core.state import Attempt, Chain, JobRecord, StateStore
+    from core.state.store import Attempt, Chain, JobRecord, StateStore
 
     (home / "state").mkdir()
     chain = Chain(current_job="500", attempts=[Attempt("500")], pending={"round": 2, "submissions": [

@@ -23,7 +23,7 @@ from core.config import (
     resolve_paths,
 )
 from core.errors import ConfigError, PatternError
-from core.notifier import validate_webhook_url
+from core.notify.discord import validate_webhook_url
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.json.example"
 SUCCESS_URL = "https://discord.com/api/webhooks/111111111111111111/success-token-abc"
@@ -382,7 +382,7 @@ def test_load_patterns_missing_builtin_is_pattern_error(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(not os.path.exists(config_module.BUILTIN_PATTERNS), reason="built-in library not present")
 def test_user_file_on_top_of_the_real_builtin_library(tmp_path):
-    from core.analyzer import parse_patterns
+    from core.analysis.analyzer import parse_patterns
 
     builtin = parse_patterns(Path(config_module.BUILTIN_PATTERNS).read_text(encoding="utf-8"), "builtin")
     home = tmp_path / "home"

@@ -1,4 +1,4 @@
-"""core.escalation (the resubmission policy) and submitter's split_jobmon_flags / first_level.
+"""core.chain.policy (the resubmission policy) and submitter's split_jobmon_flags / first_level.
 
 All pure: literal ladders, literal argv lists, literal end states. Where a test cites sbatch's
 behaviour, that is what the real Slurm here did.
@@ -9,8 +9,7 @@ import json
 
 import pytest
 
-from core.errors import ConfigError, JobmonError
-from core.escalation import (
+from core.chain.policy import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_MEM_CAP,
     DEFAULT_STATE_ACTIONS,
@@ -35,10 +34,11 @@ from core.escalation import (
     parse_policy,
     plan_array_round,
 )
-from core.escalation import parse_duration_any as duration
-from core.slurm import Submission
-from core.state import Attempt, Chain, JobRecord, TaskOutcome, TaskTrack
-from core.submitter import SubmitOptions, first_level, resubmit, split_jobmon_flags
+from core.chain.policy import parse_duration_any as duration
+from core.chain.submitter import SubmitOptions, first_level, resubmit, split_jobmon_flags
+from core.errors import ConfigError, JobmonError
+from core.slurm.client import Submission
+from core.state.store import Attempt, Chain, JobRecord, TaskOutcome, TaskTrack
 
 CONFIG = "/home/alice/jobmon/config.json"
 LADDER_FILE = "/home/alice/ladder.json"

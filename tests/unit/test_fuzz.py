@@ -17,21 +17,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.analyzer import MAX_LINE_CHARS as FINDING_MAX_CHARS
-from core.analyzer import Analysis, analyze, parse_patterns
+from core.analysis.analyzer import MAX_LINE_CHARS as FINDING_MAX_CHARS
+from core.analysis.analyzer import Analysis, analyze, parse_patterns
+from core.analysis.logtail import MAX_LINE_CHARS as TAIL_MAX_CHARS
+from core.analysis.logtail import read_tail
 from core.errors import JobmonError, PatternError
-from core.jobscript import (
-    JobOptions,
-    expand_pattern,
-    parse_directives,
-    parse_job_id,
-    parse_sbatch_options,
-    split_submit_args,
-    validate_job_id,
-)
-from core.logtail import MAX_LINE_CHARS as TAIL_MAX_CHARS
-from core.logtail import read_tail
-from core.slurm import (
+from core.slurm.client import (
     SACCT_DELIMITER,
     SACCT_FIELDS,
     AccountingRecord,
@@ -48,6 +39,15 @@ from core.slurm import (
     parse_scontrol_show_jobs,
     parse_size,
     parse_squeue,
+)
+from core.slurm.jobscript import (
+    JobOptions,
+    expand_pattern,
+    parse_directives,
+    parse_job_id,
+    parse_sbatch_options,
+    split_submit_args,
+    validate_job_id,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,7 +118,7 @@ def any_text(extra: Sequence[str] = ()) -> st.SearchStrategy[str]:
     return st.one_of(noise(extra), st.text(), _surrogate_text, _replaced_bytes, _escaped_bytes)
 
 
-# -- core.slurm -----------------------------------------------------------------------------
+# -- core.slurm.client -----------------------------------------------------------------------------
 def _squeue_rows() -> st.SearchStrategy[str]:
     cell = st.one_of(st.sampled_from(_common_tokens), noise(max_parts=3))
     row = st.lists(cell, max_size=6).map("|".join)
@@ -366,7 +366,7 @@ def test_parse_sacct_cancelled_by_uid_example() -> None:
     assert record.max_rss_bytes == 2 * 1024 ** 3
 
 
-# -- core.analyzer --------------------------------------------------------------------------
+# -- core.analysis.analyzer --------------------------------------------------------------------------
 _LOG_TOKENS = [
     "\r", "\x1b[31m", "\x1b[0m", "\x1b]0;title\x07", "\x1b", "\x07", "\x00", "\x7f", "\t", "|", " | ",
     "[rank3]:", "[default0]:", "[1,0]<stderr>:", "0: ", "gpu-node07: ", "2024-01-02 03:04:05,678 - ",
@@ -483,7 +483,7 @@ def test_builtin_patterns_load() -> None:
     assert len(PATTERN_IDS) == len(set(PATTERN_IDS)) > 10
 
 
-# -- core.jobscript -------------------------------------------------------------------------
+# -- core.slurm.jobscript -------------------------------------------------------------------------
 _OPTION_WORDS = [
     "--", "-", ":", "--output", "--output=", "--out", "--o", "-o", "-ofoo.%j", "-e", "--error=e.%A_%a", "-J",
     "--job-name", "--chdir", "-D", "--array=1-3", "-a", "--parsable", "--pars", "-k", "-koff", "-Hvo", "--wrap",
@@ -563,7 +563,7 @@ def test_validate_job_id_raises_only_jobmon_error(text: str) -> None:
         assert job_id.isascii() and re.fullmatch(r"\d+(?:_\d+|\+\d+)?", job_id)
 
 
-# -- core.logtail ---------------------------------------------------------------------------
+# -- core.analysis.logtail ---------------------------------------------------------------------------
 _BYTE_TOKENS = [b"\n", b"\r\n", b"\r", b"\x00", b"x", b"line", b"\xff", b"\xe2\x82", b"\xe2\x82\xac",
                 b"\xf0\x9f\x98\x80", b"\xed\xa0\x80", b"\n\n"]
 _file_bytes = st.one_of(

@@ -12,15 +12,15 @@ from typing import Dict, List
 
 import pytest
 
-from core import groups
-from core.analyzer import parse_patterns
+from core import outcome as groups
+from core.analysis.analyzer import parse_patterns
 from core.config import BUILTIN_PATTERNS, Config
 from core.errors import SlurmError
-from core.monitor import GROUP_SETTLE, Monitor, MonitorDeps
-from core.notifier import Delivery
-from core.shared_slurm import members_of
-from core.slurm import CommandResult, JobState, Slurm, parse_sacct, parse_squeue
-from core.state import JobRecord, StateStore
+from core.monitor.monitor import GROUP_SETTLE, Monitor, MonitorDeps
+from core.notify.discord import Delivery
+from core.slurm.client import CommandResult, JobState, Slurm, parse_sacct, parse_squeue
+from core.slurm.shared import members_of
+from core.state.store import JobRecord, StateStore
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "slurm"
 HET = "838"  # component 1 ended DEADLINE on its own, then the job was cancelled

@@ -1,4 +1,4 @@
-"""Table-driven tests for core.jobscript: #SBATCH parsing, sbatch argv, log paths, job ids."""
+"""Table-driven tests for core.slurm.jobscript: #SBATCH parsing, sbatch argv, log paths, job ids."""
 from __future__ import annotations
 
 import ast
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import JobmonError, SlurmError
-from core.jobscript import (
+from core.slurm.jobscript import (
     JobOptions,
     LogPaths,
     expand_pattern,
@@ -417,7 +417,7 @@ def test_validate_job_id_message_names_the_input():
 # --- purity -----------------------------------------------------------------------------
 
 def test_module_imports_only_pure_stdlib():
-    source = Path(__file__).resolve().parents[2] / "core" / "jobscript.py"
+    source = Path(__file__).resolve().parents[2] / "core" / "slurm" / "jobscript.py"
     imported = set()
     for node in ast.walk(ast.parse(source.read_text())):
         if isinstance(node, ast.Import):

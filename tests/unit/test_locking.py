@@ -19,7 +19,7 @@ import pytest
 
 from core import locking
 from core.locking import FlockLock, LockTimeout, file_lock
-from core.state import JobRecord, StateStore
+from core.state.store import JobRecord, StateStore
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -217,7 +217,7 @@ def fake_daemon_home(tmp_path: Path) -> dict:
 def start_daemon(setup: dict, log_name: str) -> subprocess.Popen:
     log = open(setup["home"] / "logs" / log_name, "w")
     with log:
-        return subprocess.Popen([sys.executable, "-m", "core.daemon", JOB], cwd="/", env=setup["env"],
+        return subprocess.Popen([sys.executable, "-m", "core.daemon.main", JOB], cwd="/", env=setup["env"],
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log)
 
 
@@ -250,8 +250,8 @@ def test_a_polling_daemon_never_imports_filelock_and_still_excludes_the_cli_and_
 
 #: What an idle daemon must not carry (issue: idle RSS close to a bare interpreter): each was
 #: measured at 0.2 to 9 MB and is only needed by the CLI or once the job has ended.
-HEAVY_FOR_AN_IDLE_DAEMON = ("filelock", "requests", "core.notifier", "core.escalation", "core.analyzer",
-                            "core.report", "tempfile", "socket", "ssl", "hashlib")
+HEAVY_FOR_AN_IDLE_DAEMON = ("filelock", "requests", "core.notify.discord", "core.chain.policy",
+                            "core.analysis.analyzer", "core.monitor.messages", "tempfile", "socket", "ssl", "hashlib")
 
 
 def test_a_polling_daemon_imports_nothing_heavy(tmp_path):
@@ -265,5 +265,5 @@ def test_a_polling_daemon_imports_nothing_heavy(tmp_path):
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(30)
     imported = {line.rsplit("|", 1)[1].strip() for line in log.splitlines() if line.startswith("import time:")}
-    assert "core.monitor" in imported and "core.shared_slurm" in imported  # the log really lists imports
+    assert "core.monitor.monitor" in imported and "core.slurm.shared" in imported  # the log really lists imports
     assert sorted(imported & set(HEAVY_FOR_AN_IDLE_DAEMON)) == []

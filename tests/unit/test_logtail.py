@@ -1,12 +1,12 @@
-"""core.logtail: the end of a log, read backwards with bounded cost whatever the file holds."""
+"""core.analysis.logtail: the end of a log, read backwards with bounded cost whatever the file holds."""
 from __future__ import annotations
 
 import builtins
 
 import pytest
 
-from core import logtail
-from core.logtail import DEFAULT_MAX_BYTES, MAX_LINE_CHARS, Tail, read_tail
+from core.analysis import logtail
+from core.analysis.logtail import DEFAULT_MAX_BYTES, MAX_LINE_CHARS, Tail, read_tail
 
 BLOCK = 64 * 1024
 MB = 1024 * 1024
@@ -19,7 +19,7 @@ def write(tmp_path, data: bytes, name: str = "job.out") -> str:
 
 
 class ReadCounter:
-    """Wraps `open` inside core.logtail and adds up every byte handed out by the file objects."""
+    """Wraps `open` inside core.analysis.logtail and adds up every byte handed out by the file objects."""
 
     def __init__(self) -> None:
         self.opened = 0

@@ -7,16 +7,16 @@ from typing import Dict, List, Union
 
 import pytest
 
-from core.analyzer import parse_patterns
+from core.analysis.analyzer import parse_patterns
+from core.chain.policy import plan_array_round
 from core.config import BUILTIN_PATTERNS, Config
 from core.errors import SlurmUnavailable, StateError
-from core.escalation import plan_array_round
-from core.groups import collect_tasks
-from core.monitor import Monitor, MonitorDeps, heartbeat_deadline
-from core.notifier import Delivery
-from core.ranges import parse_array_spec
-from core.slurm import AccountingRecord, QueueEntry, parse_sacct, parse_squeue
-from core.state import Attempt, JobRecord, StateStore
+from core.monitor.monitor import Monitor, MonitorDeps, heartbeat_deadline
+from core.notify.discord import Delivery
+from core.outcome import collect_tasks
+from core.slurm.arrays import parse_array_spec
+from core.slurm.client import AccountingRecord, QueueEntry, parse_sacct, parse_squeue
+from core.state.store import Attempt, JobRecord, StateStore
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures", "slurm")
 JOB = "4"
@@ -394,7 +394,7 @@ class ChainSlurm(ScriptedSlurm):
 
 
 def chained(store, ladder=()):
-    from core.state import Attempt, Chain
+    from core.state.store import Attempt, Chain
 
     def change(record):
         record.chain = Chain(ladder=[dict(level) for level in ladder], max_retries=2,
@@ -577,7 +577,7 @@ def test_an_array_round_half_submitted_when_the_daemon_died_submits_only_the_res
     array_chain(store, tmp_path)
 
     def crashed_between_two_sbatches(record):
-        from core.state import Attempt
+        from core.state.store import Attempt
 
         record.chain.pending = {"round": 2, "submissions": [
             {"level_index": 1, "level": {"mem": "2G"}, "action": "escalate_mem", "tasks": "1", "job_id": "600"},
@@ -599,7 +599,7 @@ def test_an_array_round_half_submitted_when_the_daemon_died_submits_only_the_res
 
 
 def test_sbatch_refusing_one_submission_of_a_round_keeps_the_others(store, patterns, tmp_path):
-    from core.slurm import SbatchRejected
+    from core.slurm.client import SbatchRejected
 
     array_chain(store, tmp_path, spec="0-1")
     round_one = array_rows({0: ("OUT_OF_MEMORY", "0:125"), 1: ("TIMEOUT", "0:15")})
@@ -623,8 +623,8 @@ def test_sbatch_refusing_one_submission_of_a_round_keeps_the_others(store, patte
 
 
 def test_signal_9_tasks_are_analysed_first_when_only_some_logs_are_read(patterns, tmp_path):
-    from core.outcome import MAX_TASK_LOGS, analyze_group_logs
-    from core.state import TaskOutcome
+    from core.analysis.logs import MAX_TASK_LOGS, analyze_group_logs
+    from core.state.store import TaskOutcome
 
     record = JobRecord(job_id="70", array_spec="0-40", submit_dir=str(tmp_path),
                        log_options={"output": "s-%A_%a.out", "error": "", "chdir": ""})
@@ -726,7 +726,7 @@ def test_the_escalation_message_after_a_crash_names_the_attempt_that_ended(store
 
 
 def test_tasks_whose_resubmission_was_refused_are_not_reported_as_retried(store, patterns, tmp_path):
-    from core.slurm import SbatchRejected
+    from core.slurm.client import SbatchRejected
 
     array_chain(store, tmp_path, spec="0-1")
     slurm = ArrayChainSlurm({JOB: array_rows({0: ("OUT_OF_MEMORY", "0:125"), 1: ("TIMEOUT", "0:15")}),

@@ -1,4 +1,4 @@
-"""core.notifier: payload limits and escaping, URL checks, and send() against a real local receiver."""
+"""core.notify.discord: payload limits and escaping, URL checks, and send() against a real local receiver."""
 from __future__ import annotations
 
 import random
@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from core.errors import ConfigError
-from core.notifier import (
+from core.notify.discord import (
     COLORS,
     Delivery,
     Field,
@@ -633,7 +633,7 @@ def test_other_client_errors_are_not_retried(sleeps: Sleeps) -> None:
 
 
 def test_requests_is_imported_lazily() -> None:
-    code = "import sys, core.notifier; sys.exit('requests' in sys.modules)"
+    code = "import sys, core.notify.discord; sys.exit('requests' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
 
 

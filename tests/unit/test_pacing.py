@@ -19,9 +19,9 @@ from typing import Any, Dict, List, Optional, Tuple
 import pytest
 from filelock import FileLock
 
-from core import notifier
-from core.notifier import Delivery
-from core.pacing import (
+from core.notify import discord as notifier
+from core.notify.discord import Delivery
+from core.notify.pacing import (
     MAX_PAUSE,
     WINDOW,
     WebhookPacer,
@@ -457,8 +457,8 @@ CHILD = textwrap.dedent(
     """
     import json, sys
     import requests
-    from core import notifier
-    from core.pacing import WebhookPacer
+    from core.notify import discord as notifier
+    from core.notify.pacing import WebhookPacer
     folder, url, number, mode = sys.argv[1:5]
     payload = {"content": f"job {number} ended", "allowed_mentions": {"parse": []}}
     print("ready", flush=True)

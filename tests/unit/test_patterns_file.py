@@ -7,7 +7,7 @@ from typing import Callable, List, Optional, Tuple
 
 import pytest
 
-from core.analyzer import SEVERITIES, Pattern, analyze, parse_patterns
+from core.analysis.analyzer import SEVERITIES, Pattern, analyze, parse_patterns
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PATTERNS_FILE = ROOT / "patterns" / "error_patterns.json"

@@ -1,4 +1,4 @@
-"""core.ranges: --array parsing, its errors, compression round trips and split bounds."""
+"""core.slurm.arrays: --array parsing, its errors, compression round trips and split bounds."""
 from __future__ import annotations
 
 import random
@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.errors import JobmonError
-from core.ranges import MAX_TASKS, ArraySpec, compress_ids, format_task_counts, parse_array_spec, split_spec
+from core.slurm.arrays import MAX_TASKS, ArraySpec, compress_ids, format_task_counts, parse_array_spec, split_spec
 
 # --- parse_array_spec -------------------------------------------------------------------
 

@@ -1,10 +1,10 @@
-"""core.report: channel and colour choice, message fields, secret masking, excerpt windows."""
+"""core.monitor.messages: channel and colour choice, message fields, secret masking, excerpt windows."""
 from __future__ import annotations
 
 import pytest
 
-from core.report import build_message, channel_for, choose_excerpt, colour_for, redact_secrets
-from core.state import FinalRecord, JobRecord
+from core.monitor.messages import build_message, channel_for, choose_excerpt, colour_for, redact_secrets
+from core.state.store import FinalRecord, JobRecord
 
 
 def final(state: str, exit_code: int = 0, signal: int = 0, **extra) -> FinalRecord:
@@ -267,8 +267,8 @@ def test_choose_excerpt_of_nothing():
 
 
 def test_a_job_that_never_ran_has_no_partition_limit_text():
-    from core.report import build_message
-    from core.state import FinalRecord, JobRecord
+    from core.monitor.messages import build_message
+    from core.state.store import FinalRecord, JobRecord
 
     record = JobRecord("5", final=FinalRecord(state="CANCELLED", time_limit="Partition_Limit", elapsed="00:00:00"))
     fields = {f.name: f.value for f in build_message(record).fields}

@@ -7,8 +7,8 @@ import os
 import pytest
 
 from core.errors import SlurmUnavailable
-from core.shared_slurm import SharedSlurm, is_member
-from core.slurm import CommandResult, Slurm
+from core.slurm.client import CommandResult, Slurm
+from core.slurm.shared import SharedSlurm, is_member
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures", "slurm")
 

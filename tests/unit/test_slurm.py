@@ -1,4 +1,4 @@
-"""core.slurm: parsers fed the real Slurm 22.05 output in tests/fixtures/slurm, and the Slurm
+"""core.slurm.client: parsers fed the real Slurm 22.05 output in tests/fixtures/slurm, and the Slurm
 class driven through an injected runner that replays that output and records each argv."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import List, Sequence, Tuple
 import pytest
 
 from core.errors import SlurmError, SlurmUnavailable
-from core.slurm import (
+from core.slurm.client import (
     SACCT_FIELDS,
     SQUEUE_FORMAT,
     CommandResult,

@@ -1,4 +1,4 @@
-"""core.state: JSON round trip, schema checks, atomic writes, locking across processes."""
+"""core.state.store: JSON round trip, schema checks, atomic writes, locking across processes."""
 from __future__ import annotations
 
 import json
@@ -9,9 +9,9 @@ import stat
 import pytest
 
 from core import locking
-from core import state as state_module
 from core.errors import StateError
-from core.state import (
+from core.state import store as state_module
+from core.state.store import (
     SCHEMA_VERSION,
     FinalRecord,
     JobRecord,

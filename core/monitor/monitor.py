@@ -11,11 +11,11 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple
 
-from core import groups
+from core import outcome as groups
 from core.config import Config
 from core.errors import SlurmError, StateError
-from core.ranges import parse_array_spec
-from core.slurm import (
+from core.slurm.arrays import parse_array_spec
+from core.slurm.client import (
     TERMINAL_PENDING_REASONS,
     AccountingRecord,
     JobState,
@@ -23,11 +23,11 @@ from core.slurm import (
     SbatchRejected,
     is_unavailable_error,
 )
-from core.state import FinalRecord, JobRecord, StateStore, TaskOutcome
+from core.state.store import FinalRecord, JobRecord, StateStore, TaskOutcome
 
 if TYPE_CHECKING:  # analysis and notification are imported when a job ends, not while it runs
-    from core.analyzer import Pattern
-    from core.notifier import Delivery
+    from core.analysis.analyzer import Pattern
+    from core.notify.discord import Delivery
 
 log = logging.getLogger("jobmon.monitor")
 
@@ -349,8 +349,8 @@ class Monitor:
         record = self._update(lambda current: setattr(current, "first_failure_notified", True))
         url = self.deps.config.webhook_for("error")
         if url:
-            from core.notifier import render_payload
-            from core.report import build_first_failure_message
+            from core.monitor.messages import build_first_failure_message
+            from core.notify.discord import render_payload
 
             message = build_first_failure_message(record, failed_members)
             delivery = self.deps.send(url, render_payload(message, username=self.deps.config.username))
@@ -362,8 +362,8 @@ class Monitor:
 
         In a chain, the decision about the next attempt is written in the same write (before any sbatch).
         """
-        from core.outcome import analyze_group_logs, analyze_logs, log_files, ordered_findings
-        from core.report import channel_for, redact_secrets
+        from core.analysis.logs import analyze_group_logs, analyze_logs, log_files, ordered_findings
+        from core.monitor.messages import channel_for, redact_secrets
 
         final = step.final
         record = self._load()
@@ -392,12 +392,12 @@ class Monitor:
             current.observation.final_seen_at = current.observation.final_seen_at or final.decided_at
             next_round = []
             if plan is not None:
-                from core.escalation import close_round
+                from core.chain.policy import close_round
 
                 close_round(chain, tasks, final, plan)
                 next_round = list(plan.submissions)
             elif decision is not None:
-                from core.escalation import close_attempt
+                from core.chain.policy import close_attempt
 
                 close_attempt(chain, final, categories, decision.reason)
                 if decision.resubmit:
@@ -416,7 +416,7 @@ class Monitor:
 
     # -- escalation chains ------------------------------------------------------------------
     def _decide(self, record: JobRecord, final: FinalRecord, categories: List[str]):
-        from core.escalation import decide_next_attempt
+        from core.chain.policy import decide_next_attempt
 
         decision = decide_next_attempt(record.chain, final, categories, self.deps.config.escalation)
         log.info("job %s: attempt %d ended %s: %s -> %s", self.job_id, len(record.chain.attempts), final.state,
@@ -424,7 +424,7 @@ class Monitor:
         return decision
 
     def _plan_round(self, record: JobRecord, tasks: List[TaskOutcome], counts: str):
-        from core.escalation import plan_array_round
+        from core.chain.policy import plan_array_round
 
         throttle = parse_array_spec(record.array_spec).max_running
         plan = plan_array_round(record.chain, tasks, self.deps.config.escalation, throttle=throttle)
@@ -455,8 +455,8 @@ class Monitor:
         `sbatch_started` is written before sbatch runs: only then can a tagged job exist, so only
         then is Slurm searched for it (the search needs sacct once squeue has forgotten the job).
         """
-        from core.escalation import Level
-        from core.state import Attempt
+        from core.chain.policy import Level
+        from core.state.store import Attempt
 
         level, attempt = Level(**submission["level"]), len(record.chain.attempts) + 1
         round_number, spec = record.chain.pending["round"], submission.get("tasks", "")
@@ -491,7 +491,7 @@ class Monitor:
 
     def _start_round(self, record: JobRecord, previous) -> None:
         """Every submission of the round is made: follow the new jobs (or end the chain if none was accepted)."""
-        from core.state import NotificationStatus, Observation
+        from core.state.store import NotificationStatus, Observation
 
         submissions = record.chain.pending["submissions"]
         made = [s for s in submissions if s.get("job_id")]
@@ -505,7 +505,7 @@ class Monitor:
             if refusals:
                 (chain.rounds[-1] if chain.rounds else chain.attempts[-1]).decision += f"; {refusals}"
             if refused and chain.rounds:
-                from core.escalation import drop_refused
+                from core.chain.policy import drop_refused
 
                 drop_refused(chain.rounds[-1], [(s["refused"], s["tasks"]) for s in refused])
             chain.pending = {}
@@ -536,8 +536,8 @@ class Monitor:
 
     def _announce(self, record: JobRecord, previous) -> None:
         """One message per escalation step (per round for arrays); the chain's final message lists them all."""
-        from core.notifier import render_payload
-        from core.report import build_escalation_message
+        from core.monitor.messages import build_escalation_message
+        from core.notify.discord import render_payload
 
         url = self.deps.config.webhook_for("error")
         if not url:
@@ -548,8 +548,8 @@ class Monitor:
 
     def deliver(self, record: JobRecord) -> str:
         """Send the pending notification once; returns the notification status afterwards."""
-        from core.notifier import render_payload
-        from core.report import build_message, channel_for
+        from core.monitor.messages import build_message, channel_for
+        from core.notify.discord import render_payload
 
         config = self.deps.config
         channel = record.notification.channel or channel_for(record.final or FinalRecord())

@@ -17,8 +17,8 @@ from typing import Callable, Dict, List, Sequence, Tuple
 
 from core.errors import SlurmError, SlurmUnavailable
 from core.locking import file_lock
-from core.slurm import AccountingRecord, JobState, QueueEntry, Slurm, parse_sacct
-from core.state import atomic_write_text
+from core.slurm.client import AccountingRecord, JobState, QueueEntry, Slurm, parse_sacct
+from core.state.store import atomic_write_text
 
 QUEUE_FILE = "squeue.snapshot.json"
 ACCOUNTING_FILE = "sacct.snapshot.json"

@@ -12,8 +12,8 @@ from typing import List, Optional
 from core.config import Paths, load_config, load_patterns
 from core.errors import JobmonError, StateError
 from core.locking import use_lean_locks
-from core.monitor import Monitor, MonitorDeps
-from core.state import JobRecord, StateStore
+from core.monitor.monitor import Monitor, MonitorDeps
+from core.state.store import JobRecord, StateStore
 
 #: How long a claim by `start_monitor` protects a job before the daemon's own heartbeat takes over.
 STARTUP_CLAIM = 30.0
@@ -111,7 +111,7 @@ PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def daemon_argv(job_id: str) -> List[str]:
     """A fresh interpreter running only this module: no CLI, no argparse, a small idle footprint."""
-    return [sys.executable, "-m", "core.daemon", job_id]
+    return [sys.executable, "-m", "core.daemon.main", job_id]
 
 
 def start_monitor(paths: Paths, job_id: str, *, allow_restart: bool = False) -> int:
@@ -149,8 +149,8 @@ def paced_sender(state_folder: str):
     notifier is imported on first use: requests costs ~15 MB that an idle daemon never needs.
     """
     def send_paced(url: str, payload: dict):
-        from core.notifier import send
-        from core.pacing import WebhookPacer
+        from core.notify.discord import send
+        from core.notify.pacing import WebhookPacer
 
         return WebhookPacer(state_folder).send(url, payload, send)
 
@@ -159,7 +159,7 @@ def paced_sender(state_folder: str):
 
 def patterns_or_builtin(paths: Paths, log: logging.Logger):
     """The user's patterns merged in; if that file broke since submission, the built-ins still work."""
-    from core.analyzer import parse_patterns
+    from core.analysis.analyzer import parse_patterns
     from core.config import BUILTIN_PATTERNS, read_patterns_file
     from core.errors import PatternError
 
@@ -171,14 +171,14 @@ def patterns_or_builtin(paths: Paths, log: logging.Logger):
 
 
 def resubmit_attempt(slurm, record: JobRecord, level, attempt: int, tasks: str):
-    from core.submitter import chain_comment, resubmit
+    from core.chain.submitter import chain_comment, resubmit
 
     return resubmit(slurm, record, level, chain_comment(record, attempt), tasks)
 
 
 def find_attempt(slurm, record: JobRecord, attempt: int, tasks: str):
     """(job id, stdout, stderr) of an attempt already submitted before a crash, or None."""
-    from core.submitter import attempt_log_paths, chain_comment
+    from core.chain.submitter import attempt_log_paths, chain_comment
 
     job_id = slurm.find_by_comment(chain_comment(record, attempt), since=record.chain.pending.get("decided_at", 0.0))
     return (job_id, *attempt_log_paths(slurm, record, job_id, tasks)) if job_id else None
@@ -188,8 +188,8 @@ def run_daemon(paths: Paths, job_id: str) -> int:
     """The daemon's main: take the job's monitor lock, then run the poll loop until the story ends."""
     use_lean_locks()  # before any lock: this long-lived process must not carry filelock's imports
 
-    from core.shared_slurm import SharedSlurm
-    from core.slurm import Slurm
+    from core.slurm.client import Slurm
+    from core.slurm.shared import SharedSlurm
 
     logging.basicConfig(
         stream=sys.stdout, level=logging.INFO,
@@ -241,11 +241,11 @@ def run_daemon(paths: Paths, job_id: str) -> int:
 
 
 def main(argv: List[str]) -> int:
-    """`python -m core.daemon JOBID`: what detach_and_exec runs."""
+    """`python -m core.daemon.main JOBID`: what detach_and_exec runs."""
     from core.config import resolve_paths
 
     if len(argv) != 1:
-        raise SystemExit("usage: python -m core.daemon JOBID")
+        raise SystemExit("usage: python -m core.daemon.main JOBID")
     return run_daemon(resolve_paths(), argv[0])
 
 

@@ -6,8 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
-from core.errors import JobmonError, UnknownJob
-from core.escalation import (
+from core.chain.policy import (
     MEM_OPTIONS,
     Level,
     Policy,
@@ -16,7 +15,10 @@ from core.escalation import (
     memory_option,
     without_options,
 )
-from core.jobscript import (
+from core.errors import JobmonError, UnknownJob
+from core.slurm.arrays import compress_ids, parse_array_spec
+from core.slurm.client import JobInfo, Slurm, current_user
+from core.slurm.jobscript import (
     JobOptions,
     merge_options,
     parse_directives,
@@ -25,9 +27,7 @@ from core.jobscript import (
     split_submit_args,
     validate_job_id,
 )
-from core.ranges import compress_ids, parse_array_spec
-from core.slurm import JobInfo, Slurm, current_user
-from core.state import Attempt, Chain, JobRecord, StateStore
+from core.state.store import Attempt, Chain, JobRecord, StateStore
 
 
 def read_script(path: str) -> str:

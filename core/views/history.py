@@ -9,8 +9,8 @@ import time
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from core.errors import JobmonError
-from core.ranges import format_task_counts
-from core.state import JobRecord
+from core.slurm.arrays import format_task_counts
+from core.state.store import JobRecord
 
 HISTORY_COLUMNS = ("job_id", "name", "submitted", "state", "exit_code", "elapsed", "attempts", "causes")
 REPORT_COLUMNS = ("attempt", "job_id", "resources", "state", "exit_code", "elapsed", "core_hours", "causes",

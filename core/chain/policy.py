@@ -13,10 +13,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from core.errors import ConfigError
-from core.groups import failed_tasks_text, headline_state, is_failure, member_suffix
-from core.ranges import compress_ids, parse_array_spec, split_spec
-from core.slurm import explicit_time_limit, parse_duration, parse_size
-from core.state import Attempt, Chain, FinalRecord, Round, TaskOutcome, TaskTrack
+from core.outcome import failed_tasks_text, headline_state, is_failure, member_suffix
+from core.slurm.arrays import compress_ids, parse_array_spec, split_spec
+from core.slurm.client import explicit_time_limit, parse_duration, parse_size
+from core.state.store import Attempt, Chain, FinalRecord, Round, TaskOutcome, TaskTrack
 
 ESCALATE_MEM = "escalate_mem"
 ESCALATE_TIME = "escalate_time"

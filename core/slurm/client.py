@@ -402,7 +402,7 @@ class Slurm:
 
     def submit(self, sbatch_args: Sequence[str]) -> Submission:
         """Run `sbatch --parsable ARGS`; raise SbatchRejected with sbatch's own words on failure."""
-        from core.jobscript import parse_job_id  # here, not at the top: an idle daemon never submits (~0.2 MB)
+        from core.slurm.jobscript import parse_job_id  # here, not at the top: an idle daemon never submits (~0.2 MB)
 
         args = list(sbatch_args)
         if "--parsable" not in args:

@@ -6,7 +6,7 @@ import time
 from typing import Dict, List, Optional, Tuple
 
 from core.config import Paths
-from core.daemon import (
+from core.daemon.main import (
     HEALTH_CANCELLED,
     HEALTH_DEAD,
     HEALTH_DONE,
@@ -14,8 +14,8 @@ from core.daemon import (
     start_monitor,
 )
 from core.errors import JobmonError, StateError
-from core.slurm import QueueEntry
-from core.state import JobRecord, StateStore
+from core.slurm.client import QueueEntry
+from core.state.store import JobRecord, StateStore
 
 RECENT = 24 * 3600.0
 RETRYABLE_NOTIFICATIONS = ("pending", "sending", "failed", "gone")

@@ -4,11 +4,11 @@ from __future__ import annotations
 import re
 from typing import List, Optional, Sequence
 
-from core.escalation import Level
-from core.notifier import Field, Message
-from core.ranges import format_task_counts
-from core.slurm import explicit_time_limit
-from core.state import Attempt, FinalRecord, JobRecord
+from core.chain.policy import Level
+from core.notify.discord import Field, Message
+from core.slurm.arrays import format_task_counts
+from core.slurm.client import explicit_time_limit
+from core.state.store import Attempt, FinalRecord, JobRecord
 
 WARNING_STATES = frozenset({"TIMEOUT", "CANCELLED"})
 MAX_FINDINGS_SHOWN = 6

@@ -36,8 +36,8 @@ import os
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-from core.notifier import Delivery
-from core.state import atomic_write_text
+from core.notify.discord import Delivery
+from core.state.store import atomic_write_text
 
 SCHEMA_VERSION = 1
 WINDOW = 60.0  # seconds covered by ``per_minute``

@@ -1,0 +1,85 @@
+"""What a finished job's logs say: analysis of the log tails and the excerpt to show."""
+from __future__ import annotations
+
+from typing import Dict, List, Sequence, Tuple
+
+from core import outcome as groups
+from core.analysis.analyzer import Analysis, Pattern, analyze, clean_line
+from core.analysis.logtail import read_tail
+from core.errors import JobmonError
+from core.monitor.messages import choose_excerpt
+from core.slurm.jobscript import JobOptions, resolve_log_paths
+from core.state.store import JobRecord, TaskOutcome
+
+#: At most this many failed tasks' logs are read for one array summary.
+MAX_TASK_LOGS = 20
+
+
+def ordered_findings(analysis: Analysis) -> List[Dict[str, object]]:
+    """Findings as JSON dicts, root cause first (category importance, then line order)."""
+    rank = {category: index for index, category in enumerate(analysis.categories)}
+    ordered = sorted(analysis.findings, key=lambda f: (rank.get(f.category, len(rank)), f.line_no))
+    return [
+        {"category": f.category, "severity": f.severity, "line_no": f.line_no, "line": f.line, "hint": f.hint}
+        for f in ordered
+    ]
+
+
+def log_files(record: JobRecord) -> List[str]:
+    paths = [p for p in (record.stderr_path, record.stdout_path) if p]
+    return list(dict.fromkeys(paths))
+
+
+def analyze_logs(paths: Sequence[str], patterns: Sequence[Pattern], tail_lines: int) -> Tuple[Analysis, str]:
+    """Analyse the tail of stderr (and stdout when it is another file); pick the excerpt."""
+    lines: List[str] = []
+    for path in paths:
+        lines.extend(read_tail(path, tail_lines).lines)
+    analysis = analyze(lines, patterns)
+    root = analysis.root_cause
+    anchor = root.line_no - 1 if root is not None else None
+    return analysis, choose_excerpt([clean_line(line, keep_indent=True) for line in lines], anchor)
+
+
+def task_log_files(record: JobRecord, task: TaskOutcome) -> List[str]:
+    """Where one array task wrote: the job's -o/-e patterns expanded for that task."""
+    if not task.task_id.isdecimal():
+        return log_files(record)  # het components share the job's files
+    options = JobOptions(
+        output=record.log_options.get("output") or None, error=record.log_options.get("error") or None,
+        job_name=record.name or None, chdir=record.log_options.get("chdir") or None, array=record.array_spec or "0",
+    )
+    try:
+        paths = resolve_log_paths(
+            options, submit_dir=record.submit_dir or "/", job_id=task.raw_id or task.job_id, user=record.user,
+            default_job_name=record.name, array_task_id=task.task_id, array_job_id=task.job_id.split("_")[0],
+        )
+    except (JobmonError, ValueError):
+        return log_files(record)
+    return list(dict.fromkeys([paths.stderr, paths.stdout]))
+
+
+def _analysis_priority(task: TaskOutcome) -> bool:
+    """Tasks killed by signal 9 first: only their logs can tell a host-memory kill (which escalation
+    retries with more memory) from anything else; the rest keep their order."""
+    return not (task.state == "FAILED" and (task.exit_code == 137 or task.signal == 9))
+
+
+def analyze_group_logs(
+    record: JobRecord, tasks: List[TaskOutcome], patterns: Sequence[Pattern], tail_lines: int,
+) -> Tuple[List[TaskOutcome], Analysis, str]:
+    """Analyse the logs of (up to MAX_TASK_LOGS) failed tasks; findings are merged, root cause first."""
+    rank = {pattern.id: index for index, pattern in enumerate(patterns)}
+    findings = []
+    excerpt = ""
+    best_rank = len(rank) + 1
+    for task in sorted((t for t in tasks if groups.is_failure(t)), key=_analysis_priority)[:MAX_TASK_LOGS]:
+        analysis, task_excerpt = analyze_logs(task_log_files(record, task), patterns, tail_lines)
+        task.categories = list(analysis.categories)
+        findings.extend(analysis.findings)
+        task_rank = rank.get(analysis.categories[0], len(rank)) if analysis.categories else len(rank)
+        if task_excerpt and (task_rank < best_rank or not excerpt):
+            best_rank = task_rank
+            excerpt = f"task {task.task_id}:\n{task_excerpt}"
+    categories = tuple(sorted({f.category for f in findings}, key=lambda c: rank.get(c, len(rank))))
+    return tasks, Analysis(findings=tuple(findings), categories=categories), excerpt
