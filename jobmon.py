@@ -8,13 +8,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
 import sys
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
-from core.config import Paths, config_permission_warning, load_config, load_patterns, read_text_file, resolve_paths
-from core.errors import JobmonError, StateError
+from core.config import (
+    Config,
+    Paths,
+    config_permission_warning,
+    load_config,
+    load_patterns,
+    read_text_file,
+    resolve_paths,
+)
+from core.errors import JobmonError
+
+if TYPE_CHECKING:  # each command imports what it needs: `jobmon --version` stays quick
+    from core.slurm.client import Slurm
+    from core.slurm.shared import SharedSlurm
+    from core.state.store import StateStore
 
 __version__ = "0.1.0"
 
@@ -29,26 +40,26 @@ class Context:
         self.paths.ensure()
         return self.paths
 
-    def store(self):
-        from core.state import StateStore
+    def store(self) -> StateStore:
+        from core.state.store import StateStore
 
         return StateStore(self.ready_paths().state)
 
-    def slurm(self):
-        from core.slurm import Slurm
+    def slurm(self) -> Slurm:
+        from core.slurm.client import Slurm
 
         return Slurm()
 
-    def shared_slurm(self, config):
-        """Slurm queries through the snapshots every monitor shares (see core/shared_slurm.py)."""
-        from core.shared_slurm import SharedSlurm
+    def shared_slurm(self, config: Config) -> SharedSlurm:
+        """Slurm queries through the snapshots every monitor shares (see core/slurm/shared.py)."""
+        from core.slurm.shared import SharedSlurm
 
         return SharedSlurm(self.slurm(), self.ready_paths().state, max_age=config.running_interval)
 
     def warn(self, message: str) -> None:
         print(f"jobmon: {message}", file=sys.stderr)
 
-    def config(self, *, require_webhook: bool):
+    def config(self, *, require_webhook: bool) -> Config:
         config = load_config(self.paths, require_webhook=require_webhook)
         warning = config_permission_warning(self.paths)
         if warning:
@@ -57,7 +68,7 @@ class Context:
 
 
 # -- init -----------------------------------------------------------------------------------
-def _add_init(sub) -> None:
+def _add_init(sub: Any) -> None:
     parser = sub.add_parser("init", help="create config.json (mode 0600) with your webhooks")
     parser.add_argument("--success-webhook", default="", metavar="URL", help="webhook for clean completions")
     parser.add_argument("--error-webhook", default="", metavar="URL", help="webhook for everything else")
@@ -65,9 +76,9 @@ def _add_init(sub) -> None:
     parser.set_defaults(handler=_cmd_init)
 
 
-def _cmd_init(args, ctx: Context) -> int:
+def _cmd_init(args: argparse.Namespace, ctx: Context) -> int:
     from core.config import write_new_config
-    from core.notifier import redact_url
+    from core.notify.discord import redact_url
 
     paths = ctx.ready_paths()
     write_new_config(paths, args.success_webhook.strip(), args.error_webhook.strip(), overwrite=args.force)
@@ -79,7 +90,7 @@ def _cmd_init(args, ctx: Context) -> int:
 
 
 # -- submit ---------------------------------------------------------------------------------
-def _add_submit(sub) -> None:
+def _add_submit(sub: Any) -> None:
     parser = sub.add_parser(
         "submit", help="sbatch a script and start its monitor",
         description="Run sbatch with all flags unchanged, then start a detached monitor for the job.",
@@ -89,10 +100,10 @@ def _add_submit(sub) -> None:
     parser.set_defaults(handler=_cmd_submit)
 
 
-def _cmd_submit(args, ctx: Context) -> int:
-    from core.daemon import start_monitor
-    from core.escalation import load_ladder_text, parse_policy
-    from core.submitter import split_jobmon_flags, submit
+def _cmd_submit(args: argparse.Namespace, ctx: Context) -> int:
+    from core.chain.policy import load_ladder_text, parse_policy
+    from core.chain.submitter import split_jobmon_flags, submit
+    from core.daemon.launcher import start_monitor
 
     config = ctx.config(require_webhook=True)
     load_patterns(ctx.paths)  # a broken user patterns file must stop us before sbatch, not the daemon later
@@ -114,7 +125,7 @@ def _cmd_submit(args, ctx: Context) -> int:
 
 
 # -- watch ----------------------------------------------------------------------------------
-def _add_watch(sub) -> None:
+def _add_watch(sub: Any) -> None:
     parser = sub.add_parser("watch", help="monitor a job submitted with plain sbatch")
     parser.add_argument("job_id")
     parser.add_argument("--error", metavar="PATH", help="the job's stderr file (default: from scontrol)")
@@ -122,63 +133,43 @@ def _add_watch(sub) -> None:
     parser.set_defaults(handler=_cmd_watch)
 
 
-def _cmd_watch(args, ctx: Context) -> int:
-    from core.daemon import start_monitor
-    from core.submitter import attach
+def _cmd_watch(args: argparse.Namespace, ctx: Context) -> int:
+    from core.chain.submitter import attach
+    from core.daemon.launcher import start_monitor
+    from core.daemon.main import run_inline
+    from core.notify.outbox import problems, summary_status
 
     config = ctx.config(require_webhook=True)
     load_patterns(ctx.paths)
     ctx.ready_paths()
-    store = ctx.store()
-    record, finished = attach(store, ctx.slurm(), args.job_id, stdout=args.output, stderr=args.error)
-    if finished:
-        print(f"jobmon: job {record.job_id} has already ended; analysing and notifying now")
-        status = _run_inline(ctx, record.job_id, config)
-        return 0 if status == "done" else 1
-    pid = start_monitor(ctx.paths, record.job_id)
-    print(f"jobmon: monitoring job {record.job_id} (daemon pid {pid}, log {ctx.paths.monitor_log(record.job_id)})")
-    return 0
-
-
-def _run_inline(ctx: Context, job_id: str, config) -> str:
-    """Tell a finished job's story in this process (no daemon needed) and print the outcome."""
-    from core.daemon import paced_sender
-    from core.monitor import Monitor, MonitorDeps
-
-    store = ctx.store()
-    exclusive = store.monitor_lock(job_id)
-    try:
-        exclusive.acquire()
-    except TimeoutError:  # a `recover` elsewhere started a daemon for it first: that one tells the story
-        raise StateError(f"job {job_id} is already being monitored by another process; see `jobmon status`") from None
-    try:
-        deps = MonitorDeps(
-            slurm=ctx.shared_slurm(config), store=store, config=config, patterns=lambda: load_patterns(ctx.paths),
-            send=paced_sender(ctx.paths.state),
-        )
-        result = Monitor(job_id, deps).run()
-    finally:
-        exclusive.release()
-    record = store.load(job_id)
+    record, finished = attach(ctx.store(), ctx.slurm(), args.job_id, stdout=args.output, stderr=args.error)
+    if not finished:
+        pid = start_monitor(ctx.paths, record.job_id)
+        print(f"jobmon: monitoring job {record.job_id} (daemon pid {pid}, log {ctx.paths.monitor_log(record.job_id)})")
+        return 0
+    print(f"jobmon: job {record.job_id} has already ended; analysing and notifying now")
+    record = run_inline(ctx.paths, config, record.job_id)
     final = record.final
-    causes = ", ".join(record.categories) or "no known error pattern"
     if final is not None:
-        print(f"jobmon: job {job_id} ended {final.state} (exit {final.exit_code}:{final.signal}); findings: {causes}")
-    print(f"jobmon: notification {record.notification.status}"
-          + (f": {record.notification.last_error}" if record.notification.last_error else ""))
-    return result
+        causes = ", ".join(record.categories) or "no known error pattern"
+        print(f"jobmon: job {record.job_id} ended {final.state.value} (exit {final.exit_code}:{final.signal}); "
+              f"findings: {causes}")
+    trouble = problems(record.outbox)
+    print(f"jobmon: notification {summary_status(record.outbox)}" + (f": {'; '.join(trouble)}" if trouble else ""))
+    return 0 if record.done else 1
 
 
 # -- status ---------------------------------------------------------------------------------
-def _add_status(sub) -> None:
+def _add_status(sub: Any) -> None:
     parser = sub.add_parser("status", help="one row per monitored job")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--all", action="store_true", help="include jobs finished more than a day ago")
     parser.set_defaults(handler=_cmd_status)
 
 
-def _cmd_status(args, ctx: Context) -> int:
-    from core.status import collect_status
+def _cmd_status(args: argparse.Namespace, ctx: Context) -> int:
+    from core.views.status import COLUMNS, collect_status, rows_as_json
+    from core.views.table import text_table
 
     store = ctx.store()
     config = ctx.config(require_webhook=False)
@@ -186,99 +177,55 @@ def _cmd_status(args, ctx: Context) -> int:
     if warning:
         ctx.warn(warning)
     if args.json:
-        print(json.dumps({"jobs": rows}, indent=1))
+        print(json.dumps(rows_as_json(rows), indent=1))
         return 0
     if not rows:
         print("No monitored jobs." + ("" if args.all else " (--all shows older ones)"))
         return 0
-    columns = [("JOB", "job_id"), ("NAME", "name"), ("STATE", "state"), ("MONITOR", "monitor"),
-               ("ELAPSED", "elapsed"), ("HOST", "host"), ("LAST POLL", "last_poll"), ("NOTIFY", "notification")]
-    table = [[h for h, _ in columns]] + [[_cell(row, key) for _, key in columns] for row in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
-    for line in table:
-        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+    print(text_table([header for header, _ in COLUMNS], [row.cells() for row in rows]))
     for row in rows:
-        if row.get("problem"):
-            print(f"  {row['job_id']}: {row['problem']}")
+        if row.problem:
+            print(f"  {row.job_id}: {row.problem}")
     return 0
 
 
-def _cell(row: Dict[str, object], key: str) -> str:
-    value = row.get(key)
-    if key == "job_id" and row.get("current_job") not in (None, value):
-        return f"{value}->{row['current_job']}"
-    if key == "last_poll":
-        return "-" if value is None else f"{value:.0f}s ago"
-    return "-" if value in (None, "") else str(value)
-
-
 # -- cancel / recover -----------------------------------------------------------------------
-def _add_cancel(sub) -> None:
+def _add_cancel(sub: Any) -> None:
     parser = sub.add_parser("cancel", help="stop monitoring a job or chain (the Slurm job keeps running)")
     parser.add_argument("job_id", help="the job's id, or the id of any attempt of its chain")
     parser.add_argument("--job", action="store_true", help="also scancel the job (the chain's current attempt)")
     parser.set_defaults(handler=_cmd_cancel)
 
 
-def _cmd_cancel(args, ctx: Context) -> int:
-    from core.daemon import is_process_alive
-    from core.jobscript import validate_job_id
+def _cmd_cancel(args: argparse.Namespace, ctx: Context) -> int:
+    from core.daemon.control import cancel
+    from core.slurm.jobscript import validate_job_id
+    from core.views.history import find_record
 
     store = ctx.store()
-    record = _find_monitored(store, validate_job_id(args.job_id))
-
-    def request_stop(current) -> None:
-        current.monitor.stop_requested = True
-
-    record = store.update(record.job_id, request_stop)
-    monitor = record.monitor
-    if monitor.host == socket.gethostname() and is_process_alive(monitor.pid, monitor.start_ticks):
-        os.kill(monitor.pid, signal.SIGTERM)
-    if args.job:
-        return _cancel_jobs(ctx, record)
-    print(f"jobmon: stopped monitoring job {record.job_id}; the Slurm job itself keeps running "
-          f"(scancel {record.target} or `jobmon cancel --job {record.job_id}` stops it)")
+    record = find_record(store, validate_job_id(args.job_id))
+    done = cancel(store, record, ctx.slurm() if args.job else None)
+    job_id = done.record.job_id
+    if not args.job:
+        print(f"jobmon: stopped monitoring job {job_id}; the Slurm job itself keeps running "
+              f"(scancel {done.record.target} or `jobmon cancel --job {job_id}` stops it)")
+        return 0
+    jobs = ", ".join(done.cancelled_jobs) or "none"
+    print(f"jobmon: stopped monitoring job {job_id}; cancelled Slurm job(s): {jobs}")
+    if done.failures:
+        raise JobmonError("; ".join(done.failures))
     return 0
-
-
-def _cancel_jobs(ctx: Context, record) -> int:
-    """scancel the chain's current jobs, and those of a round still being submitted; each one is tried."""
-    pending = record.chain.pending.get("submissions", []) if record.chain is not None else []
-    jobs = list(dict.fromkeys([*record.targets, *(s["job_id"] for s in pending if s.get("job_id"))]))
-    cancelled, failures = [], []
-    for job in jobs:
-        try:
-            ctx.slurm().cancel(job)
-            cancelled.append(job)
-        except JobmonError as exc:
-            failures.append(str(exc))
-    print(f"jobmon: stopped monitoring job {record.job_id}; cancelled Slurm job(s): {', '.join(cancelled) or 'none'}")
-    if failures:
-        raise JobmonError("; ".join(failures))
-    return 0
-
-
-def _find_monitored(store, job_id: str):
-    """The record of a job, or of the chain one of whose attempts has this id."""
-    from core.history import find_record
-
-    if store.exists(job_id):
-        return store.load(job_id)
-    found = find_record((r for _, r, _ in store.load_all() if r is not None), job_id)
-    if found is None:
-        raise StateError(f"job {job_id} is not monitored (see `jobmon status --all`)")
-    return found
 
 
 # -- report / history -----------------------------------------------------------------------
-def _add_report(sub) -> None:
+def _add_report(sub: Any) -> None:
     parser = sub.add_parser("report", help="attempts, levels, states and runtimes of a job or chain")
     parser.add_argument("job_id", help="the job's id, or the id of any attempt of its chain")
     _add_format_flags(parser, markdown=True)
     parser.set_defaults(handler=_cmd_report)
 
 
-def _add_format_flags(parser, *, markdown: bool) -> None:
+def _add_format_flags(parser: argparse.ArgumentParser, *, markdown: bool) -> None:
     group = parser.add_mutually_exclusive_group()
     if markdown:
         group.add_argument("--markdown", dest="fmt", action="store_const", const="markdown")
@@ -287,33 +234,31 @@ def _add_format_flags(parser, *, markdown: bool) -> None:
     parser.set_defaults(fmt="table")
 
 
-def _cmd_report(args, ctx: Context) -> int:
-    from core.history import render, report_columns, report_rows
-    from core.jobscript import validate_job_id
+def _cmd_report(args: argparse.Namespace, ctx: Context) -> int:
+    from core.slurm.jobscript import validate_job_id
+    from core.views.history import find_record, report_columns, report_rows, report_title
+    from core.views.table import render
 
-    record = _find_monitored(ctx.store(), validate_job_id(args.job_id))
-    final = record.final
-    state = final.state_text or final.state if final else (record.observation.state or "running")
-    title = f"{record.job_id} ({record.name}): {state}"
-    print(render(report_rows(record), report_columns(record), args.fmt, title))
+    record = find_record(ctx.store(), validate_job_id(args.job_id))
+    print(render(report_rows(record), report_columns(record), args.fmt, report_title(record)))
     return 0
 
 
-def _add_history(sub) -> None:
+def _add_history(sub: Any) -> None:
     parser = sub.add_parser("history", help="past jobs and chains with their outcome and causes")
     parser.add_argument("--since", default="", metavar="WHEN", help="e.g. 7d, 12h, 2026-11-01")
     _add_format_flags(parser, markdown=False)
     parser.set_defaults(handler=_cmd_history)
 
 
-def _cmd_history(args, ctx: Context) -> int:
+def _cmd_history(args: argparse.Namespace, ctx: Context) -> int:
     import time
 
-    from core.history import HISTORY_COLUMNS, history_rows, parse_since, render
+    from core.views.history import HISTORY_COLUMNS, history_entries, history_row, parse_since
+    from core.views.table import render
 
     since = parse_since(args.since, time.time()) if args.since else 0.0
-    records = [r for _, r, _ in ctx.store().load_all() if r is not None]
-    rows = history_rows(records, since)
+    rows = [history_row(entry) for entry in history_entries(ctx.store(), since)]
     if not rows and args.fmt == "table":
         print("No jobs in the history" + (f" since {args.since}." if args.since else "."))
         return 0
@@ -321,15 +266,16 @@ def _cmd_history(args, ctx: Context) -> int:
     return 0
 
 
-def _add_recover(sub) -> None:
+def _add_recover(sub: Any) -> None:
     parser = sub.add_parser("recover", help="restart dead monitors and deliver pending notifications")
     parser.set_defaults(handler=_cmd_recover)
 
 
-def _cmd_recover(args, ctx: Context) -> int:
-    from core.status import recover_all
+def _cmd_recover(args: argparse.Namespace, ctx: Context) -> int:
+    from core.daemon.control import recover_all
 
-    actions = recover_all(ctx.ready_paths(), ctx.store())
+    config = ctx.config(require_webhook=False)
+    actions = recover_all(ctx.ready_paths(), ctx.store(), config)
     for line in actions:
         print(f"jobmon: {line}")
     if not actions:
@@ -338,39 +284,41 @@ def _cmd_recover(args, ctx: Context) -> int:
 
 
 # -- test-discord ---------------------------------------------------------------------------
-def _add_test_discord(sub) -> None:
+def _add_test_discord(sub: Any) -> None:
     parser = sub.add_parser("test-discord", help="send a test message to each configured webhook")
     parser.set_defaults(handler=_cmd_test_discord)
 
 
-def _cmd_test_discord(args, ctx: Context) -> int:
-    from core.notifier import Field, Message, redact_url, render_payload, send
+def _cmd_test_discord(args: argparse.Namespace, ctx: Context) -> int:
+    from core.daemon.delivery import build_sinks
+    from core.daemon.liveness import this_host
+    from core.notify.deliver import send_once
+    from core.notify.events import Route
+    from core.notify.message import Field, Message, Tone
+    from core.notify.outbox import Answer
 
     config = ctx.config(require_webhook=True)
-    by_url: Dict[str, List[str]] = {}
-    for channel, url in config.channels():
-        by_url.setdefault(url, []).append(channel)
     failures = 0
-    for url, channels in by_url.items():
-        label = "+".join(channels)
+    for name, sink in build_sinks(config.sinks).items():
+        routes = "+".join(route.value for route in Route if name in config.sinks_for(route)) or "no"
         message = Message(
             title="jobmon test message",
-            description=f"This webhook receives jobmon's {label} notifications.",
-            color="success" if channels == ["success"] else "info",
-            fields=(Field("Host", socket.gethostname()), Field("Channel", label)),
+            description=f"This sink ({name}) receives jobmon's {routes} messages.",
+            tone=Tone.SUCCESS if routes == Route.SUCCESS.value else Tone.INFO,
+            fields=(Field("Host", this_host()), Field("Routes", routes)),
             footer="jobmon test-discord",
         )
-        delivery = send(url, render_payload(message, username=config.username), max_attempts=2, timeout=10.0)
-        if delivery.outcome == "delivered":
-            print(f"{label}: OK ({redact_url(url)})")
+        outcome = send_once(sink, message)
+        if outcome.answer is Answer.DELIVERED:
+            print(f"{name} ({routes} routes): OK ({sink.describe()})")
         else:
             failures += 1
-            print(f"{label}: FAILED ({redact_url(url)}): {delivery.detail}")
+            print(f"{name} ({routes} routes): FAILED ({sink.describe()}): {outcome.detail}")
     return 1 if failures else 0
 
 
 # -- analyze --------------------------------------------------------------------------------
-def _add_analyze(sub) -> None:
+def _add_analyze(sub: Any) -> None:
     parser = sub.add_parser("analyze", help="run the error analyzer on a log file")
     parser.add_argument("logfile")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
@@ -389,9 +337,9 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _cmd_analyze(args, ctx: Context) -> int:
-    from core.analyzer import analyze
-    from core.logtail import read_tail
+def _cmd_analyze(args: argparse.Namespace, ctx: Context) -> int:
+    from core.analysis.analyzer import analyze
+    from core.analysis.logtail import read_tail
 
     path = args.logfile
     if os.path.isdir(path):
@@ -424,7 +372,7 @@ def _cmd_analyze(args, ctx: Context) -> int:
     return 0
 
 
-COMMANDS: Sequence[Callable] = (
+COMMANDS: Sequence[Callable[[Any], None]] = (
     _add_init, _add_submit, _add_watch, _add_status, _add_cancel, _add_recover, _add_report, _add_history,
     _add_test_discord, _add_analyze,
 )
@@ -454,7 +402,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help(sys.stderr)
         return 2
-    from core.slurm import SbatchRejected
+    from core.errors import SbatchRejected
 
     try:
         return args.handler(args, Context())

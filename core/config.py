@@ -6,9 +6,13 @@ import math
 import os
 import stat
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 
 from core.errors import ConfigError
+from core.notify.events import Route
+
+if TYPE_CHECKING:
+    from core.analysis.analyzer import Pattern
 
 CHECKOUT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: In a checkout the library sits in patterns/; an installed package carries it as core/patterns/.
@@ -83,6 +87,20 @@ def resolve_paths() -> Paths:
 
 
 @dataclass(frozen=True)
+class SinkConfig:
+    """One destination as configured (only Discord webhooks so far)."""
+
+    kind: str
+    url: str
+    username: str = "jobmon"
+
+
+#: The sink names the `discord` shorthand defines, one per webhook key.
+SUCCESS_SINK = "discord-success"
+ERROR_SINK = "discord-error"
+
+
+@dataclass(frozen=True)
 class Config:
     success_webhook: str = ""
     error_webhook: str = ""
@@ -94,16 +112,24 @@ class Config:
     tail_lines: int = DEFAULT_TAIL_LINES
     send_excerpt: bool = True
     notify_first_failure: bool = False
-    escalation: Dict[str, Any] = field(default_factory=dict)  # validated by core.escalation.parse_policy
+    escalation: Dict[str, Any] = field(default_factory=dict)  # validated by core.chain.policy.parse_policy
 
-    def webhook_for(self, channel: str) -> str:
-        """`success` or `error`; one URL may serve both channels."""
-        if channel == "success":
-            return self.success_webhook or self.error_webhook
-        return self.error_webhook or self.success_webhook
+    @property
+    def sinks(self) -> Dict[str, SinkConfig]:
+        """Every configured destination by name: `discord.success_webhook` is the sink "discord-success",
+        `discord.error_webhook` the sink "discord-error"."""
+        found = {}
+        if self.success_webhook:
+            found[SUCCESS_SINK] = SinkConfig("discord", self.success_webhook, self.username)
+        if self.error_webhook:
+            found[ERROR_SINK] = SinkConfig("discord", self.error_webhook, self.username)
+        return found
 
-    def channels(self) -> List[Tuple[str, str]]:
-        return [(name, self.webhook_for(name)) for name in ("success", "error") if self.webhook_for(name)]
+    def sinks_for(self, route: Route) -> Tuple[str, ...]:
+        """The sinks that hear a route: its own webhook, else the other one (one URL may serve both)."""
+        own, other = (SUCCESS_SINK, ERROR_SINK) if route is Route.SUCCESS else (ERROR_SINK, SUCCESS_SINK)
+        sinks = self.sinks
+        return (own,) if own in sinks else (other,) if other in sinks else ()
 
 
 def _section(data: Dict[str, Any], name: str, path: str) -> Dict[str, Any]:
@@ -200,10 +226,9 @@ def load_config(paths: Paths, *, require_webhook: bool, trusted: bool = False) -
     starting it, and skipping the URL and ladder checks keeps the notifier and escalation modules out of
     an idle daemon's memory (a bad URL would still fail, and be recorded, when sending).
     """
-    if trusted:
-        validate_webhook_url = None
-    else:
-        from core.notify.discord import validate_webhook_url
+    validate_url: Optional[Callable[..., str]] = None
+    if not trusted:
+        from core.notify.discord import validate_webhook_url as validate_url
 
     try:
         with open(paths.config, encoding="utf-8") as handle:
@@ -213,11 +238,11 @@ def load_config(paths: Paths, *, require_webhook: bool, trusted: bool = False) -
             raise ConfigError(
                 f"no config at {paths.config}: copy config.json.example there and set your Discord webhooks"
             ) from None
-        return parse_config("{}", paths.config, validate_webhook_url)
+        return parse_config("{}", paths.config, validate_url)
     except OSError as exc:
         raise ConfigError(f"cannot read {paths.config}: {exc.strerror or exc}") from None
-    config = parse_config(text, paths.config, validate_webhook_url)
-    if require_webhook and not config.channels():
+    config = parse_config(text, paths.config, validate_url)
+    if require_webhook and not config.sinks:
         raise ConfigError(f"{paths.config}: set discord.success_webhook and/or discord.error_webhook")
     return config
 
@@ -257,7 +282,7 @@ def config_permission_warning(paths: Paths) -> Optional[str]:
     return None
 
 
-def load_patterns(paths: Paths):
+def load_patterns(paths: Paths) -> Tuple[Pattern, ...]:
     """The built-in pattern library merged with the user's own file beside config.json, if any."""
     from core.analysis.analyzer import merge_patterns, parse_patterns
 

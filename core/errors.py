@@ -32,5 +32,10 @@ class UnknownJob(SlurmError):
     """Slurm does not know this job id."""
 
 
-class NotifyError(JobmonError):
-    """A webhook could not be reached or refused the message."""
+class SbatchRejected(SlurmError):
+    """sbatch refused the job; its own message and exit code are passed on unchanged."""
+
+    def __init__(self, returncode: int, stderr: str) -> None:
+        message = stderr.strip() or f"sbatch exited with code {returncode}"
+        super().__init__(message)
+        self.exit_code = returncode if returncode > 0 else 1

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run jobmon's whole test suite: unit tests, lint, and integration tests on a real local Slurm.
+# Run jobmon's whole test suite: unit tests, lint (ruff) and type checks (mypy), and integration tests
+# on a real local Slurm.
 # As root on a fresh Debian 12 machine this first installs and starts the single-node Slurm
 # (scripts/slurm-local.sh), creates the non-root user the integration tests run jobmon as, and
 # builds a test virtualenv in .venv. Extra arguments go to pytest (e.g. -k monitor, -m "not integration").
@@ -25,10 +26,11 @@ else
     say "not root: integration tests run as $(id -un) and need Slurm already running (scripts/slurm-local.sh setup as root)"
 fi
 
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import pytest, hypothesis, requests, filelock, ruff' >/dev/null 2>&1; then
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import pytest, hypothesis, requests, filelock, ruff, mypy' >/dev/null 2>&1; then
     say "building the test virtualenv in .venv"
     python3 -m venv .venv
-    .venv/bin/pip install --quiet --disable-pip-version-check "pytest>=7" "hypothesis>=6" "ruff>=0.5" "requests>=2.25" "filelock>=3.4"
+    .venv/bin/pip install --quiet --disable-pip-version-check "pytest>=7" "hypothesis>=6" "ruff>=0.5" "mypy>=1.8" \
+        "requests>=2.25" "filelock>=3.4"
 fi
 
 exec .venv/bin/python -m pytest "$@"

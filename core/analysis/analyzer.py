@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from core.analysis.finding import Finding
 from core.errors import PatternError
 
 SCHEMA_VERSION = 1
@@ -56,17 +57,6 @@ class Pattern:
     description: str
     hint: str
     exclude: Tuple[re.Pattern[str], ...] = ()
-
-
-@dataclass(frozen=True)
-class Finding:
-    """A log line that matched a pattern; `line` is cleaned and at most MAX_LINE_CHARS long."""
-
-    category: str
-    severity: str
-    line_no: int
-    line: str
-    hint: str
 
 
 @dataclass(frozen=True)

@@ -1,28 +1,63 @@
-"""What a finished job's logs say: analysis of the log tails and the excerpt to show."""
+"""What a finished job's logs say: where they are, the analysis of their tails, and the excerpt to show."""
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+import re
+from typing import List, Optional, Sequence, Tuple
 
-from core import outcome as groups
 from core.analysis.analyzer import Analysis, Pattern, analyze, clean_line
+from core.analysis.finding import Finding
 from core.analysis.logtail import read_tail
 from core.errors import JobmonError
-from core.monitor.messages import choose_excerpt
 from core.slurm.jobscript import JobOptions, resolve_log_paths
-from core.state.store import JobRecord, TaskOutcome
+from core.slurm.model import JobState
+from core.state.model import JobRecord, TaskOutcome
 
 #: At most this many failed tasks' logs are read for one array summary.
 MAX_TASK_LOGS = 20
+EXCERPT_LINES = 25
+
+_SECRET_PATTERNS = (
+    (re.compile(r"\bhf_[A-Za-z0-9]{20,}"), "hf_***"),
+    (re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}"), "gh*_***"),
+    (re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"), "sk-***"),
+    (re.compile(r"\bAKIA[0-9A-Z]{16}\b"), "AKIA***"),
+    (re.compile(r"(?i)(authorization:\s*bearer\s+)\S+"), r"\1***"),
+    (re.compile(r"(?i)\b(password|passwd|token|secret|api[_-]?key)(\s*[=:]\s*)\S+"), r"\1\2***"),
+    (re.compile(r"https://(?:\w+\.)?discord(?:app)?\.com/api/webhooks/\S+"), "https://discord.com/api/webhooks/***"),
+)
 
 
-def ordered_findings(analysis: Analysis) -> List[Dict[str, object]]:
-    """Findings as JSON dicts, root cause first (category importance, then line order)."""
+def redact_secrets(text: str) -> str:
+    """Mask the usual token shapes before log text leaves the machine."""
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def choose_excerpt(lines: Sequence[str], anchor: Optional[int], size: int = EXCERPT_LINES) -> str:
+    """The lines around the root cause (mostly before it: tracebacks lead up to it), else the tail."""
+    if not lines:
+        return ""
+    if anchor is None:
+        chosen = lines[-size:]
+    else:
+        end = min(len(lines), anchor + 4)
+        chosen = lines[max(0, end - size):end]
+    return "\n".join(chosen)
+
+
+def ordered_findings(analysis: Analysis) -> List[Finding]:
+    """Findings as stored in the record, root cause first (category importance, then line order)."""
     rank = {category: index for index, category in enumerate(analysis.categories)}
     ordered = sorted(analysis.findings, key=lambda f: (rank.get(f.category, len(rank)), f.line_no))
-    return [
-        {"category": f.category, "severity": f.severity, "line_no": f.line_no, "line": f.line, "hint": f.hint}
-        for f in ordered
-    ]
+    return ordered
+
+
+def job_options(record: JobRecord, array: Optional[str]) -> JobOptions:
+    """The record's -o/-e/-J/-D as sbatch options again, to work out where a (re)submission writes."""
+    options = record.log_options
+    return JobOptions(output=options.output or None, error=options.error or None, job_name=record.name or None,
+                      chdir=options.chdir or None, array=array)
 
 
 def log_files(record: JobRecord) -> List[str]:
@@ -45,10 +80,7 @@ def task_log_files(record: JobRecord, task: TaskOutcome) -> List[str]:
     """Where one array task wrote: the job's -o/-e patterns expanded for that task."""
     if not task.task_id.isdecimal():
         return log_files(record)  # het components share the job's files
-    options = JobOptions(
-        output=record.log_options.get("output") or None, error=record.log_options.get("error") or None,
-        job_name=record.name or None, chdir=record.log_options.get("chdir") or None, array=record.array_spec or "0",
-    )
+    options = job_options(record, array=record.array_spec or "0")
     try:
         paths = resolve_log_paths(
             options, submit_dir=record.submit_dir or "/", job_id=task.raw_id or task.job_id, user=record.user,
@@ -62,18 +94,19 @@ def task_log_files(record: JobRecord, task: TaskOutcome) -> List[str]:
 def _analysis_priority(task: TaskOutcome) -> bool:
     """Tasks killed by signal 9 first: only their logs can tell a host-memory kill (which escalation
     retries with more memory) from anything else; the rest keep their order."""
-    return not (task.state == "FAILED" and (task.exit_code == 137 or task.signal == 9))
+    return not (task.state is JobState.FAILED and (task.exit_code == 137 or task.signal == 9))
 
 
 def analyze_group_logs(
-    record: JobRecord, tasks: List[TaskOutcome], patterns: Sequence[Pattern], tail_lines: int,
-) -> Tuple[List[TaskOutcome], Analysis, str]:
-    """Analyse the logs of (up to MAX_TASK_LOGS) failed tasks; findings are merged, root cause first."""
+    record: JobRecord, tasks: Sequence[TaskOutcome], patterns: Sequence[Pattern], tail_lines: int,
+) -> Tuple[Analysis, str]:
+    """Analyse the logs of (up to MAX_TASK_LOGS) failed tasks, writing each task's categories into it;
+    findings are merged, root cause first."""
     rank = {pattern.id: index for index, pattern in enumerate(patterns)}
-    findings = []
+    findings: List[Finding] = []
     excerpt = ""
     best_rank = len(rank) + 1
-    for task in sorted((t for t in tasks if groups.is_failure(t)), key=_analysis_priority)[:MAX_TASK_LOGS]:
+    for task in sorted((t for t in tasks if t.is_failure), key=_analysis_priority)[:MAX_TASK_LOGS]:
         analysis, task_excerpt = analyze_logs(task_log_files(record, task), patterns, tail_lines)
         task.categories = list(analysis.categories)
         findings.extend(analysis.findings)
@@ -82,4 +115,4 @@ def analyze_group_logs(
             best_rank = task_rank
             excerpt = f"task {task.task_id}:\n{task_excerpt}"
     categories = tuple(sorted({f.category for f in findings}, key=lambda c: rank.get(c, len(rank))))
-    return tasks, Analysis(findings=tuple(findings), categories=categories), excerpt
+    return Analysis(findings=tuple(findings), categories=categories), excerpt

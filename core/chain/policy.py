@@ -13,78 +13,67 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from core.errors import ConfigError
-from core.outcome import failed_tasks_text, headline_state, is_failure, member_suffix
+from core.outcome import failed_tasks_text, headline_state
 from core.slurm.arrays import compress_ids, parse_array_spec, split_spec
-from core.slurm.client import explicit_time_limit, parse_duration, parse_size
-from core.state.store import Attempt, Chain, FinalRecord, Round, TaskOutcome, TaskTrack
+from core.slurm.model import JobState, is_clean_end, member_suffix
+from core.slurm.parse import explicit_time_limit, parse_duration, parse_size
+from core.state.model import (
+    Action,
+    Attempt,
+    Chain,
+    FinalRecord,
+    Level,
+    PendingSubmission,
+    Round,
+    TaskOutcome,
+    TaskTrack,
+)
 
-ESCALATE_MEM = "escalate_mem"
-ESCALATE_TIME = "escalate_time"
-RELAUNCH = "relaunch"
-STOP = "stop"
-ACTIONS = (ESCALATE_MEM, ESCALATE_TIME, RELAUNCH, STOP)
-
+ACTIONS = tuple(action.value for action in Action)
 DEFAULT_STATE_ACTIONS = {
-    "OUT_OF_MEMORY": ESCALATE_MEM, "TIMEOUT": ESCALATE_TIME,
-    "NODE_FAIL": RELAUNCH, "BOOT_FAIL": RELAUNCH, "PREEMPTED": RELAUNCH,
+    "OUT_OF_MEMORY": Action.ESCALATE_MEM, "TIMEOUT": Action.ESCALATE_TIME,
+    "NODE_FAIL": Action.RELAUNCH, "BOOT_FAIL": Action.RELAUNCH, "PREEMPTED": Action.RELAUNCH,
 }
 DEFAULT_MAX_RETRIES = 3
 DEFAULT_MEM_CAP = "256G"
 DEFAULT_TIME_CAP = "7-00:00:00"
 MEM_OPTIONS = ("--mem", "--mem-per-cpu", "--mem-per-gpu")
+LEVEL_KEYS = ("mem", "time", "partition", "gres", "cpus")
 
 _TIME_RE = re.compile(r"^(?:\d+-)?\d+(?::\d+){0,2}$", re.ASCII)
 _SIZE_RE = re.compile(r"^\d+[KMGT]?$", re.ASCII | re.IGNORECASE)  # sbatch refuses --mem=4.5G
 
 
 @dataclass(frozen=True)
-class Level:
-    """Resources of one rung; empty fields keep whatever the job already asked for."""
-
-    mem: str = ""
-    time: str = ""
-    partition: str = ""
-    gres: str = ""
-    cpus: int = 0
-
-    def describe(self) -> str:
-        parts = [p for p in (self.mem, self.time) if p]
-        text = "/".join(parts) or "same resources"
-        extras = [f"on {self.partition}" if self.partition else "", self.gres, f"{self.cpus} CPUs" if self.cpus else ""]
-        return " ".join([text, *[e for e in extras if e]])
-
-    def to_dict(self) -> Dict[str, Any]:
-        return {k: v for k, v in (("mem", self.mem), ("time", self.time), ("partition", self.partition),
-                                  ("gres", self.gres), ("cpus", self.cpus)) if v}
-
-
-@dataclass(frozen=True)
 class Policy:
     ladder: Tuple[Level, ...] = ()
     max_retries: int = DEFAULT_MAX_RETRIES
-    states: Dict[str, str] = field(default_factory=lambda: dict(DEFAULT_STATE_ACTIONS))
-    exit_codes: Dict[int, str] = field(default_factory=dict)
+    states: Dict[str, Action] = field(default_factory=lambda: dict(DEFAULT_STATE_ACTIONS))
+    exit_codes: Dict[int, Action] = field(default_factory=dict)
     mem_cap: str = DEFAULT_MEM_CAP
     time_cap: str = DEFAULT_TIME_CAP
 
 
 @dataclass(frozen=True)
 class Decision:
-    action: str
+    action: Action
     level_index: int
     level: Level
     reason: str
 
     @property
     def resubmit(self) -> bool:
-        return self.action != STOP
+        return self.action is not Action.STOP
+
+    def submission(self, tasks: str = "") -> PendingSubmission:
+        return PendingSubmission(level_index=self.level_index, level=self.level, action=self.action, tasks=tasks)
 
 
 # -- parsing and validation --------------------------------------------------------------------
 def parse_level(data: Any, where: str) -> Level:
     if not isinstance(data, dict) or not data:
         raise ConfigError(f"{where}: a level must be an object with any of mem, time, partition, gres, cpus")
-    unknown = set(data) - {"mem", "time", "partition", "gres", "cpus"}
+    unknown = set(data) - set(LEVEL_KEYS)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; use mem, time, partition, gres, cpus")
     for key in ("partition", "gres"):
@@ -139,13 +128,13 @@ def parse_policy(
     for state, action in (section.get("states") or {}).items():
         if action not in ACTIONS:
             raise ConfigError(f"{where}.states.{state}: {action!r} is not one of {', '.join(ACTIONS)}")
-        states[str(state).upper()] = action
+        states[str(state).upper()] = Action(action)
     exit_codes = {}
     for code, action in (section.get("exit_codes") or {}).items():
         if not str(code).isdecimal() or action not in ACTIONS:
             raise ConfigError(
                 f"{where}.exit_codes: {code!r} -> {action!r}: use a number and one of {', '.join(ACTIONS)}")
-        exit_codes[int(code)] = action
+        exit_codes[int(code)] = Action(action)
     caps = section.get("caps") or {}
     mem_cap, time_cap = str(caps.get("mem", DEFAULT_MEM_CAP)), str(caps.get("time", DEFAULT_TIME_CAP))
     parse_level({"mem": mem_cap, "time": time_cap}, f"{where}.caps")
@@ -171,18 +160,23 @@ def parse_duration_any(text: str) -> Optional[float]:
 
 
 # -- the decision ------------------------------------------------------------------------------
-def action_for(state: str, exit_code: int, signal: int, categories: Sequence[str], policy: Policy) -> Tuple[str, str]:
+def action_for(
+    state: JobState, exit_code: int, signal: int, categories: Sequence[str], policy: Policy,
+) -> Tuple[Action, str]:
     """(action, why) for one ended attempt."""
-    if state == "COMPLETED" and exit_code == 0:
-        return STOP, "completed"
+    if is_clean_end(state, exit_code, signal):
+        return Action.STOP, "completed"
     if categories and categories[0] == "cuda_oom":
-        return STOP, "CUDA out of memory: more host memory cannot fix it (reduce batch size or use a bigger GPU)"
-    if state == "FAILED" and exit_code in policy.exit_codes:
-        return policy.exit_codes[exit_code], f"exit code {exit_code} is set to {policy.exit_codes[exit_code]}"
-    if state == "FAILED" and (exit_code == 137 or signal == 9) and "slurm_oom" in categories:
-        return ESCALATE_MEM, "killed for exceeding its memory (exit 137, Slurm OOM message)"
-    action = policy.states.get(state, STOP)
-    return action, f"{state} is set to {action}" if action != STOP else f"{state}: no retry for this ending"
+        return Action.STOP, "CUDA out of memory: more host memory cannot fix it (reduce batch size or use a bigger GPU)"
+    if state is JobState.FAILED and exit_code in policy.exit_codes:
+        action = policy.exit_codes[exit_code]
+        return action, f"exit code {exit_code} is set to {action.value}"
+    if state is JobState.FAILED and (exit_code == 137 or signal == 9) and "slurm_oom" in categories:
+        return Action.ESCALATE_MEM, "killed for exceeding its memory (exit 137, Slurm OOM message)"
+    action = policy.states.get(state.value, Action.STOP)
+    if action is Action.STOP:
+        return action, f"{state.value}: no retry for this ending"
+    return action, f"{state.value} is set to {action.value}"
 
 
 def double_size(text: str, cap: str) -> Optional[str]:
@@ -209,30 +203,30 @@ def format_minutes(seconds: float) -> str:
 
 
 def decide(
-    *, state: str, exit_code: int, signal: int, categories: Sequence[str], attempt: int, level_index: int,
+    *, state: JobState, exit_code: int, signal: int, categories: Sequence[str], attempt: int, level_index: int,
     current: Level, policy: Policy,
 ) -> Decision:
     """What to do after attempt number `attempt` (1-based) ended, running at `current` resources."""
     action, why = action_for(state, exit_code, signal, categories, policy)
-    if action == STOP:
-        return Decision(STOP, level_index, current, why)
+    if action is Action.STOP:
+        return Decision(Action.STOP, level_index, current, why)
     if attempt > policy.max_retries:
         used = f"{why}, but the chain already used its {policy.max_retries} retries"
-        return Decision(STOP, level_index, current, used)
-    if action == RELAUNCH:
-        return Decision(RELAUNCH, level_index, current, why)
+        return Decision(Action.STOP, level_index, current, used)
+    if action is Action.RELAUNCH:
+        return Decision(Action.RELAUNCH, level_index, current, why)
     if policy.ladder:
         if level_index + 1 >= len(policy.ladder):
-            return Decision(STOP, level_index, current, f"{why}, but this was the ladder's top level")
+            return Decision(Action.STOP, level_index, current, f"{why}, but this was the ladder's top level")
         return Decision(action, level_index + 1, policy.ladder[level_index + 1], why)
-    if action == ESCALATE_MEM:
+    if action is Action.ESCALATE_MEM:
         mem = double_size(current.mem, policy.mem_cap)
         if mem is None:
-            return Decision(STOP, level_index, current, f"{why}, but memory is at the cap ({policy.mem_cap})")
+            return Decision(Action.STOP, level_index, current, f"{why}, but memory is at the cap ({policy.mem_cap})")
         return Decision(action, level_index + 1, replace(current, mem=mem), why)
     time = double_time(current.time, policy.time_cap)
     if time is None:
-        return Decision(STOP, level_index, current, f"{why}, but time is at the cap ({policy.time_cap})")
+        return Decision(Action.STOP, level_index, current, f"{why}, but time is at the cap ({policy.time_cap})")
     return Decision(action, level_index + 1, replace(current, time=time), why)
 
 
@@ -294,7 +288,7 @@ def without_options(sbatch_flags: Sequence[str], names: Sequence[str]) -> List[s
 
 def apply_level(sbatch_flags: Sequence[str], level: Level, mem_option: str = "--mem") -> List[str]:
     """The original flags without the ones the level sets, then the level's flags (they win)."""
-    result = without_options(sbatch_flags, [name for name, value in level.to_dict().items() if value])
+    result = without_options(sbatch_flags, [name for name in LEVEL_KEYS if getattr(level, name)])
     if level.mem:
         result.append(f"{mem_option}={level.mem}")
     if level.time:
@@ -311,8 +305,7 @@ def apply_level(sbatch_flags: Sequence[str], level: Level, mem_option: str = "--
 # -- a chain's next step -----------------------------------------------------------------------
 def chain_policy(chain: Chain, config_section: Any) -> Policy:
     """config.json's escalation section, with the chain's own ladder and retry budget (from `submit`)."""
-    ladder = tuple(parse_level(level, "chain ladder") for level in chain.ladder)
-    return parse_policy(config_section, "config.json", ladder=ladder, max_retries=chain.max_retries)
+    return parse_policy(config_section, "config.json", ladder=tuple(chain.ladder), max_retries=chain.max_retries)
 
 
 def _filled(asked: Level, req_mem: str, time_limit: str) -> Level:
@@ -324,33 +317,33 @@ def _ask_only_changed(decision: Decision, asked: Level, policy: Policy) -> Decis
     """Without a ladder the next level changes one resource; sacct's values for the rest stay sacct's."""
     if not decision.resubmit or policy.ladder:
         return decision
-    changed = {"mem": decision.level.mem} if decision.action == ESCALATE_MEM else \
-        {"time": decision.level.time} if decision.action == ESCALATE_TIME else {}
-    return replace(decision, level=replace(asked, **changed))
+    if decision.action is Action.ESCALATE_MEM:
+        return replace(decision, level=replace(asked, mem=decision.level.mem))
+    if decision.action is Action.ESCALATE_TIME:
+        return replace(decision, level=replace(asked, time=decision.level.time))
+    return replace(decision, level=asked)
 
 
 def decide_next_attempt(chain: Chain, final: FinalRecord, categories: Sequence[str], config_section: Any) -> Decision:
     """The decision for a (non-array) chain whose current attempt just ended."""
     policy = chain_policy(chain, config_section)
-    asked = Level(**chain.level)
     decision = decide(state=final.state, exit_code=final.exit_code, signal=final.signal, categories=categories,
                       attempt=len(chain.attempts), level_index=chain.level_index,
-                      current=_filled(asked, final.req_mem, final.time_limit),
+                      current=_filled(chain.level, final.req_mem, final.time_limit),
                       policy=policy)
-    return _ask_only_changed(decision, asked, policy)
+    return _ask_only_changed(decision, chain.level, policy)
 
 
 @dataclass(frozen=True)
 class RoundPlan:
     """What follows an array round: the submissions of the next round and the tasks left as they are."""
 
-    submissions: Tuple[Dict[str, Any], ...]  # level_index, level, action, tasks (an --array spec)
+    submissions: Tuple[PendingSubmission, ...]
     retried: Tuple[int, ...]
     not_retried: Dict[str, Tuple[int, ...]]  # why -> task ids
 
     def describe(self) -> str:
-        parts = [f"task(s) {submission['tasks']} → {Level(**submission['level']).describe()} "
-                 f"({submission['action']})" for submission in self.submissions]
+        parts = [f"task(s) {s.tasks} → {s.level.describe()} ({s.action.value})" for s in self.submissions]
         parts += [f"not retried: task(s) {compress_ids(ids)} ({why})" for why, ids in self.not_retried.items()]
         return "; ".join(parts) or "every task completed"
 
@@ -366,13 +359,13 @@ def plan_array_round(
     """
     policy = chain_policy(chain, config_section)
     base = chain.attempts[0]
-    groups: Dict[Tuple[int, str], Tuple[Decision, List[int]]] = {}
+    groups: Dict[Tuple[int, Level], Tuple[Decision, List[int]]] = {}
     not_retried: Dict[str, List[int]] = {}
     for task in tasks:
-        if not is_failure(task):
+        if not task.is_failure:
             continue
         track = chain.tasks.get(task.task_id)
-        asked = Level(**(track.level if track is not None else base.resources))
+        asked = track.level if track is not None else base.resources
         index = track.level_index if track is not None else base.level_index
         decision = _ask_only_changed(decide(
             state=task.state, exit_code=task.exit_code, signal=task.signal, categories=task.categories,
@@ -382,16 +375,18 @@ def plan_array_round(
         if not decision.resubmit:
             not_retried.setdefault(decision.reason, []).append(int(task.task_id))
             continue
-        key = (decision.level_index, json.dumps(decision.level.to_dict(), sort_keys=True))
-        groups.setdefault(key, (decision, []))[1].append(int(task.task_id))
+        groups.setdefault((decision.level_index, decision.level), (decision, []))[1].append(int(task.task_id))
     submissions = []
-    for key in sorted(groups):
+    for key in sorted(groups, key=lambda k: (k[0], _level_order(k[1]))):
         decision, ids = groups[key]
-        for spec in split_spec(ids, max_spec_length, throttle):
-            submissions.append({"level_index": decision.level_index, "level": decision.level.to_dict(),
-                                "action": decision.action, "tasks": spec})
+        submissions += [decision.submission(spec) for spec in split_spec(ids, max_spec_length, throttle)]
     retried = tuple(sorted(i for _, ids in groups.values() for i in ids))
     return RoundPlan(tuple(submissions), retried, {why: tuple(ids) for why, ids in not_retried.items()})
+
+
+def _level_order(level: Level) -> Tuple[Tuple[str, str], ...]:
+    """A stable order of levels for the submissions of a round: by the resources they set, by name."""
+    return tuple(sorted((name, str(getattr(level, name))) for name in LEVEL_KEYS if getattr(level, name)))
 
 
 def close_attempt(chain: Chain, final: FinalRecord, categories: Sequence[str], decision: str) -> None:
@@ -400,7 +395,12 @@ def close_attempt(chain: Chain, final: FinalRecord, categories: Sequence[str], d
     attempt.state, attempt.exit_code, attempt.elapsed = final.state, final.exit_code, final.elapsed
     attempt.categories = list(categories[:3])
     attempt.decision = decision
-    attempt.core_hours = round(final.alloc_cpus * (parse_duration(final.elapsed) or 0.0) / 3600.0, 4)
+    attempt.core_hours = core_hours(final.alloc_cpus, [final.elapsed])
+
+
+def core_hours(cpus: int, elapsed: Sequence[str]) -> float:
+    """CPUs x the summed elapsed times, in hours (what `report` and the chain's message call waste)."""
+    return round(cpus * sum(parse_duration(e) or 0.0 for e in elapsed) / 3600.0, 4)
 
 
 def _ran_in(task: TaskOutcome, attempt: Attempt) -> bool:
@@ -429,25 +429,24 @@ def close_round(chain: Chain, tasks: Sequence[TaskOutcome], final: FinalRecord, 
     decision = plan.describe()
     for attempt in jobs:
         own = [t for t in tasks if _ran_in(t, attempt)] if len(jobs) > 1 else list(tasks)
-        failed = [t for t in own if is_failure(t)]
-        attempt.task_counts = dict(Counter(t.state for t in own))
-        attempt.state = headline_state(Counter(attempt.task_counts)) if own else "UNKNOWN"
+        failed = [t for t in own if t.is_failure]
+        attempt.task_counts = dict(Counter(t.state.value for t in own))
+        attempt.state = headline_state(attempt.task_counts) if own else JobState.UNKNOWN
         attempt.failed_tasks = failed_tasks_text(own)
         attempt.exit_code = max((t.exit_code for t in failed), default=0)
         attempt.elapsed = max((t.elapsed for t in own), key=lambda e: parse_duration(e) or 0.0, default="")
         attempt.categories = list(dict.fromkeys(c for t in failed for c in t.categories))[:3]
         attempt.decision = decision
-        seconds = sum(parse_duration(t.elapsed) or 0.0 for t in failed)
-        attempt.core_hours = round(final.alloc_cpus * seconds / 3600.0, 4)
+        attempt.core_hours = core_hours(final.alloc_cpus, [t.elapsed for t in failed])
     for submission in plan.submissions:
-        for task_id in parse_array_spec(submission["tasks"]).task_ids:
+        for task_id in parse_array_spec(submission.tasks).task_ids:
             track = chain.tasks.setdefault(str(task_id), TaskTrack())
-            track.level_index, track.level = submission["level_index"], dict(submission["level"])
+            track.level_index, track.level = submission.level_index, submission.level
     for task in tasks:
         if task.task_id in chain.tasks:
-            chain.tasks[task.task_id].runs.append(f"{task.job_id} {task.state}")
+            chain.tasks[task.task_id].runs.append(f"{task.job_id} {task.state.value}")
     chain.rounds.append(Round(
-        number=chain.round, jobs=[a.job_id for a in jobs], task_counts=dict(Counter(t.state for t in tasks)),
+        number=chain.round, jobs=[a.job_id for a in jobs], task_counts=dict(Counter(t.state.value for t in tasks)),
         failed_tasks=failed_tasks_text(tasks),
         retried_tasks=compress_ids(plan.retried) if plan.retried else "", decision=decision,
         not_retried={why: compress_ids(ids) for why, ids in plan.not_retried.items()},

@@ -4,22 +4,14 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Set, Tuple
 
-from core.chain.policy import (
-    MEM_OPTIONS,
-    Level,
-    Policy,
-    apply_level,
-    canonical_option,
-    memory_option,
-    without_options,
-)
+from core.analysis.logs import job_options
+from core.chain.policy import MEM_OPTIONS, Policy, apply_level, canonical_option, memory_option, without_options
 from core.errors import JobmonError, UnknownJob
 from core.slurm.arrays import compress_ids, parse_array_spec
-from core.slurm.client import JobInfo, Slurm, current_user
+from core.slurm.client import Slurm, current_user
 from core.slurm.jobscript import (
-    JobOptions,
     merge_options,
     parse_directives,
     parse_sbatch_options,
@@ -27,7 +19,9 @@ from core.slurm.jobscript import (
     split_submit_args,
     validate_job_id,
 )
-from core.state.store import Attempt, Chain, JobRecord, StateStore
+from core.slurm.model import JobInfo
+from core.state.model import Attempt, Chain, JobRecord, Level, LogOptions, RecordSource
+from core.state.store import StateStore
 
 
 def read_script(path: str) -> str:
@@ -119,12 +113,11 @@ def submit(
         level = first_level(policy, [*directives, *sbatch_flags])
         if policy.ladder:
             submit_flags = apply_level(sbatch_flags, level, mem_option)
-        chain = Chain(ladder=[lv.to_dict() for lv in policy.ladder], max_retries=policy.max_retries,
-                      mem_option=mem_option, level=level.to_dict())
+        chain = Chain(ladder=list(policy.ladder), max_retries=policy.max_retries, mem_option=mem_option, level=level)
     submission = slurm.submit([*submit_flags, script, *script_args])
     if chain is not None:
         chain.current_job = submission.job_id
-        chain.attempts.append(Attempt(job_id=submission.job_id, resources=dict(chain.level)))
+        chain.attempts.append(Attempt(job_id=submission.job_id, resources=chain.level))
     user = current_user()
     record = JobRecord(
         job_id=submission.job_id,
@@ -136,10 +129,10 @@ def submit(
         script_args=list(script_args),
         submit_dir=cwd,
         created_at=time.time(),
-        source="submit",
+        source=RecordSource.SUBMIT,
         chain=chain,
+        log_options=LogOptions(output=options.output or "", error=options.error or "", chdir=options.chdir or ""),
     )
-    record.log_options = {"output": options.output or "", "error": options.error or "", "chdir": options.chdir or ""}
     if options.array:
         record.array_spec = options.array
         record.expected_tasks = list(parse_array_spec(options.array).task_ids)
@@ -170,7 +163,7 @@ def resubmit(slurm: Slurm, record: JobRecord, level: Level, comment: str, tasks:
     if tasks:
         flags = [*without_options(flags, ["array"]), f"--array={tasks}"]
     if not any(arg == "-D" or arg.startswith(("--chdir", "-D")) for arg in flags):
-        flags.append(f"--chdir={os.path.join(record.submit_dir, record.log_options.get('chdir', ''))}")
+        flags.append(f"--chdir={os.path.join(record.submit_dir, record.log_options.chdir)}")
     if not any(arg.startswith("--comment") for arg in flags):
         flags.append(f"--comment={comment}")
     submission = slurm.submit([*flags, record.script, *record.script_args])
@@ -181,10 +174,7 @@ def attempt_log_paths(slurm: Slurm, record: JobRecord, job_id: str, tasks: str =
     """(stdout, stderr) of a chain's new attempt; none for array tasks (each has its own, found at the end)."""
     if tasks:
         return "", ""
-    options = JobOptions(
-        output=record.log_options.get("output") or None, error=record.log_options.get("error") or None,
-        job_name=record.name or None, chdir=record.log_options.get("chdir") or None, array=None,
-    )
+    options = job_options(record, array=None)
     paths = resolve_log_paths(options, submit_dir=record.submit_dir, job_id=job_id, user=record.user,
                               default_job_name=os.path.basename(record.script))
     probe = JobRecord(job_id=job_id, stdout_path=paths.stdout, stderr_path=paths.stderr)
@@ -221,7 +211,7 @@ def attach(
     infos = slurm.show_jobs(job_id)
     info = infos[0] if infos else None
     finished = info is None or all(job.state.is_final for job in infos)
-    record = JobRecord(job_id=job_id, created_at=time.time(), source="watch", user=current_user())
+    record = JobRecord(job_id=job_id, created_at=time.time(), source=RecordSource.WATCH, user=current_user())
     if info is not None:
         _apply_job_info(record, info)
         record.submit_dir = info.work_dir
@@ -249,7 +239,7 @@ def attach(
 
 def _attach_array(record: JobRecord, infos: List[JobInfo]) -> None:
     """An array seen through scontrol: its task ids, and its -o/-e patterns guessed from one task."""
-    task_ids = set()
+    task_ids: Set[int] = set()
     for info in infos:
         try:
             task_ids.update(parse_array_spec(info.array_task_id).task_ids)
@@ -259,10 +249,8 @@ def _attach_array(record: JobRecord, infos: List[JobInfo]) -> None:
     record.array_spec = compress_ids(record.expected_tasks)
     started = next((info for info in infos if info.array_task_id.isdecimal()), None)
     if started is not None:
-        record.log_options = {
-            "output": _task_path_pattern(started.stdout, started), "error": _task_path_pattern(started.stderr, started),
-            "chdir": "",
-        }
+        record.log_options = LogOptions(output=_task_path_pattern(started.stdout, started),
+                                        error=_task_path_pattern(started.stderr, started))
     record.stdout_path = record.stderr_path = ""
 
 

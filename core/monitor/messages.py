@@ -1,58 +1,42 @@
-"""Turn a finished job record into a notification message, and pick the channel. Pure."""
+"""What each event says: a job record turned into a sink-neutral message. Pure.
+
+The final message (state, exit code, elapsed vs limit, peak memory vs request, findings, excerpt,
+the chain's attempts or the array's rounds), one per escalation step or array round, and the
+optional first-failure warning of an array. Each names its route: the success route hears only
+clean completions.
+"""
 from __future__ import annotations
 
-import re
 from typing import List, Optional, Sequence
 
-from core.chain.policy import Level
-from core.notify.discord import Field, Message
+from core.notify.events import Event, EventKind, Route
+from core.notify.message import Field, Message, Tone
 from core.slurm.arrays import format_task_counts
-from core.slurm.client import explicit_time_limit
-from core.state.store import Attempt, FinalRecord, JobRecord
+from core.slurm.model import JobState
+from core.slurm.parse import explicit_time_limit
+from core.state.model import Attempt, Chain, FinalRecord, JobRecord
 
-WARNING_STATES = frozenset({"TIMEOUT", "CANCELLED"})
+WARNING_STATES = frozenset({JobState.TIMEOUT, JobState.CANCELLED})
 MAX_FINDINGS_SHOWN = 6
-EXCERPT_LINES = 25
-
-_SECRET_PATTERNS = (
-    (re.compile(r"\bhf_[A-Za-z0-9]{20,}"), "hf_***"),
-    (re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}"), "gh*_***"),
-    (re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"), "sk-***"),
-    (re.compile(r"\bAKIA[0-9A-Z]{16}\b"), "AKIA***"),
-    (re.compile(r"(?i)(authorization:\s*bearer\s+)\S+"), r"\1***"),
-    (re.compile(r"(?i)\b(password|passwd|token|secret|api[_-]?key)(\s*[=:]\s*)\S+"), r"\1\2***"),
-    (re.compile(r"https://(?:\w+\.)?discord(?:app)?\.com/api/webhooks/\S+"), "https://discord.com/api/webhooks/***"),
-)
 
 
-def redact_secrets(text: str) -> str:
-    """Mask the usual token shapes before log text leaves the machine."""
-    for pattern, replacement in _SECRET_PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
+def route_for(final: FinalRecord) -> Route:
+    """The success route hears only clean completions; everything else goes to the error route."""
+    return Route.SUCCESS if final.is_success else Route.ERROR
 
 
-def is_success(final: FinalRecord) -> bool:
-    return final.state == "COMPLETED" and final.exit_code == 0 and final.signal == 0
-
-
-def channel_for(final: FinalRecord) -> str:
-    """The success webhook hears only clean completions; everything else goes to the error webhook."""
-    return "success" if is_success(final) else "error"
-
-
-def colour_for(final: FinalRecord) -> str:
-    if is_success(final):
-        return "success"
+def tone_for(final: FinalRecord) -> Tone:
+    if final.is_success:
+        return Tone.SUCCESS
     if final.state in WARNING_STATES:
-        return "warning"
-    return "failure"
+        return Tone.WARNING
+    return Tone.FAILURE
 
 
 def outcome_label(final: FinalRecord) -> str:
-    if final.state == "PENDING" and final.reason:
+    if final.state is JobState.PENDING and final.reason:
         return f"NEVER STARTS ({final.reason})"
-    return final.state or "UNKNOWN"
+    return final.state.value
 
 
 def format_bytes(count: Optional[int]) -> str:
@@ -75,29 +59,22 @@ def exit_label(final: FinalRecord) -> str:
     return str(final.exit_code)
 
 
-def choose_excerpt(lines: Sequence[str], anchor: Optional[int], size: int = EXCERPT_LINES) -> str:
-    """The lines around the root cause (mostly before it: tracebacks lead up to it), else the tail."""
-    if not lines:
-        return ""
-    if anchor is None:
-        chosen = lines[-size:]
-    else:
-        end = min(len(lines), anchor + 4)
-        chosen = lines[max(0, end - size):end]
-    return "\n".join(chosen)
-
-
 def kind_label(record: JobRecord) -> str:
     if record.array_spec or any(t.task_id.isdecimal() for t in record.tasks):
         return "Array"
     return "Het job" if record.tasks else "Job"
 
 
+def final_event(record: JobRecord, host: str = "") -> Event:
+    """The story's end: one per job (or chain), to the success route only if it ended cleanly."""
+    final = record.final or FinalRecord(state=JobState.UNKNOWN, incomplete=True)
+    return Event(EventKind.FINAL, 1, route_for(final), build_message(record, host))
+
+
 def build_message(record: JobRecord, host: str = "") -> Message:
-    final = record.final or FinalRecord(state="UNKNOWN", incomplete=True)
+    final = record.final or FinalRecord(state=JobState.UNKNOWN, incomplete=True)
     name = f" ({record.name})" if record.name else ""
-    grouped = bool(final.task_counts)
-    headline = final.state_text if grouped else outcome_label(final)
+    headline = final.state_text if final.is_group else outcome_label(final)
     title = f"{kind_label(record)} {record.job_id}{name}: {headline}"
     chain = record.chain
     if chain is not None and len(chain.rounds) > 1:
@@ -109,27 +86,27 @@ def build_message(record: JobRecord, host: str = "") -> Message:
         description.append("Accounting (sacct) never confirmed this result: details may be missing.")
     if record.findings:
         root = record.findings[0]
-        description.append(f"Likely cause: {root['category']} — {root.get('hint', '')}".rstrip(" —"))
-    elif not is_success(final):
+        description.append(f"Likely cause: {root.category} — {root.hint}".rstrip(" —"))
+    elif not final.is_success:
         description.append("No known error pattern matched the end of the log.")
-    if final.state == "PENDING" and final.reason:
+    if final.state is JobState.PENDING and final.reason:
         description.append("The job can never start; cancel it with scancel and fix its dependency.")
     time_limit = explicit_time_limit(final.time_limit)
     limit = f" of {time_limit} limit" if time_limit else ""
     requested = f" of {final.req_mem} requested" if final.req_mem else ""
     peak = format_bytes(final.max_rss_bytes) if final.max_rss_bytes else "not sampled"
-    if grouped:
+    if final.is_group:
         fields = [Field("Tasks", final.state_text)]
         if final.failed_tasks:
             fields.append(Field("Failed tasks", final.failed_tasks))
         slowest = f" (task {final.slowest_task})" if final.slowest_task else ""
         fields.append(Field("Slowest task", f"{final.elapsed or '?'}{slowest}{limit}"))
     else:
-        state_text = final.state_text or final.state
+        state_text = final.state_text or final.state.value
         if final.reason and final.reason not in ("None", state_text):
             state_text = f"{state_text} ({final.reason})"
         fields = [
-            Field("State", state_text or "UNKNOWN"),
+            Field("State", state_text),
             Field("Exit code", exit_label(final)),
             Field("Elapsed", f"{final.elapsed or '?'}{limit}"),
         ]
@@ -149,100 +126,87 @@ def build_message(record: JobRecord, host: str = "") -> Message:
             description.append(f"Not retried: {'; '.join(left)}.")
     elif chain is not None and chain.attempts:
         fields.append(Field("Attempts", "\n".join(attempt_lines(chain)), inline=False))
-        wasted = sum(a.core_hours for a in chain.attempts if a.state and a.state != "COMPLETED")
+        wasted = sum(a.core_hours for a in chain.attempts if a.state not in (None, JobState.COMPLETED))
         fields.append(Field("Wasted core-hours", f"{wasted:.2f}"))
-        if chain.attempts[-1].decision and not is_success(final):
+        if chain.attempts[-1].decision and not final.is_success:
             description.append(f"Chain ended: {chain.attempts[-1].decision}.")
     log_paths = [record.stderr_path] if record.stderr_path else []
     if record.stdout_path and record.stdout_path != record.stderr_path:
         log_paths.append(record.stdout_path)
     if log_paths:
         fields.append(Field("Log", "\n".join(log_paths), inline=False))
-    footer = "jobmon" + (f" on {host}" if host else "")
-    return Message(
-        title=title,
-        description="\n".join(description),
-        color=colour_for(final),
-        fields=tuple(fields),
-        excerpt=record.excerpt,
-        footer=footer,
-    )
+    return Message(title=title, description="\n".join(description), tone=tone_for(final), fields=tuple(fields),
+                   excerpt=record.excerpt, footer="jobmon" + (f" on {host}" if host else ""))
 
 
-def attempt_lines(chain) -> List[str]:
-    """`1. 123 1G/00:10:00 OUT_OF_MEMORY in 00:00:05`, one line per attempt."""
+def attempt_lines(chain: Chain) -> List[str]:
+    """`1. 123 1G/00:10:00: OUT_OF_MEMORY in 00:00:05`, one line per attempt."""
     lines = []
     for number, attempt in enumerate(chain.attempts, 1):
-        resources = "/".join(str(v) for v in attempt.resources.values()) or "as submitted"
-        ended = f"{attempt.state or 'RUNNING'}" + (f" in {attempt.elapsed}" if attempt.elapsed else "")
+        resources = attempt.resources.describe() if not attempt.resources.is_empty else "as submitted"
+        state = attempt.state.value if attempt.state else "RUNNING"
+        ended = state + (f" in {attempt.elapsed}" if attempt.elapsed else "")
         lines.append(f"{number}. {attempt.job_id} {resources}: {ended}")
     return lines
 
 
-def round_lines(chain) -> List[str]:
+def round_lines(chain: Chain) -> List[str]:
     """`1. 123: 2 OUT_OF_MEMORY, 1 COMPLETED → retried 0-1`, one line per array round."""
     return [f"{r.number}. {', '.join(r.jobs)}: {format_task_counts(r.task_counts)}"
             + (f" → retried {r.retried_tasks}" if r.retried_tasks else "") for r in chain.rounds]
 
 
-def build_escalation_message(record: JobRecord, previous: Attempt) -> Message:
-    """Sent when a chain resubmits: what ended how, and what runs next with which resources."""
-    chain = record.chain
+def escalation_event(record: JobRecord, chain: Chain, previous: Attempt) -> Event:
+    """Sent when a chain resubmits: what ended how, and what runs next with which resources.
+
+    One per step (keyed by the round that starts), one per round for arrays.
+    """
     name = f" ({record.name})" if record.name else ""
     if chain.rounds:
         ended = chain.rounds[-1]
         started = [a for a in chain.attempts if a.round == chain.round]
         jobs = ", ".join(a.job_id for a in started)
-        lines = [f"Task(s) {a.tasks} → job {a.job_id} with {describe_resources(a.resources)}" for a in started]
-        return Message(
+        lines = [f"Task(s) {a.tasks} → job {a.job_id} with {a.resources.describe()}" for a in started]
+        message = Message(
             title=f"Array {record.job_id}{name} round {ended.number}: {format_task_counts(ended.task_counts)} "
                   f"→ resubmitted {ended.retried_tasks} as {jobs}",
             description="\n".join([f"Round {chain.round} of at most {chain.max_retries + 1}.", *lines,
                                    f"Decision: {ended.decision}."]),
-            color="warning", footer="jobmon escalation",
+            tone=Tone.WARNING, footer="jobmon escalation",
         )
-    used = previous.resources.get("mem") or previous.resources.get("time") or "its resources"
-    return Message(
-        title=f"Job {previous.job_id}{name} {previous.state} at {used} → resubmitted as {chain.current_job} "
-              f"with {describe_resources(chain.level)}",
+        return Event(EventKind.ROUND, ended.number, Route.ERROR, message)
+    used = previous.resources.mem or previous.resources.time or "its resources"
+    state = previous.state.value if previous.state else "ended"
+    message = Message(
+        title=f"Job {previous.job_id}{name} {state} at {used} → resubmitted as {chain.current_job} "
+              f"with {chain.level.describe()}",
         description=f"Attempt {len(chain.attempts)} of at most {chain.max_retries + 1}. {previous.decision}.",
-        color="warning", footer="jobmon escalation",
+        tone=Tone.WARNING, footer="jobmon escalation",
     )
-
-
-def describe_resources(resources: dict) -> str:
-    """`4G/02:00:00 on big`: a level's resources as stored in the state file."""
-    return Level(**resources).describe()
+    return Event(EventKind.ESCALATION, len(chain.attempts), Route.ERROR, message)
 
 
 def _finding_lines(record: JobRecord) -> List[str]:
     """One line per category; for arrays, how many failed tasks showed it."""
     lines = []
-    for finding in _first_per_category(record.findings)[:MAX_FINDINGS_SHOWN]:
-        category = finding["category"]
-        affected = sum(category in task.categories for task in record.tasks)
+    seen = set()
+    for finding in record.findings:
+        if finding.category in seen:
+            continue
+        seen.add(finding.category)
+        affected = sum(finding.category in task.categories for task in record.tasks)
         count = f" ({affected} task{'s' if affected != 1 else ''})" if record.tasks else ""
-        lines.append(f"{category}{count}: {finding.get('hint', '')}".rstrip(": "))
-    return lines
+        lines.append(f"{finding.category}{count}: {finding.hint}".rstrip(": "))
+    return lines[:MAX_FINDINGS_SHOWN]
 
 
-def build_first_failure_message(record: JobRecord, failed_members: Sequence[str]) -> Message:
+def first_failure_event(record: JobRecord, failed_members: Sequence[str]) -> Event:
     """The optional early warning for an array: a task failed, the summary follows at the end."""
     name = f" ({record.name})" if record.name else ""
     shown = ", ".join(failed_members[:10]) + (" …" if len(failed_members) > 10 else "")
-    return Message(
+    message = Message(
         title=f"{kind_label(record)} {record.job_id}{name}: first task failure",
         description=f"Failed so far: {shown}. The other tasks keep running; a summary follows when all have ended.",
-        color="failure",
-        footer="jobmon",
+        tone=Tone.FAILURE, footer="jobmon",
     )
-
-
-def _first_per_category(findings: Sequence[dict]) -> List[dict]:
-    seen = set()
-    chosen = []
-    for finding in findings:
-        if finding["category"] not in seen:
-            seen.add(finding["category"])
-            chosen.append(finding)
-    return chosen
+    return Event(EventKind.FIRST_FAILURE, 1, Route.ERROR, message)

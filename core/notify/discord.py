@@ -1,16 +1,15 @@
-"""Discord webhook notifications: build a safe embed payload and deliver it.
+"""The Discord sink: a message as a safe embed within Discord's limits, one POST, its answer classified.
 
-This module knows nothing of Slurm. It is the only module that talks HTTP, and it
-imports ``requests`` inside ``send`` so a daemon that never sends does not load it.
+This module knows nothing of Slurm. It imports ``requests`` only when it posts, so a process that
+never sends does not load it (monitor daemons never do: delivery runs in a short-lived process).
 
 Text handling, decided once here so callers need not think about it:
 
 * ``Field.name``, ``Field.value`` and ``Message.title`` are plain text: Discord
   markdown specials in them are escaped, so a job named ``my_*run*`` shows as
-  typed. Wrap a string in ``Markdown(...)`` to pass already formatted text
-  through untouched (e.g. a masked link).
-* ``Message.description`` is already formatted by the caller (jobmon composes
-  it; it is not copied from logs); use ``escape_markdown`` on untrusted parts.
+  typed.
+* ``Message.description`` is already formatted by jobmon (it is not copied from
+  logs); use ``escape_markdown`` on untrusted parts.
 * ``Message.excerpt`` is raw log text shown in a code block; only runs of
   backticks are broken up so the log cannot close the block early.
 * ``Message.footer`` is not rendered as markdown by Discord and is sent as is.
@@ -27,19 +26,21 @@ import ipaddress
 import json
 import re
 import socket
-import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Dict, List, Literal, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from core.errors import ConfigError
+from core.notify.message import Message, Tone
+from core.notify.outbox import Answer, Outcome
+from core.notify.sink import Sink
 
-COLORS: Dict[str, int] = {
-    "success": 0x2ECC71,
-    "failure": 0xE74C3C,
-    "warning": 0xE67E22,
-    "info": 0x3498DB,
+COLORS: Dict[Tone, int] = {
+    Tone.SUCCESS: 0x2ECC71,
+    Tone.FAILURE: 0xE74C3C,
+    Tone.WARNING: 0xE67E22,
+    Tone.INFO: 0x3498DB,
 }
 
 # Discord's documented limits (Message resource "Embed Limits"; Execute Webhook).
@@ -63,55 +64,13 @@ _ZWJ = "\u200d"
 _ALWAYS_SPECIAL = frozenset("\\*_~`|[]<")
 _LINE_START_SPECIAL = frozenset("#>-")
 
-_BACKOFF_CAP = 60.0
 _DETAIL_LIMIT = 300
 
-Outcome = Literal["delivered", "gone", "failed"]
 _Row = Tuple[str, str, bool]
 
 
-class Markdown(str):
-    """Marks text as already formatted, so ``render_payload`` does not escape it."""
-
-
-@dataclass(frozen=True)
-class Field:
-    """One embed field; ``name`` and ``value`` are plain text unless wrapped in ``Markdown``."""
-
-    name: str
-    value: str
-    inline: bool = True
-
-
-@dataclass(frozen=True)
-class Message:
-    """What to tell the channel, independent of Discord's wire format and limits."""
-
-    title: str
-    description: str = ""
-    color: str = "info"
-    fields: Tuple[Field, ...] = ()
-    excerpt: str = ""
-    footer: str = ""
-    url: str = ""
-
-    def __post_init__(self) -> None:
-        if self.color not in COLORS:
-            raise ValueError(f"unknown colour {self.color!r}; use one of {sorted(COLORS)}")
-        # A list passed in would leave the frozen message mutable from outside.
-        object.__setattr__(self, "fields", tuple(self.fields))
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """How a send ended, in a form the caller can log and act on without leaking secrets."""
-
-    outcome: Outcome
-    http_status: Optional[int]
-    detail: str
-    attempts: int
-    message_id: Optional[str] = None
-    retry_after_hint: float = 0.0
+class _Formatted(str):
+    """Text jobmon composed itself (description, footer, user name): sent without escaping."""
 
 
 # --------------------------------------------------------------------------- text
@@ -139,11 +98,11 @@ def _escape_tokens(text: str) -> List[str]:
 
 
 def _plain(text: str) -> bool:
-    return not isinstance(text, Markdown)
+    return not isinstance(text, _Formatted)
 
 
 def _fit(text: str, limit: int) -> str:
-    """Render ``text`` (escaped unless Markdown) in at most ``limit`` chars, keeping the head."""
+    """Render ``text`` (escaped unless _Formatted) in at most ``limit`` chars, keeping the head."""
     if limit <= 0:
         return ""
     # Escaping only lengthens text, so limit + 1 source chars decide everything.
@@ -210,7 +169,7 @@ class _Parts:
 
 def _render_parts(message: Message, rows: List[_Row], excerpt: str, caps: Mapping[str, int]) -> _Parts:
     title = _fit(message.title, caps["title"])
-    description = _fit(Markdown(message.description), caps["description"])
+    description = _fit(_Formatted(message.description), caps["description"])
     sep = "\n" if description else ""
     room = DESCRIPTION_LIMIT - len(description) - len(sep) - len(_CODE_OPEN) - len(_CODE_CLOSE)
     room = min(room, caps["excerpt"])
@@ -218,7 +177,7 @@ def _render_parts(message: Message, rows: List[_Row], excerpt: str, caps: Mappin
     if tail:
         description += sep + _CODE_OPEN + tail + _CODE_CLOSE
     fields = tuple((_fit(name, caps["name"]), _fit(value, caps["value"]), inline) for name, value, inline in rows)
-    footer = _fit(Markdown(message.footer), caps["footer"])
+    footer = _fit(_Formatted(message.footer), caps["footer"])
     return _Parts(title, description, len(tail), fields, footer)
 
 
@@ -246,9 +205,10 @@ def render_payload(
         if excess <= 0:
             break
         if step in ("name", "value"):
-            index = 0 if step == "name" else 1
-            used = sum(len(row[index]) for row in parts.fields)
-            caps[step] = _water_fill([row[index] for row in rows], used - excess, caps[step])
+            texts = [name if step == "name" else value for name, value, _ in parts.fields]
+            used = sum(len(text) for text in texts)
+            sources = [name if step == "name" else value for name, value, _ in rows]
+            caps[step] = _water_fill(sources, used - excess, caps[step])
         else:
             current = {
                 "excerpt": parts.excerpt_len,
@@ -260,7 +220,7 @@ def render_payload(
         parts = _render_parts(message, rows, excerpt, caps)
 
     stamp = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
-    embed: Dict[str, Any] = {"color": COLORS[message.color], "timestamp": stamp.isoformat(timespec="seconds")}
+    embed: Dict[str, Any] = {"color": COLORS[message.tone], "timestamp": stamp.isoformat(timespec="seconds")}
     if parts.title:
         embed["title"] = parts.title
     if parts.description:
@@ -274,7 +234,7 @@ def render_payload(
         embed["url"] = message.url
 
     payload: Dict[str, Any] = {"embeds": [embed], "allowed_mentions": {"parse": []}}
-    name = _fit(Markdown(username.strip()), USERNAME_LIMIT)
+    name = _fit(_Formatted(username.strip()), USERNAME_LIMIT)
     if name:
         payload["username"] = name
     return payload
@@ -455,78 +415,64 @@ def _retry_after(response: Any) -> Optional[float]:
     return max(asked) if asked else None
 
 
-def send(
-    url: str,
-    payload: Dict[str, Any],
-    *,
-    post: Optional[Callable[..., Any]] = None,
-    sleep: Callable[[float], None] = time.sleep,
-    max_attempts: int = 5,
-    timeout: float = 10.0,
-    max_wait: float = 300.0,
-) -> Delivery:
-    """POST ``payload`` to a Discord webhook, retrying only what can succeed later.
+def classify(response: Any, secrets: List[str]) -> Outcome:
+    """What one HTTP answer of Discord means for the message (delivered, retry later, gone for good)."""
+    status = int(response.status_code)
+    if status in (200, 204):
+        message_id = _json_body(response).get("id") if status == 200 else None
+        pace = 0.0  # an empty bucket means the next message to this webhook should wait
+        if _header(response.headers, "X-RateLimit-Remaining") == "0":
+            pace = _seconds(_header(response.headers, "X-RateLimit-Reset-After")) or 0.0
+        return Outcome(Answer.DELIVERED, "delivered", message_id=str(message_id or ""), pace=pace)
+    if status in (401, 403, 404):
+        return Outcome(Answer.GONE, f"webhook deleted or invalid (HTTP {status}: {_discord_error(response, secrets)})")
+    if status == 429:
+        wait = _retry_after(response)
+        if wait is None:
+            return Outcome(Answer.RETRY, "rate limited without a retry time")
+        return Outcome(Answer.RETRY, f"rate limited for {wait:g}s", retry_after=wait, pace=wait)
+    if 500 <= status <= 599:
+        return Outcome(Answer.RETRY, f"server error HTTP {status}")
+    return Outcome(Answer.GONE, f"Discord refused the message (HTTP {status}): {_discord_error(response, secrets)}")
 
-    Never raises for network or HTTP problems: the Delivery says what happened, and its
-    detail never contains the webhook token.
-    """
-    if post is None:
-        import requests  # lazy: an idle daemon should not pay for it
 
-        post = requests.post
-    try:
-        target = _with_wait(url)
-        secrets = _secrets_of(url)
-    except ValueError:  # e.g. an unclosed IPv6 bracket
-        return Delivery("failed", None, f"not a usable webhook URL: {redact_url(url)}", 0)
-    attempts = 0
-    failures = 0  # 5xx and transport errors so far: the backoff exponent
-    status: Optional[int] = None
-    problem = "no attempt made"
-    hint = 0.0
-    while attempts < max_attempts:
-        attempts += 1
+class DiscordSink(Sink):
+    """A Discord webhook: one embed per message, posted with ``?wait=true`` so a dropped message is an error."""
+
+    def __init__(self, name: str, url: str, username: str = "jobmon",
+                 post: Optional[Callable[..., Any]] = None) -> None:
+        super().__init__(name)
+        self.url = url
+        self.username = username
+        self._post = post
+
+    @property
+    def destination(self) -> str:
+        return self.url.strip()
+
+    def describe(self) -> str:
+        return f"discord {redact_url(self.url)}"
+
+    def render(self, message: Message) -> Dict[str, Any]:
+        return render_payload(message, username=self.username)
+
+    def deliver(self, payload: Any, timeout: float) -> Outcome:
+        try:
+            target = _with_wait(self.url)
+            secrets = _secrets_of(self.url)
+        except ValueError:  # e.g. an unclosed IPv6 bracket
+            return Outcome(Answer.GONE, f"not a usable webhook URL: {redact_url(self.url)}")
+        post = self._post
+        if post is None:
+            import requests  # here: only a process that sends pays for it
+
+            post = requests.post
         try:
             response = post(target, json=payload, timeout=timeout)
-        except OSError as exc:  # requests' exceptions derive from OSError too
-            if isinstance(exc, ValueError):  # requests' MissingSchema / InvalidURL: retrying cannot help
-                return Delivery("failed", None, f"not a usable webhook URL: {redact_url(url)}", attempts)
-            status, problem = None, _describe_transport(exc, timeout)
-        else:
-            status = int(response.status_code)
-            if status in (200, 204):
-                message_id = _json_body(response).get("id") if status == 200 else None
-                pace = 0.0  # an empty bucket means the next message to this webhook should wait
-                if _header(response.headers, "X-RateLimit-Remaining") == "0":
-                    pace = _seconds(_header(response.headers, "X-RateLimit-Reset-After")) or 0.0
-                return Delivery(
-                    "delivered", status, "delivered", attempts,
-                    str(message_id) if message_id else None, pace,
-                )
-            if status in (401, 403, 404):
-                detail = f"webhook deleted or invalid (HTTP {status}: {_discord_error(response, secrets)})"
-                return Delivery("gone", status, detail, attempts)
-            if status == 429:
-                wait = _retry_after(response)
-                if wait is not None:
-                    hint = wait
-                    problem = f"rate limited for {wait:g}s"
-                    # Never sleep less than asked: a wait beyond max_wait is left to the caller.
-                    if wait > max_wait:
-                        detail = f"rate limited for {wait:g}s, longer than max_wait {max_wait:g}s"
-                        return Delivery("failed", status, detail, attempts, retry_after_hint=wait)
-                    if attempts < max_attempts:
-                        sleep(wait)
-                    continue
-                problem = "rate limited without a retry time"
-            elif 500 <= status <= 599:
-                problem = f"server error HTTP {status}"
-            else:
-                detail = f"Discord refused the message (HTTP {status}): {_discord_error(response, secrets)}"
-                return Delivery("failed", status, detail, attempts)
-        # Transport error, 5xx or a 429 without a time: deterministic exponential backoff.
-        if attempts < max_attempts:
-            sleep(min(_BACKOFF_CAP, 2.0 ** failures))
-        failures += 1
-    detail = f"gave up after {attempts} attempt{'s' if attempts != 1 else ''}: {problem}"
-    return Delivery("failed", status, detail, attempts, retry_after_hint=hint)
+        except (OSError, ValueError) as exc:  # requests' exceptions derive from OSError too
+            # requests' MissingSchema / InvalidURL, urllib3's LocationParseError (a host like `a..b`,
+            # which is no OSError): retrying cannot help
+            if isinstance(exc, ValueError):
+                return Outcome(Answer.GONE, f"not a usable webhook URL: {redact_url(self.url)}")
+            return Outcome(Answer.RETRY, _describe_transport(exc, timeout))
+        return classify(response, secrets)

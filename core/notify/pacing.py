@@ -1,26 +1,27 @@
-"""Pace the messages that many jobmon daemons post to one webhook, shared through files.
+"""Pace the messages that many jobmon processes post to one destination, shared through files.
 
-Each job has its own daemon process, so a burst of jobs ending together means as many
-processes posting to the same webhook at once. Discord limits each webhook (its documented
+Each job has its own monitor, so a burst of jobs ending together means as many processes
+posting to the same webhook at once. Discord limits each webhook (its documented
 advice: read the ``X-RateLimit-*`` headers rather than hard-coding numbers; commonly seen:
 about 5 requests per 2 s per webhook, and about 30 messages per minute per channel). The
 pacer keeps every process of one user within such limits, without a server:
 
-* ``<folder>/pace-<key>.json``  the webhook's pacing state, replaced atomically
+* ``<folder>/pace-<key>.json``  the destination's pacing state, replaced atomically
   (temp file + ``os.replace``); ``<key>`` is the first 16 hex digits of the URL's SHA-256,
   and neither the file name nor its content holds the URL (it is a secret);
 * ``<folder>/pace-<key>.lock``  a filelock guarding that state; never deleted.
 
-``WebhookPacer.send`` holds the webhook's lock for the whole send: it waits until the
+``Pacer.run`` holds the destination's lock for the whole attempt: it waits until the
 shared ``next_allowed_at`` (and until fewer than ``per_minute`` sends happened in the last
-60 s), sends, records the send, then releases. Sends to one webhook are thus serialised
-across processes: one at a time, in lock order, which is the point. A daemon waits for the
-lock at most ``lock_timeout`` seconds and then sends unpaced rather than never; the
-notifier still honours a 429's ``Retry-After``. That also bounds the cost of a lock left
-behind by a killed process (filelock's soft-lock fallback on NFS). Pacing is best effort in
-the same way when the folder is unusable: a message is never lost or delayed forever
-because of pacing. Known limit: waiters queue behind each other's pauses, so after a very
-long server-requested pause (minutes) those still queued at ``lock_timeout`` go unpaced.
+60 s), makes the attempt, records it (with the pause the service asked for), then releases.
+Sends to one destination are thus serialised across processes: one at a time, in lock order,
+which is the point. A process waits for the lock at most ``lock_timeout`` seconds and then
+sends unpaced rather than never; a 429 is still answered by the outbox's retry after the
+asked time. That also bounds the cost of a lock left behind by a killed process (filelock's
+soft-lock fallback on NFS). Pacing is best effort in the same way when the folder is
+unusable: a message is never lost or delayed forever because of pacing. Known limit:
+waiters queue behind each other's pauses, so after a very long server-requested pause
+(minutes) those still queued at ``lock_timeout`` go unpaced.
 
 Times are ``time.time()`` (wall clock), the only clock comparable across processes and
 reboots; a single wait is capped at ``MAX_PAUSE`` so a clock set back cannot wedge a daemon.
@@ -36,8 +37,8 @@ import os
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-from core.notify.discord import Delivery
-from core.state.store import atomic_write_text
+from core.files import atomic_write_text
+from core.notify.outbox import Outcome
 
 SCHEMA_VERSION = 1
 WINDOW = 60.0  # seconds covered by ``per_minute``
@@ -45,12 +46,11 @@ LOCK_TIMEOUT = 600.0
 MAX_PAUSE = 600.0  # longest single wait
 
 PaceState = Dict[str, Any]
-SendFn = Callable[[str, Dict[str, Any]], Delivery]
 
 
-def webhook_key(url: str) -> str:
-    """A name for the webhook's files that does not reveal its URL."""
-    return hashlib.sha256(url.strip().encode("utf-8")).hexdigest()[:16]
+def webhook_key(destination: str) -> str:
+    """A name for the destination's files that does not reveal its URL."""
+    return hashlib.sha256(destination.strip().encode("utf-8")).hexdigest()[:16]
 
 
 def _finite(value: Any) -> Optional[float]:
@@ -120,14 +120,14 @@ def record_send(state: PaceState, now: float, hint: float, min_spacing: float) -
     }
 
 
-def _hint_of(delivery: Any) -> float:
+def _hint_of(outcome: Optional[Outcome]) -> float:
     """The pause the server asked for (X-RateLimit-Reset-After on an empty bucket, or a 429)."""
-    hint = _finite(getattr(delivery, "retry_after_hint", 0.0))
+    hint = _finite(outcome.pace) if outcome is not None else None
     return hint if hint is not None and hint > 0 else 0.0
 
 
-class WebhookPacer:
-    """Spaces out posts to each webhook across all processes sharing ``folder``.
+class Pacer:
+    """Spaces out posts to each destination across all processes sharing ``folder``.
 
     Build one wherever it is needed (it holds no open file and no lock between calls, so
     it is safe across ``fork()``). ``clock`` and ``sleep`` are injectable for tests.
@@ -156,47 +156,47 @@ class WebhookPacer:
         self.per_minute = per_minute
         self.lock_timeout = float(lock_timeout)
 
-    def state_path(self, url: str) -> str:
-        return os.path.join(self.folder, f"pace-{webhook_key(url)}.json")
+    def state_path(self, destination: str) -> str:
+        return os.path.join(self.folder, f"pace-{webhook_key(destination)}.json")
 
-    def lock_path(self, url: str) -> str:
-        return os.path.join(self.folder, f"pace-{webhook_key(url)}.lock")
+    def lock_path(self, destination: str) -> str:
+        return os.path.join(self.folder, f"pace-{webhook_key(destination)}.lock")
 
-    def send(self, url: str, payload: Dict[str, Any], send_fn: SendFn) -> Delivery:
-        """Wait for the webhook's turn, call ``send_fn(url, payload)`` once, record it, return its Delivery.
+    def run(self, destination: str, attempt: Callable[[], Outcome]) -> Outcome:
+        """Wait for the destination's turn, make the attempt once, record it, return its outcome.
 
-        The webhook's lock is held from before the wait until the send is recorded, so two
-        processes never post to one webhook at the same time. If the lock cannot be had
-        within ``lock_timeout`` (or the folder is unusable), the message is sent at once,
+        The destination's lock is held from before the wait until the attempt is recorded, so two
+        processes never post to one destination at the same time. If the lock cannot be had
+        within ``lock_timeout`` (or the folder is unusable), the attempt is made at once,
         unpaced and unrecorded: late pacing must not become a lost message.
         """
         from filelock import FileLock  # a fresh lock object per call: never shared across fork()
 
         try:
             os.makedirs(self.folder, mode=0o700, exist_ok=True)
-            lock = FileLock(self.lock_path(url), timeout=self.lock_timeout)
+            lock = FileLock(self.lock_path(destination), timeout=self.lock_timeout)
             lock.acquire()
         except OSError:  # filelock's Timeout is an OSError too
-            return send_fn(url, payload)
+            return attempt()
         try:
-            return self._send_locked(url, payload, send_fn)
+            return self._run_locked(destination, attempt)
         finally:
             lock.release()
 
-    def _send_locked(self, url: str, payload: Dict[str, Any], send_fn: SendFn) -> Delivery:
-        path = self.state_path(url)
+    def _run_locked(self, destination: str, attempt: Callable[[], Outcome]) -> Outcome:
+        path = self.state_path(destination)
         state = self._load(path)
         now = self.clock()
         wait = min(next_send_time(state, now, self.min_spacing, self.per_minute) - now, MAX_PAUSE)
         if wait > 0:
             self.sleep(wait)
-        delivery: Optional[Delivery] = None
+        outcome: Optional[Outcome] = None
         try:
-            delivery = send_fn(url, payload)
-            return delivery
+            outcome = attempt()
+            return outcome
         finally:
-            # Recorded even if send_fn raised: a request may have reached Discord all the same.
-            self._save(path, record_send(state, self.clock(), _hint_of(delivery), self.min_spacing))
+            # Recorded even if the attempt raised: a request may have reached the service all the same.
+            self._save(path, record_send(state, self.clock(), _hint_of(outcome), self.min_spacing))
 
     @staticmethod
     def _load(path: str) -> PaceState:

@@ -13,26 +13,27 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple, TypeVar
 
 from core.errors import SlurmError, SlurmUnavailable
+from core.files import atomic_write_text
 from core.locking import file_lock
-from core.slurm.client import AccountingRecord, JobState, QueueEntry, Slurm, parse_sacct
-from core.state.store import atomic_write_text
+from core.slurm.client import Slurm
+from core.slurm.model import AccountingRecord, JobState, QueueEntry, is_member
+from core.slurm.parse import parse_sacct
 
 QUEUE_FILE = "squeue.snapshot.json"
 ACCOUNTING_FILE = "sacct.snapshot.json"
+#: The sacct cache holds sacct's text with its header line since format 2; older caches are ignored.
+ACCOUNTING_FORMAT = 2
 #: A job asks sacct again within seconds while sacct lags; older wishes are dropped.
 WANTED_EXPIRY = 300.0
 LOCK_TIMEOUT = 180.0
 
-
-def is_member(key: str, job_id: str) -> bool:
-    """The rows that belong to a job: itself, its array tasks (`52_7`) and het components (`52+1`)."""
-    return key == job_id or key.startswith(f"{job_id}_") or key.startswith(f"{job_id}+")
+V = TypeVar("V")
 
 
-def members_of(entries: Dict[str, object], job_ids: Sequence[str]) -> Dict[str, object]:
+def members_of(entries: Dict[str, V], job_ids: Sequence[str]) -> Dict[str, V]:
     return {key: value for key, value in entries.items() if any(is_member(key, job) for job in job_ids)}
 
 
@@ -69,7 +70,7 @@ class SharedSlurm:
         self.clock = clock
         self.last_snapshot_at = 0.0
 
-    def _lock(self, name: str):
+    def _lock(self, name: str) -> Any:
         return file_lock(os.path.join(self.folder, f"{name}.lock"), LOCK_TIMEOUT)
 
     def _read(self, name: str) -> str:
@@ -124,7 +125,7 @@ class SharedSlurm:
         snapshot = self.queue_snapshot(not_before)
         if snapshot.error:
             raise SlurmUnavailable(snapshot.error)
-        return members_of(snapshot.entries, job_ids)  # type: ignore[return-value]
+        return members_of(snapshot.entries, job_ids)
 
     def next_poll_delay(self, interval: float, job_id: str) -> float:
         """Wake just after a shared snapshot expires (about `interval` from now), so one refresh
@@ -153,6 +154,8 @@ class SharedSlurm:
             wanted: Dict[str, float] = {str(k): float(v) for k, v in cache.get("wanted", {}).items()}
         except (ValueError, AttributeError, TypeError):
             cache, wanted = {}, {}
+        if cache.get("format") != ACCOUNTING_FORMAT:
+            cache = {}  # written by an older jobmon: its text has no header line
         wanted = {job: at for job, at in wanted.items() if now - at < WANTED_EXPIRY}
         for job in job_ids:
             wanted[job] = now
@@ -168,8 +171,8 @@ class SharedSlurm:
             text, error = self.slurm.accounting_text(queried), ""
         except SlurmError as exc:
             text, error = "", str(exc) or "sacct failed"
-        self._write(ACCOUNTING_FILE, json.dumps(
-            {"taken_at": now, "queried": queried, "text": text, "error": error, "wanted": wanted}))
+        self._write(ACCOUNTING_FILE, json.dumps({"format": ACCOUNTING_FORMAT, "taken_at": now, "queried": queried,
+                                                 "text": text, "error": error, "wanted": wanted}))
         if error:
             raise SlurmUnavailable(error)
         return self._select(parse_sacct(text), job_ids)

@@ -1,335 +1,123 @@
 """Per-job state files: one JSON document per job, written atomically, changed under a file lock.
 
 Layout inside the state folder:
-- `<job>.json`          the record (schema below), replaced atomically (temp file + os.replace);
-- `<job>.lock`          guards read-modify-write of the record; never deleted (filelock's advice);
-- `<job>.monitor.lock`  held by the job's daemon for its whole life, so a second daemon is refused.
+- `<job>.json`            the record (core.state.model), replaced atomically (temp file + os.replace);
+- `<job>.lock`            guards read-modify-write of the record; never deleted (filelock's advice);
+- `<job>.monitor.lock`    held by the job's daemon for its whole life, so a second daemon is refused;
+- `<job>.deliver.lock`    held by whoever delivers the job's outbox, so no message goes out twice;
+- `active/<job>`          the index of current records (empty marker files): what `status` and
+                          `recover` read, so their cost follows the live jobs, not the history;
+- `history/<month>.jsonl` summaries of the jobs that left the index (core.state.history);
+- `layout.json`           written once the index exists (a folder of an older jobmon gets it on first use).
+
+Records are never moved or deleted, and no lock file is: a record leaves the index (its summary
+written first) once `is_current` says it no longer belongs in `status`. Everything here is safe on
+an NFS home shared by several login nodes: atomic renames, flock'd lock files, O_EXCL markers.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+import time
+from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 from core.errors import StateError
+from core.files import atomic_write_text
 from core.locking import file_lock
+from core.state.codec import DecodeError, decode, encode
+from core.state.history import History, summarize
+from core.state.migrate import upgrade
+from core.state.model import JobRecord
 
-SCHEMA_VERSION = 1
 LOCK_TIMEOUT = 30.0
-_JOB_FILE_RE = re.compile(r"^(\d+(?:_\d+)?)\.json$")
+LAYOUT_VERSION = 2
+#: An index marker whose record never appeared (its creator died in between) is dropped after this long.
+ORPHAN_MARKER_AGE = 3600.0
+_JOB_ID_RE = re.compile(r"^\d+(?:_\d+)?$")
 
 
-@dataclass
-class MonitorInfo:
-    """Who is monitoring the job and how recently it proved it is alive."""
-
-    pid: int = 0
-    start_ticks: int = 0
-    host: str = ""
-    started_at: float = 0.0
-    heartbeat: float = 0.0
-    heartbeat_deadline: float = 0.0
-    stop_requested: bool = False
+def job_sort_key(job_id: str) -> Tuple[int, int]:
+    head, _, tail = job_id.partition("_")
+    return int(head), int(tail or -1)
 
 
-@dataclass
-class Observation:
-    """The last thing Slurm told us about the job while it was not yet final."""
-
-    state: str = ""
-    reason: str = ""
-    seen_at: float = 0.0
-    controller_down_since: float = 0.0
-    accounting_down_since: float = 0.0
-    final_seen_at: float = 0.0
-    restarts: int = 0
-    last_error: str = ""
+def parse_record(text: str) -> JobRecord:
+    """A record from its JSON text, upgraded from an older schema if need be; ValueError if it is not one."""
+    data = json.loads(text)
+    if not isinstance(data, dict) or not isinstance(data.get("job_id"), str):
+        raise ValueError("not a jobmon job record")
+    return decode(JobRecord, upgrade(data))
 
 
-@dataclass
-class FinalRecord:
-    """How the job ended, from sacct (or from squeue alone when sacct never answered)."""
-
-    state: str = ""
-    state_text: str = ""
-    exit_code: int = 0
-    signal: int = 0
-    elapsed: str = ""
-    time_limit: str = ""
-    max_rss_bytes: Optional[int] = None
-    req_mem: str = ""
-    nodes: str = ""
-    partition: str = ""
-    work_dir: str = ""
-    start: str = ""
-    end: str = ""
-    reason: str = ""
-    source: str = "sacct"
-    incomplete: bool = False
-    decided_at: float = 0.0
-    alloc_cpus: int = 0
-    task_counts: Dict[str, int] = field(default_factory=dict)
-    failed_tasks: str = ""
-    slowest_task: str = ""
-
-
-@dataclass
-class TaskOutcome:
-    """How one array task (or het component) ended."""
-
-    task_id: str
-    job_id: str = ""
-    raw_id: str = ""
-    state: str = ""
-    exit_code: int = 0
-    signal: int = 0
-    elapsed: str = ""
-    max_rss_bytes: Optional[int] = None
-    categories: List[str] = field(default_factory=list)
-    req_mem: str = ""  # what this task ran with: an escalation starts from it
-    time_limit: str = ""
-
-
-@dataclass
-class NotificationStatus:
-    """Delivery bookkeeping: a message is pending until a webhook accepted it; never sent twice."""
-
-    status: str = "none"  # none | pending | sending | sent | failed | gone
-    channel: str = ""
-    attempts: int = 0
-    last_error: str = ""
-    sent_at: float = 0.0
-    message_id: str = ""
-    claimed_by: str = ""
-
-
-@dataclass
-class Attempt:
-    """One job of an escalation chain: the resources it ran with and how it ended."""
-
-    job_id: str
-    level_index: int = 0
-    resources: Dict[str, Any] = field(default_factory=dict)
-    state: str = ""
-    exit_code: int = 0
-    elapsed: str = ""
-    core_hours: float = 0.0
-    categories: List[str] = field(default_factory=list)
-    decision: str = ""  # what jobmon did next, and why
-    round: int = 1  # a chain's rounds: an array round may need several submissions
-    tasks: str = ""  # for an array: the --array spec this submission ran
-    task_counts: Dict[str, int] = field(default_factory=dict)  # for an array: how its tasks ended
-    failed_tasks: str = ""
-
-
-@dataclass
-class TaskTrack:
-    """One array task retried by a chain: the level it runs at now and how each of its runs ended."""
-
-    level_index: int = 0
-    level: Dict[str, Any] = field(default_factory=dict)
-    runs: List[str] = field(default_factory=list)  # "123_4 OUT_OF_MEMORY", one per round
-
-
-@dataclass
-class Round:
-    """One round of an array chain: how its tasks ended and which went on to the next round."""
-
-    number: int
-    jobs: List[str] = field(default_factory=list)
-    task_counts: Dict[str, int] = field(default_factory=dict)
-    failed_tasks: str = ""
-    retried_tasks: str = ""
-    not_retried: Dict[str, str] = field(default_factory=dict)  # why -> task ids (an --array spec)
-    decision: str = ""
-
-
-@dataclass
-class Chain:
-    """Automatic resubmission: the attempts so far, the one running, and a decision not yet carried out.
-
-    `pending` is written *before* sbatch runs and cleared together with recording the new job id,
-    so a daemon killed in between is finished by `recover` without a second submission.
-    """
-
-    ladder: List[Dict[str, Any]] = field(default_factory=list)
-    max_retries: int = 3
-    mem_option: str = "--mem"
-    current_job: str = ""
-    level_index: int = 0
-    level: Dict[str, Any] = field(default_factory=dict)
-    attempts: List[Attempt] = field(default_factory=list)
-    pending: Dict[str, Any] = field(default_factory=dict)
-    round: int = 1
-    rounds: List[Round] = field(default_factory=list)  # arrays only
-    tasks: Dict[str, TaskTrack] = field(default_factory=dict)  # arrays only: retried tasks by id
-
-
-@dataclass
-class JobRecord:
-    job_id: str
-    name: str = ""
-    cluster: str = ""
-    user: str = ""
-    script: str = ""
-    sbatch_args: List[str] = field(default_factory=list)
-    script_args: List[str] = field(default_factory=list)
-    submit_dir: str = ""
-    stdout_path: str = ""
-    stderr_path: str = ""
-    log_options: Dict[str, str] = field(default_factory=dict)  # unexpanded -o/-e/-D, for array tasks
-    array_spec: str = ""
-    expected_tasks: List[int] = field(default_factory=list)
-    created_at: float = 0.0
-    source: str = "submit"  # submit | watch
-    monitor: MonitorInfo = field(default_factory=MonitorInfo)
-    observation: Observation = field(default_factory=Observation)
-    final: Optional[FinalRecord] = None
-    tasks: List[TaskOutcome] = field(default_factory=list)
-    first_failure_notified: bool = False
-    chain: Optional[Chain] = None
-    categories: List[str] = field(default_factory=list)
-    findings: List[Dict[str, Any]] = field(default_factory=list)
-    excerpt: str = ""
-    notification: NotificationStatus = field(default_factory=NotificationStatus)
-    done: bool = False
-    schema_version: int = SCHEMA_VERSION
-
-    @property
-    def target(self) -> str:
-        """The Slurm job being watched now: the chain's current attempt, or the job itself."""
-        return self.chain.current_job if self.chain is not None and self.chain.current_job else self.job_id
-
-    @property
-    def targets(self) -> List[str]:
-        """Every Slurm job of the current round (an array round can need several submissions)."""
-        if self.chain is None:
-            return [self.job_id]
-        jobs = [a.job_id for a in self.chain.attempts if a.round == self.chain.round]
-        return jobs if len(jobs) > 1 else [self.target]
-
-    def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> JobRecord:
-        """Build from JSON, ignoring unknown keys so older jobmon versions can read newer files."""
-        if not isinstance(data, dict) or not isinstance(data.get("job_id"), str):
-            raise ValueError("not a jobmon job record")
-        version = data.get("schema_version", 0)
-        if not isinstance(version, int) or version > SCHEMA_VERSION:
-            raise ValueError(f"schema version {version!r} is newer than this jobmon understands")
-        return _build(cls, data)
-
-
-def _build(kind: Any, data: Dict[str, Any]) -> Any:
-    nested = {
-        "monitor": MonitorInfo, "observation": Observation,
-        "final": FinalRecord, "notification": NotificationStatus,
-    }
-    known = {f.name for f in dataclasses.fields(kind)}
-    values = {}
-    for key, value in data.items():
-        if key not in known:
-            continue
-        if key in nested and isinstance(value, dict):
-            value = _build(nested[key], value)
-        elif key == "tasks" and isinstance(value, list):
-            value = [_build(TaskOutcome, item) for item in value if isinstance(item, dict)]
-        elif key == "attempts" and isinstance(value, list):
-            value = [_build(Attempt, item) for item in value if isinstance(item, dict)]
-        elif key == "chain" and isinstance(value, dict):
-            value = _upgrade_chain(_build(Chain, value), value)
-        elif key == "rounds" and isinstance(value, list):
-            value = [_build(Round, item) for item in value if isinstance(item, dict)]
-        elif kind is Chain and key == "tasks" and isinstance(value, dict):
-            value = {str(k): _build(TaskTrack, v) for k, v in value.items() if isinstance(v, dict)}
-        values[key] = value
-    return kind(**values)
-
-
-def _upgrade_chain(chain: Chain, data: Dict[str, Any]) -> Chain:
-    """A chain saved before rounds existed: attempt N was round N, and a pending decision was one submission."""
-    if "round" not in data:
-        for number, attempt in enumerate(chain.attempts, 1):
-            attempt.round = number
-        chain.round = max(1, len(chain.attempts))
-        if chain.pending and "submissions" not in chain.pending:
-            old = dict(chain.pending)
-            chain.pending = {"round": chain.round + 1, "decided_at": old.pop("decided_at", 0.0),
-                             "submissions": [{**old, "tasks": ""}]}
-    return chain
-
-
-def atomic_write_text(path: str, text: str, mode: int = 0o600) -> None:
-    """Write via a temp file in the same folder + fsync + os.replace: readers never see half a file."""
-    folder = os.path.dirname(path) or "."
-    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.urandom(6).hex()}.json")  # not tempfile: daemon memory
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+def format_record(record: JobRecord) -> str:
+    return json.dumps(encode(record), indent=1, sort_keys=True)
 
 
 class StateStore:
-    """Reads and writes job records in one folder."""
+    """Reads and writes job records in one folder, and keeps the index of current ones."""
 
     def __init__(self, folder: str) -> None:
         self.folder = folder
+        self.index = os.path.join(folder, "active")
+        self.history = History(folder)
 
     def path(self, job_id: str) -> str:
         return os.path.join(self.folder, f"{job_id}.json")
 
-    def lock(self, job_id: str, timeout: float = LOCK_TIMEOUT):
-        """The read-modify-write lock of one record (a fresh object: safe after fork)."""
-        return file_lock(os.path.join(self.folder, f"{job_id}.lock"), timeout)
+    def _lock_path(self, job_id: str, kind: str) -> str:
+        return os.path.join(self.folder, f"{job_id}.{kind}")
 
-    def monitor_lock(self, job_id: str):
+    def lock(self, job_id: str, timeout: float = LOCK_TIMEOUT) -> Any:
+        """The read-modify-write lock of one record (a fresh object: safe after fork)."""
+        return file_lock(self._lock_path(job_id, "lock"), timeout)
+
+    def monitor_lock(self, job_id: str) -> Any:
         """Held by the job's daemon for its lifetime; acquire with timeout=0 to test for a live one."""
-        return file_lock(os.path.join(self.folder, f"{job_id}.monitor.lock"), 0)
+        return file_lock(self._lock_path(job_id, "monitor.lock"), 0)
+
+    def delivery_lock(self, job_id: str, timeout: float) -> Any:
+        """Held while the job's outbox is being delivered: one deliverer at a time, whoever runs it."""
+        return file_lock(self._lock_path(job_id, "deliver.lock"), timeout)
 
     def exists(self, job_id: str) -> bool:
         return os.path.exists(self.path(job_id))
 
+    # -- one record --------------------------------------------------------------------------
     def load(self, job_id: str) -> JobRecord:
         path = self.path(job_id)
         try:
             with open(path, encoding="utf-8") as handle:
-                data = json.load(handle)
+                text = handle.read()
         except FileNotFoundError:
             raise StateError(f"job {job_id} is not monitored (no state file {path})") from None
         except (OSError, ValueError) as exc:
             raise StateError(f"state file {path} is unreadable: {exc}") from None
         try:
-            return JobRecord.from_dict(data)
-        except (TypeError, ValueError) as exc:
+            return parse_record(text)
+        except (ValueError, DecodeError, RecursionError) as exc:
             raise StateError(f"state file {path} is unreadable: {exc}") from None
 
     def save(self, record: JobRecord) -> None:
         try:
-            atomic_write_text(self.path(record.job_id), json.dumps(record.to_dict(), indent=1, sort_keys=True))
+            atomic_write_text(self.path(record.job_id), format_record(record))
         except OSError as exc:
             raise StateError(f"cannot write state file {self.path(record.job_id)}: {exc.strerror or exc}") from None
 
     def create(self, record: JobRecord) -> None:
-        """Save a new record unless one already exists for that job."""
-        with self.lock(record.job_id):
-            if self.exists(record.job_id):
-                raise StateError(f"job {record.job_id} is already monitored (state file {self.path(record.job_id)})")
-            self.save(record)
+        """Save a new record (and index it) unless one already exists for that job."""
+        self.ensure_layout()
+        try:
+            with self.lock(record.job_id):
+                if self.exists(record.job_id):
+                    raise StateError(
+                        f"job {record.job_id} is already monitored (state file {self.path(record.job_id)})")
+                self._mark(record.job_id)  # before the record: a record is never outside the index
+                self.save(record)
+        except TimeoutError:
+            raise StateError(f"state of job {record.job_id} is locked by another jobmon process; try again") from None
+        except OSError as exc:  # the lock file itself cannot be created: read-only or full folder (as in update)
+            raise StateError(f"cannot lock state of job {record.job_id}: {exc.strerror or exc}") from None
 
     def update(self, job_id: str, change: Callable[[JobRecord], None]) -> JobRecord:
         """Load, apply `change`, save, all under the record's lock; returns the saved record."""
@@ -344,23 +132,94 @@ class StateStore:
         except OSError as exc:  # the lock file itself cannot be created: read-only or full folder
             raise StateError(f"cannot lock state of job {job_id}: {exc.strerror or exc}") from None
 
-    def job_ids(self) -> List[str]:
+    # -- the index of current records ------------------------------------------------------------
+    def _mark(self, job_id: str) -> None:
+        os.makedirs(self.index, mode=0o700, exist_ok=True)
         try:
-            names = os.listdir(self.folder)
+            os.close(os.open(os.path.join(self.index, job_id), os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+        except OSError as exc:
+            raise StateError(f"cannot index job {job_id} in {self.index}: {exc.strerror or exc}") from None
+
+    def current_ids(self) -> List[str]:
+        """The jobs in the index (current records), in job id order."""
+        self.ensure_layout()
+        try:
+            names = os.listdir(self.index)
         except FileNotFoundError:
             return []
-        ids = [m.group(1) for m in map(_JOB_FILE_RE.match, names) if m]
-        return sorted(ids, key=_job_sort_key)
+        return sorted((name for name in names if _JOB_ID_RE.match(name)), key=job_sort_key)
 
-    def load_all(self) -> Iterator[Tuple[str, Optional[JobRecord], str]]:
-        """Every record as (job_id, record or None, error text); one bad file never hides the others."""
-        for job_id in self.job_ids():
+    def load_current(self) -> Iterator[Tuple[str, Optional[JobRecord], str]]:
+        """Every indexed record as (job_id, record or None, error text); one bad file never hides the others."""
+        for job_id in self.current_ids():
+            if not self.exists(job_id):
+                self._drop_orphan_marker(job_id)
+                continue
             try:
                 yield job_id, self.load(job_id), ""
             except StateError as exc:
                 yield job_id, None, str(exc)
 
+    def _drop_orphan_marker(self, job_id: str) -> None:
+        """A marker whose record never came (its `create` died); young ones may still get theirs."""
+        marker = os.path.join(self.index, job_id)
+        try:
+            if time.time() - os.stat(marker).st_mtime > ORPHAN_MARKER_AGE:
+                os.unlink(marker)
+        except OSError:
+            pass
 
-def _job_sort_key(job_id: str) -> Tuple[int, int]:
-    head, _, tail = job_id.partition("_")
-    return int(head), int(tail or -1)
+    def retire(self, job_id: str, now: float) -> bool:
+        """Take a record that is no longer current out of the index, its history line written first."""
+        try:
+            with self.lock(job_id):
+                marker = os.path.join(self.index, job_id)
+                if not os.path.exists(marker):
+                    return False  # retired meanwhile (another command got the lock first): no second line
+                record = self.load(job_id)
+                if record.is_current(now):
+                    return False
+                self.history.append([summarize(record)])
+                os.unlink(marker)
+                return True
+        except (TimeoutError, StateError, FileNotFoundError):
+            return False  # busy or already retired: the next command tries again
+        except OSError as exc:
+            raise StateError(f"cannot update the history in {self.folder}: {exc.strerror or exc}") from None
+
+    # -- the first use of a folder of an older jobmon ----------------------------------------------
+    def ensure_layout(self) -> None:
+        """Build the index and the history from every record, once (a folder of schema-1 jobmon has neither).
+
+        Records are not rewritten: an older daemon may still be writing its own. A crash halfway
+        just means the next command does it again (markers are idempotent, history lines dedupe).
+        """
+        marker = os.path.join(self.folder, "layout.json")
+        if os.path.exists(marker) or not os.path.isdir(self.folder):
+            return
+        try:
+            with file_lock(os.path.join(self.folder, "layout.lock"), -1):
+                if os.path.exists(marker):
+                    return
+                self._build_index()
+                atomic_write_text(marker, json.dumps({"layout": LAYOUT_VERSION}) + "\n")
+        except OSError as exc:
+            raise StateError(f"cannot upgrade the state folder {self.folder}: {exc.strerror or exc}") from None
+
+    def _build_index(self) -> None:
+        now = time.time()
+        retired = []
+        for name in os.listdir(self.folder):
+            job_id = name[:-5] if name.endswith(".json") else ""
+            if not _JOB_ID_RE.match(job_id):
+                continue
+            try:
+                record = self.load(job_id)
+            except StateError:
+                self._mark(job_id)  # unreadable: `status` shows it until it is fixed
+                continue
+            if record.is_current(now):
+                self._mark(job_id)
+            else:
+                retired.append(summarize(record))
+        self.history.append(retired)

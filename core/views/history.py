@@ -1,16 +1,19 @@
-"""`jobmon report` and `jobmon history`: the record of jobs, chains and their errors, from state files."""
+"""`jobmon report` and `jobmon history`: jobs, chains and their errors, from the state folder.
+
+`history` reads the history summaries and the current records (never every record file);
+`report` reads one record, found by its id or by the id of any attempt of its chain.
+"""
 from __future__ import annotations
 
-import csv
-import io
-import json
 import re
 import time
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
-from core.errors import JobmonError
+from core.errors import JobmonError, StateError
 from core.slurm.arrays import format_task_counts
-from core.state.store import JobRecord
+from core.state.history import HistoryEntry, summarize
+from core.state.model import JobRecord
+from core.state.store import StateStore
 
 HISTORY_COLUMNS = ("job_id", "name", "submitted", "state", "exit_code", "elapsed", "attempts", "causes")
 REPORT_COLUMNS = ("attempt", "job_id", "resources", "state", "exit_code", "elapsed", "core_hours", "causes",
@@ -32,28 +35,27 @@ def parse_since(text: str, now: float) -> float:
         raise JobmonError(f"--since {text!r}: use a duration like 7d, 12h, 30m or a date like 2026-11-01") from None
 
 
-def history_rows(records: Iterable[JobRecord], since: float = 0.0) -> List[Dict[str, object]]:
-    rows = []
-    for record in sorted(records, key=lambda r: r.created_at):
-        if record.created_at < since:
-            continue
-        final = record.final
-        attempts = len(record.chain.attempts) if record.chain is not None else 1
-        if final is None:
-            state = record.observation.state or "UNKNOWN"
-        else:
-            state = final.state_text if final.task_counts else final.state
-        rows.append({
-            "job_id": record.job_id if record.target == record.job_id else f"{record.job_id}->{record.target}",
-            "name": record.name,
-            "submitted": time.strftime("%Y-%m-%d %H:%M", time.localtime(record.created_at)),
-            "state": state,
-            "exit_code": final.exit_code if final else "",
-            "elapsed": final.elapsed if final else "",
-            "attempts": attempts,
-            "causes": ",".join(record.categories),
-        })
-    return rows
+def history_entries(store: StateStore, since: float) -> List[HistoryEntry]:
+    """Every job submitted since `since`: the summaries, with the current records' own view on top."""
+    entries = store.history.read(since)
+    for _, record, _ in store.load_current():
+        if record is not None and record.created_at >= since:
+            entries[record.job_id] = summarize(record)
+    return sorted(entries.values(), key=lambda e: (e.created_at, e.job_id))
+
+
+def history_row(entry: HistoryEntry) -> Dict[str, Any]:
+    last = entry.jobs[-1] if entry.jobs else entry.job_id
+    return {
+        "job_id": entry.job_id if last == entry.job_id else f"{entry.job_id}->{last}",
+        "name": entry.name,
+        "submitted": time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.created_at)),
+        "state": entry.state,
+        "exit_code": "" if entry.exit_code is None else entry.exit_code,
+        "elapsed": entry.elapsed,
+        "attempts": entry.attempts,
+        "causes": ",".join(entry.causes),
+    }
 
 
 def report_columns(record: JobRecord) -> Tuple[str, ...]:
@@ -61,14 +63,14 @@ def report_columns(record: JobRecord) -> Tuple[str, ...]:
     return ARRAY_REPORT_COLUMNS if record.array_spec else REPORT_COLUMNS
 
 
-def report_rows(record: JobRecord) -> List[Dict[str, object]]:
+def report_rows(record: JobRecord) -> List[Dict[str, Any]]:
     """One row per attempt (a plain job is a chain of one), plus array task counts when there are any."""
+    running = record.observation.state.value if record.observation.state else "RUNNING"
     if record.chain is not None and record.chain.attempts:
         return [{
             "attempt": number, "round": a.round, "job_id": a.job_id, "tasks": a.tasks or record.array_spec,
-            "resources": " ".join(f"{k}={v}" for k, v in a.resources.items()) or "as submitted",
-            "state": format_task_counts(a.task_counts) if a.task_counts else a.state or (
-                record.observation.state or "RUNNING"),
+            "resources": "as submitted" if a.resources.is_empty else a.resources.describe(),
+            "state": format_task_counts(a.task_counts) if a.task_counts else (a.state.value if a.state else running),
             "failed_tasks": a.failed_tasks, "exit_code": a.exit_code,
             "elapsed": a.elapsed, "core_hours": a.core_hours, "causes": ",".join(a.categories),
             "decision": a.decision,
@@ -76,43 +78,28 @@ def report_rows(record: JobRecord) -> List[Dict[str, object]]:
     final = record.final
     return [{
         "attempt": 1, "round": 1, "job_id": record.job_id, "tasks": record.array_spec, "resources": "as submitted",
-        "state": (final.state_text if final.task_counts else final.state) if final else record.observation.state,
+        "state": (final.state_text if final.is_group else final.state.value) if final else running,
         "failed_tasks": final.failed_tasks if final else "",
         "exit_code": final.exit_code if final else "", "elapsed": final.elapsed if final else "",
         "core_hours": "", "causes": ",".join(record.categories), "decision": "",
     }]
 
 
-def render(rows: List[Dict[str, object]], columns: Iterable[str], fmt: str, title: str = "") -> str:
-    """`table` (aligned text), `markdown`, `csv` or `json`."""
-    columns = list(columns)
-    if fmt == "json":
-        return json.dumps({"title": title, "rows": rows}, indent=1)
-    if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        return out.getvalue().rstrip("\n")
-    cells = [[str(row.get(c, "")) for c in columns] for row in rows]
-    if fmt == "markdown":
-        lines = [f"## {title}", ""] if title else []
-        lines.append("| " + " | ".join(columns) + " |")
-        lines.append("|" + "---|" * len(columns))
-        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in cells]
-        return "\n".join(lines)
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    lines = [title] if title else []
-    lines.append("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)).rstrip())
-    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in cells]
-    return "\n".join(lines)
+def report_title(record: JobRecord) -> str:
+    final = record.final
+    state = (final.state_text or final.state.value) if final else (
+        record.observation.state.value if record.observation.state else "running")
+    return f"{record.job_id} ({record.name}): {state}"
 
 
-def find_record(records: Iterable[JobRecord], job_id: str) -> Optional[JobRecord]:
-    """A record by its own id, or by the id of any attempt of its chain."""
-    for record in records:
-        if record.job_id == job_id:
+def find_record(store: StateStore, job_id: str) -> JobRecord:
+    """A record by its own id, or the chain one of whose attempts has this id (current ones first)."""
+    if store.exists(job_id):
+        return store.load(job_id)
+    for _, record, _ in store.load_current():
+        if record is not None and record.chain is not None and any(a.job_id == job_id for a in record.chain.attempts):
             return record
-        if record.chain is not None and any(a.job_id == job_id for a in record.chain.attempts):
-            return record
-    return None
+    found: Optional[HistoryEntry] = store.history.find(job_id)
+    if found is not None and store.exists(found.job_id):
+        return store.load(found.job_id)
+    raise StateError(f"job {job_id} is not monitored (see `jobmon status --all`)")

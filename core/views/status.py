@@ -1,82 +1,121 @@
-"""`jobmon status` rows and `jobmon recover`, computed from the state files and one squeue call."""
+"""`jobmon status`: one row per current job, from the index of current records and one squeue snapshot.
+
+Its cost follows the live jobs (and those ended within a day), not the history: it reads only the
+records in the index, and takes jobs that no longer belong there out of it as it goes. `--all`
+adds one row per job of the history, from its summary.
+"""
 from __future__ import annotations
 
-import socket
 import time
-from typing import Dict, List, Optional, Tuple
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from core.config import Paths
-from core.daemon.main import (
-    HEALTH_CANCELLED,
-    HEALTH_DEAD,
-    HEALTH_DONE,
-    monitor_health,
-    start_monitor,
-)
-from core.errors import JobmonError, StateError
-from core.slurm.client import QueueEntry
-from core.state.store import JobRecord, StateStore
+from core.daemon.liveness import Health, monitor_health, this_host
+from core.errors import JobmonError
+from core.monitor.poller import SlurmView
+from core.notify import outbox
+from core.notify.outbox import DeliveryStatus
+from core.slurm.model import QueueEntry
+from core.state.history import HistoryEntry
+from core.state.model import JobRecord
+from core.state.store import StateStore, job_sort_key
 
-RECENT = 24 * 3600.0
-RETRYABLE_NOTIFICATIONS = ("pending", "sending", "failed", "gone")
+COLUMNS = (("JOB", "job_id"), ("NAME", "name"), ("STATE", "state"), ("MONITOR", "monitor"),
+           ("ELAPSED", "elapsed"), ("HOST", "host"), ("LAST POLL", "last_poll"), ("NOTIFY", "notification"))
 
 
-def _row(record: JobRecord, queue: Dict[str, QueueEntry], host: str, now: float) -> Dict[str, object]:
-    health = monitor_health(record, host, now)
-    entry = queue.get(record.target)
+@dataclass
+class StatusRow:
+    """One row of `status` (also what `status --json` prints for it)."""
+
+    job_id: str
+    current_job: str = ""
+    name: str = ""
+    state: str = ""
+    monitor: str = ""
+    elapsed: str = ""
+    host: str = ""
+    pid: int = 0
+    last_poll: Optional[float] = None  # seconds since the monitor's last sign of life
+    notification: str = ""
+    categories: List[str] = field(default_factory=list)
+    problem: str = ""
+
+    def as_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    def cells(self) -> List[str]:
+        return [self._cell(key) for _, key in COLUMNS]
+
+    def _cell(self, key: str) -> str:
+        value = getattr(self, key)
+        if key == "job_id" and self.current_job not in ("", self.job_id):
+            return f"{self.job_id}->{self.current_job}"
+        if key == "last_poll":
+            return "-" if value is None else f"{value:.0f}s ago"
+        return "-" if value in (None, "") else str(value)
+
+
+def _state_text(record: JobRecord, entry: Optional[QueueEntry]) -> str:
     if record.final is not None:
-        state = record.final.state + (" (incomplete)" if record.final.incomplete else "")
+        state = record.final.state.value + (" (incomplete)" if record.final.incomplete else "")
     elif entry is not None:
         state = entry.state.value
     else:
-        state = record.observation.state or "UNKNOWN"
+        state = record.observation.state.value if record.observation.state else "UNKNOWN"
     chain = record.chain
     if chain is not None:
-        level = "/".join(str(v) for v in chain.level.values())
         step = f"round {chain.round}" if record.array_spec else f"attempt {len(chain.attempts)}"
-        state += f" ({step} of {chain.max_retries + 1}" + (f", {level})" if level else ")")
-    elapsed = record.final.elapsed if record.final is not None else (entry.time_used if entry else "")
-    note = record.notification
-    problem = ""
-    if note.status == "gone":
-        problem = f"webhook gone: {note.last_error}; fix config.json and run `jobmon recover`"
-    elif note.status in ("failed", "sending") or (note.status == "pending" and health == HEALTH_DEAD):
-        problem = f"notification not delivered yet ({note.last_error or note.status}); `jobmon recover` retries"
-    elif record.observation.controller_down_since and record.final is None:
+        level = "" if chain.level.is_empty else f", {chain.level.describe()}"
+        state += f" ({step} of {chain.max_retries + 1}{level})"
+    return state
+
+
+def _problem(record: JobRecord, health: Health) -> str:
+    undelivered = outbox.problems(record.outbox)
+    if undelivered:
+        statuses = {d.status for entry in record.outbox for d in entry.deliveries.values()}
+        if DeliveryStatus.GONE in statuses:
+            return f"webhook gone or refusing: {'; '.join(undelivered)}; fix config.json and run `jobmon recover`"
+        if statuses & {DeliveryStatus.FAILED, DeliveryStatus.SENDING} or health is Health.DEAD:
+            return f"notification not delivered yet: {'; '.join(undelivered)}; `jobmon recover` retries"
+    if record.final is None and record.observation.controller_down_since:
         since = time.strftime("%H:%M:%S", time.localtime(record.observation.controller_down_since))
-        problem = f"Slurm controller unreachable since {since}"
-    elif record.observation.accounting_down_since and record.final is None:
-        problem = "sacct unavailable; waiting for the final record"
-    return {
-        "job_id": record.job_id,
-        "current_job": record.target,
-        "name": record.name,
-        "state": state,
-        "monitor": health,
-        "elapsed": elapsed,
-        "host": record.monitor.host,
-        "pid": record.monitor.pid,
-        "last_poll": (now - record.monitor.heartbeat) if record.monitor.heartbeat else None,
-        "notification": note.status,
-        "categories": list(record.categories),
-        "problem": problem,
-    }
+        return f"Slurm controller unreachable since {since}"
+    if record.final is None and record.observation.accounting_down_since:
+        return "sacct unavailable; waiting for the final record"
+    return ""
 
 
-def _visible(record: JobRecord, now: float, include_old: bool) -> bool:
-    if include_old or not (record.done or record.monitor.stop_requested):
-        return True
-    ended = record.notification.sent_at or (record.final.decided_at if record.final else 0.0) or record.created_at
-    return now - ended < RECENT
+def status_row(record: JobRecord, queue: Dict[str, QueueEntry], host: str, now: float) -> StatusRow:
+    health = monitor_health(record, host, now)
+    entry = queue.get(record.target)
+    elapsed = record.final.elapsed if record.final is not None else (entry.time_used if entry else "")
+    return StatusRow(
+        job_id=record.job_id, current_job=record.target, name=record.name, state=_state_text(record, entry),
+        monitor=health.value, elapsed=elapsed, host=record.monitor.host, pid=record.monitor.pid,
+        last_poll=(now - record.monitor.heartbeat) if record.monitor.heartbeat else None,
+        notification=outbox.summary_status(record.outbox), categories=list(record.categories),
+        problem=_problem(record, health),
+    )
 
 
-def collect_status(store: StateStore, slurm, *, include_old: bool) -> Tuple[List[Dict[str, object]], str]:
-    """Rows for every visible record, with at most one squeue call; returns (rows, warning)."""
+def history_status_row(entry: HistoryEntry) -> StatusRow:
+    """A job no longer current, from its history line (`status --all`)."""
+    health = Health.CANCELLED if entry.cancelled else Health.DONE
+    return StatusRow(job_id=entry.job_id, current_job=entry.jobs[-1] if entry.jobs else entry.job_id,
+                     name=entry.name, state=entry.state, monitor=health.value, elapsed=entry.elapsed,
+                     notification=entry.notification, categories=list(entry.causes))
+
+
+def collect_status(store: StateStore, slurm: SlurmView, *, include_old: bool) -> Tuple[List[StatusRow], str]:
+    """Rows for every current record (and with `include_old` the history's), with at most one squeue
+    call; returns (rows, warning). Records that are no longer current leave the index here."""
     now = time.time()
-    host = socket.gethostname()
-    loaded = list(store.load_all())
-    records = [r for _, r, _ in loaded if r is not None and _visible(r, now, include_old)]
-    live_ids = [r.target for r in records if r.final is None]
+    host = this_host()
+    loaded = list(store.load_current())
+    records = [record for _, record, _ in loaded if record is not None]
+    live_ids = [record.target for record in records if record.final is None]
     queue: Dict[str, QueueEntry] = {}
     warning = ""
     if live_ids:
@@ -84,53 +123,24 @@ def collect_status(store: StateStore, slurm, *, include_old: bool) -> Tuple[List
             queue = slurm.query_queue(live_ids)
         except JobmonError as exc:
             warning = f"squeue unavailable, showing the last known states ({exc})"
-    rows: List[Dict[str, object]] = []
+    rows: List[StatusRow] = []
+    shown = set()
     for job_id, record, error in loaded:
         if record is None:
-            rows.append({"job_id": job_id, "name": "", "state": "UNREADABLE", "monitor": "UNREADABLE",
-                         "elapsed": "", "host": "", "pid": 0, "last_poll": None, "notification": "",
-                         "categories": [], "problem": error})
-        elif record in records:
-            rows.append(_row(record, queue, host, now))
+            rows.append(StatusRow(job_id=job_id, state=Health.UNREADABLE.value, monitor=Health.UNREADABLE.value,
+                                  problem=error))
+        elif record.is_current(now):
+            rows.append(status_row(record, queue, host, now))
+        else:
+            store.retire(record.job_id, now)
+            if include_old:
+                rows.append(status_row(record, queue, host, now))
+        shown.add(job_id)
+    if include_old:
+        old = [entry for job_id, entry in store.history.read().items() if job_id not in shown]
+        rows += [history_status_row(entry) for entry in sorted(old, key=lambda e: job_sort_key(e.job_id))]
     return rows, warning
 
 
-def recover_all(paths: Paths, store: StateStore) -> List[str]:
-    """Restart every DEAD monitor and re-deliver undelivered notifications; one line per action."""
-    now = time.time()
-    host = socket.gethostname()
-    actions = []
-    for job_id, record, error in store.load_all():
-        if record is None:
-            actions.append(f"job {job_id}: skipped, {error}")
-            continue
-        action = _recover_one(paths, store, record, host, now)
-        if action:
-            actions.append(f"job {job_id}: {action}")
-    return actions
-
-
-def _recover_one(paths: Paths, store: StateStore, record: JobRecord, host: str, now: float) -> Optional[str]:
-    health = monitor_health(record, host, now)
-    if health == HEALTH_CANCELLED:
-        return None
-    if health == HEALTH_DONE:
-        if record.notification.status not in RETRYABLE_NOTIFICATIONS:
-            return None
-
-        def reopen(current: JobRecord) -> None:
-            current.done = False
-            current.notification.status = "pending"
-            current.monitor.heartbeat_deadline = 0.0
-
-        store.update(record.job_id, reopen)
-        what = "re-sending its notification"
-    elif health == HEALTH_DEAD:
-        what = "monitor restarted" if record.final is None else "delivering its pending notification"
-    else:
-        return None
-    try:
-        pid = start_monitor(paths, record.job_id, allow_restart=True)
-    except StateError as exc:
-        return f"not restarted: {exc}"
-    return f"{what} (daemon pid {pid})"
+def rows_as_json(rows: Sequence[StatusRow]) -> Dict[str, Any]:
+    return {"jobs": [row.as_dict() for row in rows]}

@@ -26,7 +26,26 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 from discord_receiver import DiscordReceiver  # noqa: E402
 
+from core.notify.outbox import summary_status  # noqa: E402
+from core.state.codec import decode  # noqa: E402
+from core.state.migrate import upgrade  # noqa: E402
+from core.state.model import JobRecord  # noqa: E402
+
 USER_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+def as_record(state: dict) -> JobRecord:
+    """A state file's JSON as the typed record jobmon reads (derived facts like `done` live there)."""
+    return decode(JobRecord, upgrade(state))
+
+
+def is_done(state: dict) -> bool:
+    return as_record(state).done
+
+
+def notification(state: dict) -> str:
+    """How the job's messages fared, as `status` shows it: none, pending, sending, sent, gone, failed."""
+    return summary_status(as_record(state).outbox)
 
 
 def pytest_collection_modifyitems(items) -> None:
@@ -89,9 +108,15 @@ def base_dir(account) -> str:
 def app(base_dir, account) -> str:
     """A copy of the checkout the test user can read, as a user would put it on PATH."""
     target = os.path.join(base_dir, "app")
-    shutil.copytree(ROOT, target, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "state", "logs", "__pycache__", ".pytest_cache", ".ruff_cache", ".hypothesis", "config.json",
-    ))
+    anywhere = shutil.ignore_patterns("__pycache__", ".pytest_cache", ".ruff_cache", ".mypy_cache", ".hypothesis")
+
+    def ignore(folder: str, names: List[str]):
+        skipped = set(anywhere(folder, names))
+        if os.path.samefile(folder, ROOT):  # the checkout's own runtime files, not core/state
+            skipped |= {".git", ".venv", "state", "logs", "config.json"} & set(names)
+        return skipped
+
+    shutil.copytree(ROOT, target, ignore=ignore)
     for folder, _subdirs, files in os.walk(target):
         os.chmod(folder, 0o755)
         for name in files:
@@ -191,7 +216,7 @@ class Env:
                              f"monitor log:\n{self.monitor_log(job_id)}")
 
     def wait_done(self, job_id: str, timeout: float = 60) -> dict:
-        return self.wait_state(job_id, lambda s: s.get("done"), timeout, "done")
+        return self.wait_state(job_id, is_done, timeout, "done")
 
     def daemon_pid(self, job_id: str) -> int:
         return self.state(job_id)["monitor"]["pid"]

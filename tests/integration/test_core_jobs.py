@@ -7,7 +7,7 @@ import signal
 import subprocess
 import time
 
-from conftest import slurm_local, wait_job_state
+from conftest import is_done, notification, slurm_local, wait_job_state
 
 CUDA_OOM_JOB = r"""#!/bin/bash
 #SBATCH -J cuda-oom
@@ -50,7 +50,7 @@ def test_completed_job_goes_to_the_success_channel(jm):
     script = jm.write_script("ok.sbatch", "#!/bin/bash\n#SBATCH -J ok-job\n#SBATCH -o ok-%j.out\necho hello\nsleep 1\n")
     job_id = jm.submit(script)
     state = jm.wait_done(job_id, timeout=60)
-    assert state["final"]["state"] == "COMPLETED" and state["notification"]["status"] == "sent"
+    assert state["final"]["state"] == "COMPLETED" and notification(state) == "sent"
     assert state["stdout_path"] == os.path.join(jm.work, f"ok-{job_id}.out")
     messages = jm.receiver.messages()
     assert [m["webhook"] for m in messages] == ["success"]
@@ -201,7 +201,7 @@ def test_controller_outage_gives_no_false_end_then_the_right_one(jm):
         jm.wait_state(job_id, lambda s: s["observation"]["controller_down_since"] > 0, 30, "outage noticed")
         time.sleep(4)
         state = jm.state(job_id)
-        assert state["final"] is None and not state["done"]
+        assert state["final"] is None and not is_done(state)
         assert jm.receiver.messages() == []
     finally:
         slurm_local("start-ctld")
@@ -214,7 +214,7 @@ def test_rate_limited_webhook_delivers_once(jm):
     jm.receiver.enqueue(("ratelimit", 1.5))
     job_id = jm.submit(jm.write_script("rl.sbatch", "#!/bin/bash\n#SBATCH -o rl-%j.out\necho ok\n"))
     state = jm.wait_done(job_id)
-    assert state["notification"]["status"] == "sent"
+    assert notification(state) == "sent"
     hits = jm.receiver.hits()
     assert [h["result"] for h in hits] == ["ratelimit 1.5s", "accepted"]
     assert len(jm.receiver.messages()) == 1

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import time
 
-from conftest import slurm_local, wait_job_state
+from conftest import is_done, notification, slurm_local, wait_job_state
 
 
 def short_job(jm, name: str, seconds: int, extra: str = "") -> str:
@@ -67,7 +67,7 @@ def test_webhook_errors_and_a_hang_end_in_exactly_one_message(jm):
     jm.receiver.enqueue(("status", 500), ("status", 502), ("hang", 15.0))
     job_id = jm.submit(short_job(jm, "flaky-hook", 1))
     state = jm.wait_done(job_id, timeout=90)
-    assert state["notification"]["status"] == "sent"
+    assert notification(state) == "sent"
     assert [h["result"] for h in jm.receiver.hits()][:3] == ["status 500", "status 502", "hang 15s"]
     time.sleep(1)
     assert len(jm.receiver.messages()) == 1
@@ -77,7 +77,7 @@ def test_deleted_webhook_stops_retries_shows_in_status_and_recover_delivers_afte
     jm.receiver.delete_webhook("success")
     job_id = jm.submit(short_job(jm, "gone-hook", 1))
     state = jm.wait_done(job_id, timeout=60)
-    assert state["notification"]["status"] == "gone"
+    assert notification(state) == "gone"
     hits = len(jm.receiver.hits())
     time.sleep(3)
     assert len(jm.receiver.hits()) == hits  # no retries against a deleted webhook
@@ -86,7 +86,7 @@ def test_deleted_webhook_stops_retries_shows_in_status_and_recover_delivers_afte
     jm.write_config(discord={"success_webhook": jm.receiver.webhook_url("replacement")})
     recovered = jm.jobmon("recover")
     assert recovered.returncode == 0 and "re-sending" in recovered.stdout
-    jm.wait_state(job_id, lambda s: s["notification"]["status"] == "sent", 30, "delivered after the fix")
+    jm.wait_state(job_id, lambda s: notification(s) == "sent", 30, "delivered after the fix")
     assert len(jm.receiver.messages("replacement")) == 1
 
 
@@ -94,10 +94,10 @@ def test_daemon_killed_mid_send_leaves_a_pending_notification_that_recover_deliv
     jm.env["JOBMON_HEARTBEAT_GRACE"] = "1"
     jm.receiver.enqueue(("hang", 30.0))
     job_id = jm.submit(short_job(jm, "kill-send", 1))
-    jm.wait_state(job_id, lambda s: s["notification"]["status"] == "sending", 30, "sending")
+    jm.wait_state(job_id, lambda s: notification(s) == "sending", 30, "sending")
     os.kill(jm.daemon_pid(job_id), signal.SIGKILL)
     state = jm.state(job_id)
-    assert state["final"]["state"] == "COMPLETED" and not state["done"]
+    assert state["final"]["state"] == "COMPLETED" and not is_done(state)
     jm.wait_state(job_id, lambda s: jm.status_row(job_id)["monitor"] == "DEAD", 400, "DEAD")
     assert "not delivered" in jm.status_row(job_id)["problem"]
     assert jm.receiver.messages() == []
@@ -116,7 +116,7 @@ def test_random_sigkills_never_corrupt_state_and_the_story_is_told_once(jm):
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         state = jm.state(job_id)  # must always parse: writes are atomic
-        if state["done"]:
+        if is_done(state):
             break
         pid = state["monitor"]["pid"]
         if pid > 0 and kills < 6:
@@ -140,7 +140,7 @@ def test_random_sigkills_never_corrupt_state_and_the_story_is_told_once(jm):
 def test_cancel_during_a_send_sends_nothing_twice(jm):
     jm.receiver.enqueue(("hang", 4.0))
     job_id = jm.submit(short_job(jm, "cancel-send", 1))
-    jm.wait_state(job_id, lambda s: s["notification"]["status"] == "sending", 30, "sending")
+    jm.wait_state(job_id, lambda s: notification(s) == "sending", 30, "sending")
     assert jm.jobmon("cancel", job_id).returncode == 0
     time.sleep(15)
     assert len(jm.receiver.messages()) <= 1

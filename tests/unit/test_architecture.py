@@ -1,4 +1,6 @@
-"""House rules that keep the design honest, checked on the source itself."""
+"""House rules that keep the design honest, checked on the source itself: who may run processes and
+Slurm commands, who may talk HTTP, what the pure modules import, and that imports flow one way
+through the layers `ls core/` shows."""
 from __future__ import annotations
 
 import ast
@@ -6,12 +8,25 @@ import os
 import shutil
 import subprocess
 import sys
+from typing import Iterator, Set, Tuple
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CORE = os.path.join(ROOT, "core")
-SLURM_COMMANDS = {"sbatch", "squeue", "sacct", "scontrol", "scancel", "sinfo"}
+SLURM_COMMANDS = {"sbatch", "squeue", "sacct", "scontrol", "scancel", "sinfo", "sstat", "srun"}
+
+#: Layers, lowest first: a module imports only from its own layer or below (lazy imports included).
+LAYERS: Tuple[Tuple[str, ...], ...] = (
+    ("errors", "locking", "files", "analysis.finding"),  # leaves
+    ("slurm", "notify"),  # the Slurm adapter; messages, outbox and sinks (neither knows the other)
+    ("state",),  # the job record and its storage
+    ("outcome", "analysis"),  # how a job ended; what its logs say
+    ("chain",),  # escalation policy and (re)submission
+    ("config",),
+    ("monitor",),  # polling, checks, chains, dispatching: one job's monitor
+    ("daemon", "views"),  # processes, liveness, composition; what the CLI shows
+)
 
 
 def core_modules():
@@ -30,14 +45,33 @@ def parse(module: str) -> ast.Module:
         return ast.parse(handle.read())
 
 
-def imported(tree: ast.Module) -> set:
+def imported(tree: ast.AST) -> Set[str]:
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module:
             names.add(node.module)
+            if node.module == "core":
+                names.update(f"core.{alias.name}" for alias in node.names)
     return names
+
+
+def layer_of(module: str) -> int:
+    """The layer of a module: its most specific entry in LAYERS."""
+    best: Tuple[int, int] = (-1, -1)
+    for rank, entries in enumerate(LAYERS):
+        for entry in entries:
+            if (module == entry or module.startswith(entry + ".")) and len(entry) > best[1]:
+                best = (rank, len(entry))
+    assert best[0] >= 0, f"core/{module} is in no layer: add it to LAYERS"
+    return best[0]
+
+
+def core_imports(module: str) -> Iterator[str]:
+    for name in imported(parse(module)):
+        if name.startswith("core."):
+            yield name[len("core."):]
 
 
 def command_lists(tree: ast.Module) -> set:
@@ -49,13 +83,29 @@ def command_lists(tree: ast.Module) -> set:
     }
 
 
+def called_attributes(tree: ast.Module) -> Set[str]:
+    """`os.fork`, `os.execve`, ...: every attribute call spelled module.name."""
+    return {f"{node.func.value.id}.{node.func.attr}" for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and isinstance(node.func.value, ast.Name)}
+
+
 @pytest.mark.parametrize("module", core_modules())
-def test_only_the_adapter_runs_slurm_commands(module):
+def test_imports_flow_down_the_layers(module):
+    own = layer_of(module)
+    upward = {name: layer_of(name) for name in core_imports(module) if layer_of(name) > own}
+    assert not upward, f"core/{module} (layer {own}) imports from a higher layer: {upward}"
+
+
+@pytest.mark.parametrize("module", core_modules())
+def test_only_the_adapter_runs_slurm_and_only_one_module_starts_processes(module):
     tree = parse(module)
-    if module == "slurm.client":
-        return
-    assert "subprocess" not in imported(tree), f"core/{module}.py must not start processes"
-    assert not SLURM_COMMANDS & command_lists(tree), f"core/{module}.py builds a Slurm command line"
+    if module != "slurm.client":
+        assert not SLURM_COMMANDS & command_lists(tree), f"core/{module}.py builds a Slurm command line"
+    if module not in ("slurm.client", "daemon.process"):
+        assert "subprocess" not in imported(tree), f"core/{module}.py must not start processes"
+        assert not {"os.fork", "os.execve", "os.execv", "os.spawnv", "os.system", "os.popen"} & called_attributes(
+            tree), f"core/{module}.py starts a process"
 
 
 @pytest.mark.parametrize("module", core_modules())
@@ -68,23 +118,48 @@ def test_no_printing_and_no_shell_in_core(module):
             assert not (isinstance(node.value, ast.Constant) and node.value.value), f"core/{module}.py uses shell=True"
 
 
-def test_notifier_knows_nothing_of_slurm_and_is_the_only_requests_user():
-    assert not any(name.startswith("core.slurm.client") for name in imported(parse("notify.discord")))
+def test_sinks_know_nothing_of_slurm_or_job_records():
     for module in core_modules():
+        if module.startswith("notify."):
+            foreign = {name for name in core_imports(module)
+                       if not name.startswith("notify.") and name not in ("errors", "files")}
+            assert not foreign, f"core/{module}.py imports {sorted(foreign)}"
+
+
+def test_only_the_discord_sink_imports_requests_and_only_when_it_sends():
+    for module in core_modules():
+        tree = parse(module)
+        top_level = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+        assert "requests" not in imported(ast.Module(body=top_level, type_ignores=[])), module
         if module != "notify.discord":
-            assert "requests" not in imported(parse(module)), f"core/{module}.py imports requests"
+            assert "requests" not in imported(tree), f"core/{module}.py imports requests"
 
 
-def test_analyzer_is_pure():
-    allowed = {"re", "json", "dataclasses", "typing", "__future__", "core.errors"}
+def test_the_analyzer_is_pure():
+    allowed = {"re", "json", "dataclasses", "typing", "__future__", "core.errors", "core.analysis.finding"}
     assert imported(parse("analysis.analyzer")) <= allowed
 
 
-def test_requests_is_not_imported_at_module_level_anywhere():
-    """An idle daemon must not pay for requests: it is imported inside the sending function only."""
+def test_pure_rules_touch_no_files_processes_or_clocks():
+    """The outbox rules, the escalation policy, outcomes and messages are functions of their arguments."""
+    impure = {"os", "subprocess", "time", "socket", "requests", "filelock", "core.locking", "core.files"}
+    for module in ("notify.outbox", "notify.events", "notify.message", "chain.policy", "outcome", "monitor.messages",
+                   "slurm.parse", "slurm.model", "state.model", "state.codec", "state.migrate"):
+        assert not imported(parse(module)) & impure, f"core/{module}.py is meant to be pure"
+
+
+def test_only_the_entry_points_read_argv():
+    """jobmon.py for the CLI; `python -m core.daemon` and `python -m core.daemon.deliver` for the children."""
     for module in core_modules():
-        top_level = [n for n in parse(module).body if isinstance(n, (ast.Import, ast.ImportFrom))]
-        assert "requests" not in imported(ast.Module(body=top_level, type_ignores=[])), module
+        if module not in ("daemon.__main__", "daemon.deliver"):
+            assert "sys.argv" not in ast.unparse(parse(module)), f"core/{module}.py reads argv"
+
+
+def test_layers_name_every_package():
+    packages = {name for name in os.listdir(CORE) if os.path.isdir(os.path.join(CORE, name)) and
+                not name.startswith("__")}
+    named = {entry.split(".")[0] for entries in LAYERS for entry in entries}
+    assert packages <= named, f"packages in no layer: {packages - named}"
 
 
 def test_ruff_is_clean_and_targets_python_3_9():
@@ -93,3 +168,12 @@ def test_ruff_is_clean_and_targets_python_3_9():
         pytest.fail("ruff is not installed: scripts/test.sh installs it into .venv")
     done = subprocess.run([ruff, "check", "--target-version", "py39", "."], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_mypy_is_clean_on_core_and_the_cli():
+    mypy = shutil.which("mypy") or os.path.join(os.path.dirname(sys.executable), "mypy")
+    if not os.path.exists(mypy):
+        pytest.fail("mypy is not installed: scripts/test.sh installs it into .venv")
+    done = subprocess.run([mypy], cwd=ROOT, capture_output=True, text=True)  # files and flags: pyproject.toml
+    assert done.returncode == 0, done.stdout + done.stderr
+

@@ -166,19 +166,21 @@ def test_bad_ladders_stop_submit_before_sbatch(home, capsys, monkeypatch, ladder
 
 
 def test_report_and_history_read_the_state_files(home, capsys):
-    from core.state.store import Attempt, Chain, FinalRecord, JobRecord, StateStore
+    from core.slurm.model import JobState
+    from core.state.model import Attempt, Chain, FinalRecord, JobRecord, Level
+    from core.state.store import StateStore
 
     (home / "state").mkdir()
     store = StateStore(str(home / "state"))
     chain = Chain(current_job="12", attempts=[
-        Attempt("11", resources={"mem": "1G"}, state="OUT_OF_MEMORY", elapsed="00:00:09", core_hours=0.01,
+        Attempt("11", resources=Level(mem="1G"), state=JobState.OUT_OF_MEMORY, elapsed="00:00:09", core_hours=0.01,
                 decision="OUT_OF_MEMORY is set to escalate_mem"),
-        Attempt("12", level_index=1, resources={"mem": "2G"}, state="COMPLETED", elapsed="00:01:00")])
+        Attempt("12", level_index=1, resources=Level(mem="2G"), state=JobState.COMPLETED, elapsed="00:01:00")])
     store.create(JobRecord("11", name="train", created_at=1_790_000_000.0, chain=chain,
-                           final=FinalRecord(state="COMPLETED", elapsed="00:01:00"), done=True))
+                           final=FinalRecord(state=JobState.COMPLETED, elapsed="00:01:00")))
     code, out, _ = run(capsys, "report", "--markdown", "12")
     assert code == 0
-    assert "| 1 | 11 | mem=1G | OUT_OF_MEMORY |" in out and "| 2 | 12 | mem=2G | COMPLETED |" in out
+    assert "| 1 | 11 | 1G | OUT_OF_MEMORY |" in out and "| 2 | 12 | 2G | COMPLETED |" in out
     code, out, _ = run(capsys, "history", "--csv")
     assert code == 0 and out.splitlines()[1].startswith("11->12,train,")
     code, out, _ = run(capsys, "history", "--since", "1h")
@@ -188,23 +190,25 @@ def test_report_and_history_read_the_state_files(home, capsys):
 
 
 def test_report_and_status_of_an_array_chain_show_rounds_and_tasks(home, capsys, monkeypatch):
-    from core.state.store import Attempt, Chain, JobRecord, Round, StateStore
+    from core.slurm.model import JobState
+    from core.state.model import Attempt, Chain, JobRecord, Level, Round
+    from core.state.store import StateStore
 
     (home / "state").mkdir()
     store = StateStore(str(home / "state"))
-    chain = Chain(current_job="601", round=2, level={"mem": "2G"}, attempts=[
-        Attempt("500", resources={"mem": "1G"}, state="OUT_OF_MEMORY", task_counts={"COMPLETED": 7, "OUT_OF_MEMORY": 3},
-                failed_tasks="3,5,8"),
-        Attempt("600", level_index=1, resources={"mem": "2G"}, round=2, tasks="3,5"),
-        Attempt("601", level_index=1, resources={"mem": "2G"}, round=2, tasks="8")],
+    chain = Chain(current_job="601", round=2, level=Level(mem="2G"), attempts=[
+        Attempt("500", resources=Level(mem="1G"), state=JobState.OUT_OF_MEMORY,
+                task_counts={"COMPLETED": 7, "OUT_OF_MEMORY": 3}, failed_tasks="3,5,8"),
+        Attempt("600", level_index=1, resources=Level(mem="2G"), round=2, tasks="3,5"),
+        Attempt("601", level_index=1, resources=Level(mem="2G"), round=2, tasks="8")],
         rounds=[Round(1, jobs=["500"], task_counts={"COMPLETED": 7, "OUT_OF_MEMORY": 3}, retried_tasks="3,5,8")])
     store.create(JobRecord("500", name="sweep", array_spec="0-9", created_at=1_790_000_000.0, chain=chain))
     code, out, _ = run(capsys, "report", "--csv", "601")
     assert code == 0
     lines = out.splitlines()
     assert lines[0].startswith("attempt,round,job_id,tasks,")
-    assert lines[1].startswith("1,1,500,0-9,mem=1G,\"7 COMPLETED, 3 OUT_OF_MEMORY\",\"3,5,8\"")
-    assert lines[3].startswith("3,2,601,8,mem=2G,")
+    assert lines[1].startswith("1,1,500,0-9,1G,\"7 COMPLETED, 3 OUT_OF_MEMORY\",\"3,5,8\"")
+    assert lines[3].startswith("3,2,601,8,2G,")
     monkeypatch.setenv("PATH", "/nonexistent")  # no squeue: status still answers from the state files
     code, out, _ = run(capsys, "status")
     assert "round 2 of 4, 2G" in out
@@ -212,9 +216,11 @@ def test_report_and_status_of_an_array_chain_show_rounds_and_tasks(home, capsys,
 
 def test_telling_a_finished_job_inline_while_a_daemon_holds_it_is_one_clear_line(home):
     from core.config import Config
+    from core.daemon.main import run_inline
     from core.errors import StateError
     from core.locking import FlockLock
-    from core.state.store import JobRecord, StateStore
+    from core.state.model import JobRecord
+    from core.state.store import StateStore
 
     ctx = jobmon.Context()
     store = StateStore(ctx.ready_paths().state)
@@ -223,13 +229,14 @@ def test_telling_a_finished_job_inline_while_a_daemon_holds_it_is_one_clear_line
     held.acquire()
     try:
         with pytest.raises(StateError, match="job 31 is already being monitored by another process"):
-            jobmon._run_inline(ctx, "31", Config())
+            run_inline(ctx.paths, Config(), "31")
     finally:
         held.release()
 
 
 def test_recover_checks_the_config_before_starting_a_daemon_that_trusts_it(home, capsys):
-    from core.state.store import JobRecord, StateStore
+    from core.state.model import JobRecord
+    from core.state.store import StateStore
 
     (home / "state").mkdir()
     StateStore(str(home / "state")).create(JobRecord("41", created_at=1_790_000_000.0))  # no monitor: DEAD
@@ -240,11 +247,15 @@ def test_recover_checks_the_config_before_starting_a_daemon_that_trusts_it(home,
 
 
 def test_cancel_job_also_cancels_the_jobs_of_a_round_being_submitted(home, capsys, monkeypatch):
-    from core.state.store import Attempt, Chain, JobRecord, StateStore
+    from core.state.model import Action, Attempt, Chain, JobRecord, Level, PendingRound, PendingSubmission
+    from core.state.store import StateStore
 
     (home / "state").mkdir()
-    chain = Chain(current_job="500", attempts=[Attempt("500")], pending={"round": 2, "submissions": [
-        {"tasks": "0", "job_id": "600"}, {"tasks": "1", "job_id": "601"}, {"tasks": "2"}]})
+    level = Level(mem="2G")
+    chain = Chain(current_job="500", attempts=[Attempt("500")], pending=PendingRound(2, decided_at=1.0, submissions=[
+        PendingSubmission(1, level, Action.ESCALATE_MEM, tasks="0", job_id="600"),
+        PendingSubmission(1, level, Action.ESCALATE_MEM, tasks="1", job_id="601"),
+        PendingSubmission(1, level, Action.ESCALATE_MEM, tasks="2")]))
     StateStore(str(home / "state")).create(JobRecord("500", array_spec="0-2", chain=chain))
     cancelled = []
 

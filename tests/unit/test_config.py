@@ -16,6 +16,7 @@ from core.config import (
     DEFAULT_TAIL_LINES,
     Config,
     Paths,
+    SinkConfig,
     config_permission_warning,
     load_config,
     load_patterns,
@@ -24,6 +25,7 @@ from core.config import (
 )
 from core.errors import ConfigError, PatternError
 from core.notify.discord import validate_webhook_url
+from core.notify.events import Route
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.json.example"
 SUCCESS_URL = "https://discord.com/api/webhooks/111111111111111111/success-token-abc"
@@ -59,14 +61,16 @@ def test_good_config():
     assert config.username == "bot"
     assert (config.running_interval, config.pending_interval, config.accounting_wait) == (5.0, 7.5, 0.0)
     assert (config.tail_lines, config.send_excerpt) == (200, False)
-    assert config.webhook_for("success") == SUCCESS_URL
-    assert config.webhook_for("error") == ERROR_URL
+    assert config.sinks == {"discord-success": SinkConfig("discord", SUCCESS_URL, "bot"),
+                            "discord-error": SinkConfig("discord", ERROR_URL, "bot")}
+    assert config.sinks_for(Route.SUCCESS) == ("discord-success",)
+    assert config.sinks_for(Route.ERROR) == ("discord-error",)
 
 
 def test_example_config_parses():
     config = parse(EXAMPLE.read_text(encoding="utf-8"), str(EXAMPLE))
     assert config.success_webhook.startswith("https://discord.com/api/webhooks/")
-    assert [name for name, _ in config.channels()] == ["success", "error"]
+    assert list(config.sinks) == ["discord-success", "discord-error"]
 
 
 @pytest.mark.parametrize(
@@ -81,7 +85,7 @@ def test_missing_sections_take_defaults(data):
     assert config.accounting_wait == DEFAULT_ACCOUNTING_WAIT
     assert config.tail_lines == DEFAULT_TAIL_LINES
     assert config.send_excerpt is True
-    assert config.channels() == []
+    assert config.sinks == {} and config.sinks_for(Route.ERROR) == ()
 
 
 @pytest.mark.parametrize(
@@ -179,12 +183,11 @@ def test_webhook_is_stripped():
     assert parse({"discord": {"error_webhook": f"  {ERROR_URL}\n"}}).error_webhook == ERROR_URL
 
 
-@pytest.mark.parametrize("key", ["success_webhook", "error_webhook"])
-def test_one_url_serves_both_channels(key):
+@pytest.mark.parametrize("key, sink", [("success_webhook", "discord-success"), ("error_webhook", "discord-error")])
+def test_one_webhook_serves_both_routes(key, sink):
     config = parse({"discord": {key: SUCCESS_URL}})
-    assert config.webhook_for("success") == SUCCESS_URL
-    assert config.webhook_for("error") == SUCCESS_URL
-    assert config.channels() == [("success", SUCCESS_URL), ("error", SUCCESS_URL)]
+    assert list(config.sinks) == [sink] and config.sinks[sink].url == SUCCESS_URL
+    assert config.sinks_for(Route.SUCCESS) == config.sinks_for(Route.ERROR) == (sink,)
 
 
 # --- environment overrides --------------------------------------------------------------

@@ -14,12 +14,7 @@ from core.chain.policy import (
     DEFAULT_MEM_CAP,
     DEFAULT_STATE_ACTIONS,
     DEFAULT_TIME_CAP,
-    ESCALATE_MEM,
-    ESCALATE_TIME,
-    RELAUNCH,
-    STOP,
     Decision,
-    Level,
     Policy,
     action_for,
     apply_level,
@@ -37,8 +32,10 @@ from core.chain.policy import (
 from core.chain.policy import parse_duration_any as duration
 from core.chain.submitter import SubmitOptions, first_level, resubmit, split_jobmon_flags
 from core.errors import ConfigError, JobmonError
-from core.slurm.client import Submission
-from core.state.store import Attempt, Chain, JobRecord, TaskOutcome, TaskTrack
+from core.slurm.model import JobState, Submission
+from core.state.model import Action, Attempt, Chain, JobRecord, Level, TaskOutcome, TaskTrack
+
+ESCALATE_MEM, ESCALATE_TIME, RELAUNCH, STOP = Action.ESCALATE_MEM, Action.ESCALATE_TIME, Action.RELAUNCH, Action.STOP
 
 CONFIG = "/home/alice/jobmon/config.json"
 LADDER_FILE = "/home/alice/ladder.json"
@@ -76,8 +73,13 @@ def test_load_ladder_text_valid(text, expected):
     assert load_ladder_text(text, LADDER_FILE) == expected
 
 
+def level_data(level: Level) -> dict:
+    """A level as a ladder file writes it: only the resources it sets."""
+    return {key: value for key, value in vars(level).items() if value}
+
+
 def test_parse_ladder_takes_python_data_and_object_form_alike():
-    data = [level.to_dict() for level in LADDER]
+    data = [level_data(level) for level in LADDER]
     assert parse_ladder(data, "x") == LADDER
     assert parse_ladder({"ladder": data}, "x") == LADDER
 
@@ -240,14 +242,14 @@ DEFAULT = Policy()
     ("OUT_OF_MEMORY", 0, 125, ["slurm_oom", "cuda_oom"], ESCALATE_MEM, "OUT_OF_MEMORY"),  # CUDA OOM not the root cause
 ])
 def test_action_for_default_policy(state, exit_code, signal, categories, action, reason_has):
-    got, reason = action_for(state, exit_code, signal, categories, DEFAULT)
+    got, reason = action_for(JobState.parse(state), exit_code, signal, categories, DEFAULT)
     assert got == action
     assert reason_has in reason
 
 
 def test_action_for_covers_every_default_state():
     for state, action in DEFAULT_STATE_ACTIONS.items():
-        assert action_for(state, 0, 0, [], DEFAULT)[0] == action
+        assert action_for(JobState.parse(state), 0, 0, [], DEFAULT)[0] == action
 
 
 EXIT_POLICY = parse_policy({"exit_codes": {"137": "stop", "42": "relaunch", "3": "escalate_time", "0": "relaunch"}},
@@ -266,7 +268,7 @@ EXIT_POLICY = parse_policy({"exit_codes": {"137": "stop", "42": "relaunch", "3":
     pytest.param("COMPLETED", 0, [], STOP, id="completed-0-always-stops"),
 ])
 def test_action_for_exit_code_overrides(state, exit_code, categories, action):
-    got, reason = action_for(state, exit_code, 0, categories, EXIT_POLICY)
+    got, reason = action_for(JobState.parse(state), exit_code, 0, categories, EXIT_POLICY)
     assert got == action
     if state == "FAILED" and exit_code in (42, 3, 137) and not categories[:1] == ["cuda_oom"]:
         assert f"exit code {exit_code}" in reason
@@ -286,13 +288,14 @@ STATE_POLICY = parse_policy({"states": {"timeout": "stop", "FAILED": "relaunch",
     ("FAILED", 137, ["slurm_oom"], ESCALATE_MEM),  # the Slurm-OOM rule comes before the state table
 ])
 def test_action_for_state_overrides(state, exit_code, categories, action):
-    assert action_for(state, exit_code, 0, categories, STATE_POLICY)[0] == action
+    assert action_for(JobState.parse(state), exit_code, 0, categories, STATE_POLICY)[0] == action
 
 
 # --- decide ------------------------------------------------------------------------------------
 
 def run(state, current, policy=DEFAULT, *, attempt=1, level_index=0, exit_code=0, signal=0, categories=()):
-    return decide(state=state, exit_code=exit_code, signal=signal, categories=list(categories), attempt=attempt,
+    return decide(state=JobState.parse(state), exit_code=exit_code, signal=signal, categories=list(categories),
+                  attempt=attempt,
                   level_index=level_index, current=current, policy=policy)
 
 
@@ -411,10 +414,9 @@ def test_format_minutes_rounds_up(seconds, text):
     assert format_minutes(seconds) == text
 
 
-def test_level_to_dict_and_describe():
-    assert L1.to_dict() == {"mem": "4G", "time": "2:00:00", "partition": "big", "gres": "gpu:1", "cpus": 8}
-    assert Level(time="60").to_dict() == {"time": "60"}
+def test_level_describe_is_the_one_way_resources_are_written():
     assert L1.describe() == "4G/2:00:00 on big gpu:1 8 CPUs"
+    assert Level(time="60").describe() == "60" and Level(cpus=4).describe() == "same resources 4 CPUs"
     assert Level().describe() == "same resources"
 
 
@@ -618,18 +620,20 @@ def test_first_level_without_ladder_reads_the_args(args, level):
 
 
 def test_ladder_file_round_trip_through_json():
-    text = json.dumps({"ladder": [level.to_dict() for level in LADDER]})
+    text = json.dumps({"ladder": [level_data(level) for level in LADDER]})
     assert load_ladder_text(text, LADDER_FILE) == LADDER
 
 
 def test_an_array_task_escalates_from_what_it_ran_with_not_from_another_submission():
     """Round 2 ran task 1 at 2G (job 600) and task 3 at 1G with more time (job 601): both OOM again."""
-    tracks = {"1": TaskTrack(level_index=1, level={"mem": "2048M"}),
-              "3": TaskTrack(level_index=1, level={"time": "02:00:00"})}
+    tracks = {"1": TaskTrack(level_index=1, level=Level(mem="2048M")),
+              "3": TaskTrack(level_index=1, level=Level(time="02:00:00"))}
     chain = Chain(attempts=[Attempt(job_id="500")], round=2, max_retries=3, tasks=tracks)
-    tasks = [TaskOutcome(task_id="1", job_id="600_1", state="OUT_OF_MEMORY", req_mem="2048M", time_limit="01:00:00"),
-             TaskOutcome(task_id="3", job_id="601_3", state="OUT_OF_MEMORY", req_mem="1G", time_limit="02:00:00")]
+    tasks = [TaskOutcome(task_id="1", job_id="600_1", state=JobState.OUT_OF_MEMORY, req_mem="2048M",
+                         time_limit="01:00:00"),
+             TaskOutcome(task_id="3", job_id="601_3", state=JobState.OUT_OF_MEMORY, req_mem="1G",
+                         time_limit="02:00:00")]
     plan = plan_array_round(chain, tasks, {})
-    assert sorted((s["tasks"], s["level"]) for s in plan.submissions) == [
-        ("1", {"mem": "4096M"}), ("3", {"mem": "2048M", "time": "02:00:00"})]
+    assert sorted((s.tasks, s.level) for s in plan.submissions) == [
+        ("1", Level(mem="4096M")), ("3", Level(mem="2048M", time="02:00:00"))]
     assert plan.retried == (1, 3) and plan.not_retried == {}

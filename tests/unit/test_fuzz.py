@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -22,24 +22,6 @@ from core.analysis.analyzer import Analysis, analyze, parse_patterns
 from core.analysis.logtail import MAX_LINE_CHARS as TAIL_MAX_CHARS
 from core.analysis.logtail import read_tail
 from core.errors import JobmonError, PatternError
-from core.slurm.client import (
-    SACCT_DELIMITER,
-    SACCT_FIELDS,
-    AccountingRecord,
-    JobInfo,
-    JobState,
-    QueueEntry,
-    is_invalid_job_error,
-    is_unavailable_error,
-    parse_duration,
-    parse_exit_code,
-    parse_sacct,
-    parse_scontrol_fields,
-    parse_scontrol_show_job,
-    parse_scontrol_show_jobs,
-    parse_size,
-    parse_squeue,
-)
 from core.slurm.jobscript import (
     JobOptions,
     expand_pattern,
@@ -49,6 +31,26 @@ from core.slurm.jobscript import (
     split_submit_args,
     validate_job_id,
 )
+from core.slurm.model import AccountingRecord, JobInfo, JobState, QueueEntry
+from core.slurm.parse import (
+    SACCT_DELIMITER,
+    SACCT_FIELDS,
+    SQUEUE_COLUMNS,
+    is_invalid_job_error,
+    is_unavailable_error,
+    parse_comments,
+    parse_duration,
+    parse_exit_code,
+    parse_sacct,
+    parse_scontrol_fields,
+    parse_scontrol_show_job,
+    parse_scontrol_show_jobs,
+    parse_size,
+    parse_squeue,
+    parse_submit_lines,
+    parse_table,
+)
+from tests.support import header_line
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILTIN_PATTERNS = parse_patterns((ROOT / "patterns" / "error_patterns.json").read_text(encoding="utf-8"),
@@ -118,18 +120,45 @@ def any_text(extra: Sequence[str] = ()) -> st.SearchStrategy[str]:
     return st.one_of(noise(extra), st.text(), _surrogate_text, _replaced_bytes, _escaped_bytes)
 
 
-# -- core.slurm.client -----------------------------------------------------------------------------
+# -- core.slurm.parse ------------------------------------------------------------------------------
+#: Header lines squeue/sacct print for jobmon's formats (real captures), and column names to mix in.
+_SQUEUE_HEADERS = [header_line(name) for name in ("squeue_itrM.txt", "squeue_itr.txt", "squeue_ik.txt")]
+_SACCT_HEADERS = [header_line(name) for name in ("sacct_16_fields.txt", "sacct_15_fields.txt", "sacct_submitline.txt")]
+_SQUEUE_TITLES = [title for _, title in SQUEUE_COLUMNS] + ["COMMENT", "PARTITION", "jobid", " STATE "]
+_SACCT_NAMES = list(SACCT_FIELDS) + ["SubmitLine", "Account", "JOBID", " State "]
+
+
+def _header(titles: Sequence[str], real: Sequence[str], delimiter: str) -> st.SearchStrategy[str]:
+    """A real header line, or a random mix of known titles and noise joined by the delimiter."""
+    made = st.lists(st.one_of(st.sampled_from(list(titles)), noise(max_parts=2)), max_size=8).map(delimiter.join)
+    return st.one_of(st.sampled_from(list(real)), made.map(lambda line: line + "\n"))
+
+
 def _squeue_rows() -> st.SearchStrategy[str]:
     cell = st.one_of(st.sampled_from(_common_tokens), noise(max_parts=3))
     row = st.lists(cell, max_size=6).map("|".join)
-    return st.lists(row, max_size=5).map("\n".join)
+    body = st.lists(row, max_size=5).map("\n".join)
+    return st.builds(str.__add__, _header(_SQUEUE_TITLES, _SQUEUE_HEADERS, "|"), body)
 
 
 def _sacct_rows() -> st.SearchStrategy[str]:
     cell = st.one_of(st.sampled_from(_common_tokens + ["1", "1.batch", "1.0", "1_2.extern", "1.", ".1", "9" * 400]),
                      noise(max_parts=2))
     row = st.lists(cell, min_size=len(SACCT_FIELDS) - 1, max_size=len(SACCT_FIELDS) + 1)
-    return st.lists(row.map(SACCT_DELIMITER.join), max_size=4).map("\n".join)
+    body = st.lists(row.map(SACCT_DELIMITER.join), max_size=4).map("\n".join)
+    return st.builds(str.__add__, _header(_SACCT_NAMES, _SACCT_HEADERS, SACCT_DELIMITER), body)
+
+
+@FAST
+@given(st.one_of(any_text(), _squeue_rows(), _sacct_rows()), st.sampled_from(["|", SACCT_DELIMITER]))
+def test_parse_table_rows_have_the_header_keys(text: str, delimiter: str) -> None:
+    rows = parse_table(text, delimiter)
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(rows) <= max(len(lines) - 1, 0)
+    if rows:
+        keys = {name.strip().upper() for name in lines[0].split(delimiter)}
+        assert all(set(row) == keys for row in rows)
+        assert all(value == value.strip() for row in rows for value in row.values())
 
 
 @FAST
@@ -139,6 +168,8 @@ def test_parse_squeue_never_raises(text: str) -> None:
     assert all(isinstance(entry, QueueEntry) for entry in entries)
     assert all(isinstance(entry.state, JobState) for entry in entries)
     assert all(entry.job_id for entry in entries)
+    comments = parse_comments(text)
+    assert all(isinstance(job_id, str) and isinstance(comment, str) for job_id, comment in comments)
 
 
 @FAST
@@ -152,7 +183,10 @@ def test_parse_sacct_never_raises_and_folds_steps(text: str) -> None:
         assert isinstance(record.exit_code, int) and isinstance(record.signal, int)
         assert record.max_rss_bytes is None or record.max_rss_bytes >= 0
         assert record.job_id_raw
+        assert isinstance(record.real_req_mem, str) and isinstance(record.is_placeholder, bool)
     assert len({record.job_id for record in records}) == len(records)
+    lines = parse_submit_lines(text)
+    assert all(isinstance(job_id, str) and isinstance(line, str) for job_id, line in lines)
 
 
 def _scontrol_text() -> st.SearchStrategy[str]:
@@ -173,8 +207,8 @@ def test_parse_scontrol_never_raises(text: str) -> None:
     assert all(isinstance(job, JobInfo) for job in parse_scontrol_show_jobs(text))
     if info is not None:
         assert isinstance(info.state, JobState)
-        assert isinstance(info.restarts, int)
         assert info.job_id == fields["JobId"]
+        assert (info.stdout, info.work_dir) == (fields.get("StdOut", ""), fields.get("WorkDir", ""))
 
 
 @FAST
@@ -300,9 +334,13 @@ def _sacct_job(draw, job_id: str) -> dict:
     }
 
 
-def _sacct_line(values: List[str]) -> str:
-    assert len(values) == len(SACCT_FIELDS)
-    return SACCT_DELIMITER.join(values)
+def _sacct_line(values: Dict[str, str], columns: Sequence[str] = SACCT_FIELDS) -> str:
+    """One sacct line with these columns in this order; a column without a value is empty."""
+    return SACCT_DELIMITER.join(values.get(column, "") for column in columns)
+
+
+#: Columns sacct can print that jobmon does not ask for: the parser must skip them wherever they are.
+_UNKNOWN_COLUMNS = ["Account", "QOS", "SubmitLine", "Comment"]
 
 
 @st.composite
@@ -313,24 +351,32 @@ def _sacct_output(draw):
                   st.builds("{}+{}".format, st.integers(1, 10 ** 6), st.integers(0, 9))),
         min_size=1, max_size=4, unique=True,
     ))
+    # The columns in any order, with unknown ones anywhere: the header says which is which.
+    extra = draw(st.lists(st.sampled_from(_UNKNOWN_COLUMNS), max_size=2, unique=True))
+    columns = draw(st.permutations(list(SACCT_FIELDS) + extra))
     jobs = [draw(_sacct_job(job_id)) for job_id in job_ids]
     lines = []
     for job in jobs:
         code, signal = job["ExitCode"]
-        lines.append(_sacct_line([
-            job["JobID"], job["JobIDRaw"], job["JobName"], job["State"], f"{code}:{signal}", job["Elapsed"],
-            job["Timelimit"], _rss_text(job["MaxRSS"]), job["ReqMem"], job["NodeList"], job["Partition"],
-            job["WorkDir"], job["Start"], job["End"], job["User"], str(job["AllocCPUS"]),
-        ]))
+        noise_cells = {column: draw(_field()) for column in extra}
+        lines.append(_sacct_line({
+            **noise_cells, "JobID": job["JobID"], "JobIDRaw": job["JobIDRaw"], "JobName": job["JobName"],
+            "State": job["State"], "ExitCode": f"{code}:{signal}", "Elapsed": job["Elapsed"],
+            "Timelimit": job["Timelimit"], "MaxRSS": _rss_text(job["MaxRSS"]), "ReqMem": job["ReqMem"],
+            "NodeList": job["NodeList"], "Partition": job["Partition"], "WorkDir": job["WorkDir"],
+            "Start": job["Start"], "End": job["End"], "User": job["User"], "AllocCPUS": str(job["AllocCPUS"]),
+        }, columns))
         for step, rss in job["steps"]:
             step_id = f"{job['JobID']}.{step}"
-            lines.append(_sacct_line([
-                step_id, step_id, step, job["State"].split(" ")[0], "0:0", job["Elapsed"], "",
-                _rss_text(rss), "", job["NodeList"], "", "", job["Start"], job["End"], "", "",
-            ]))
+            lines.append(_sacct_line({
+                "JobID": step_id, "JobIDRaw": step_id, "JobName": step, "State": job["State"].split(" ")[0],
+                "ExitCode": "0:0", "Elapsed": job["Elapsed"], "MaxRSS": _rss_text(rss),
+                "NodeList": job["NodeList"], "Start": job["Start"], "End": job["End"],
+            }, columns))
     # sacct prints a job before its steps, but the parser must not depend on it.
     lines = draw(st.permutations(lines))
-    return jobs, "\n".join(lines) + draw(st.sampled_from(["", "\n"]))
+    header = SACCT_DELIMITER.join(columns)
+    return jobs, "\n".join([header, *lines]) + draw(st.sampled_from(["", "\n"]))
 
 
 @MEDIUM
@@ -355,15 +401,64 @@ def test_parse_sacct_round_trip(generated) -> None:
         assert record.alloc_cpus == job["AllocCPUS"]
 
 
+# squeue round trip: jobmon's columns in any order, unknown ones anywhere; a comment (which may hold
+# `|`) is only ever the last column, as in `squeue -o '%i|%k'`.
+_SQUEUE_WORD = st.text(st.characters(exclude_categories=("Cc", "Cs", "Zl", "Zp"), exclude_characters="|"),
+                       max_size=12).map(str.strip)
+_squeue_job_ids = st.one_of(
+    st.integers(1, 10 ** 9).map(str),
+    st.builds("{}_{}".format, st.integers(1, 10 ** 6), st.integers(0, 10 ** 4)),
+    st.builds("{}_[{}-{}%{}]".format, st.integers(1, 10 ** 6), st.integers(0, 9), st.integers(10, 99),
+              st.integers(1, 9)),
+    st.builds("{}+{}".format, st.integers(1, 10 ** 6), st.integers(0, 9)),
+)
+
+
+@st.composite
+def _squeue_output(draw):
+    entries = [QueueEntry(job_id, draw(st.sampled_from(list(JobState))), draw(_SQUEUE_WORD), draw(_SQUEUE_WORD))
+               for job_id in draw(st.lists(_squeue_job_ids, max_size=5, unique=True))]
+    extra = draw(st.lists(st.sampled_from(["PARTITION", "NAME", "USER"]), max_size=2, unique=True))
+    titles = draw(st.permutations([title for _, title in SQUEUE_COLUMNS] + extra))
+    lines = ["|".join(titles)]
+    for entry in entries:
+        cells = {"JOBID": entry.job_id, "STATE": entry.state.value, "REASON": entry.reason, "TIME": entry.time_used}
+        lines.append("|".join(cells[title] if title in cells else draw(_SQUEUE_WORD) for title in titles))
+    return entries, "\n".join(lines) + "\n"
+
+
+@MEDIUM
+@given(_squeue_output())
+def test_parse_squeue_round_trip(generated) -> None:
+    entries, text = generated
+    assert parse_squeue(text) == entries
+
+
+#: A comment as squeue prints it: one line, no surrounding whitespace, `|` allowed.
+_COMMENT = st.text(st.characters(exclude_categories=("Cc", "Cs", "Zl", "Zp")), max_size=20).map(str.strip)
+
+
+@MEDIUM
+@given(st.lists(st.tuples(_squeue_job_ids, _COMMENT), max_size=5))
+def test_parse_comments_round_trip_keeps_pipes_in_the_comment(pairs) -> None:
+    text = header_line("squeue_ik.txt") + "".join(f"{job_id}|{comment}\n" for job_id, comment in pairs)
+    assert parse_comments(text) == pairs
+
+
 def test_parse_sacct_cancelled_by_uid_example() -> None:
     text = "\n".join([
-        _sacct_line(["7", "7", "a|b", "CANCELLED by 1000", "0:15", "", "", "", "1G", "", "", "", "", "", "u", "2"]),
-        _sacct_line(["7.batch", "7.batch", "batch", "CANCELLED", "0:15", "", "", "2G", "", "", "", "", "", "", "", ""]),
-        _sacct_line(["7.0", "7.0", "python", "CANCELLED", "0:15", "", "", "3072K", "", "", "", "", "", "", "", ""]),
+        _sacct_line({name: name for name in SACCT_FIELDS}),
+        _sacct_line({"JobID": "7", "JobIDRaw": "7", "JobName": "a|b", "State": "CANCELLED by 1000", "ExitCode": "0:15",
+                     "ReqMem": "1G", "User": "u", "AllocCPUS": "2"}),
+        _sacct_line({"JobID": "7.batch", "JobIDRaw": "7.batch", "JobName": "batch", "State": "CANCELLED",
+                     "ExitCode": "0:15", "MaxRSS": "2G"}),
+        _sacct_line({"JobID": "7.0", "JobIDRaw": "7.0", "JobName": "python", "State": "CANCELLED",
+                     "ExitCode": "0:15", "MaxRSS": "3072K"}),
     ])
     [record] = parse_sacct(text)
     assert (record.job_id, record.name, record.state) == ("7", "a|b", JobState.CANCELLED)
     assert record.max_rss_bytes == 2 * 1024 ** 3
+    assert (record.req_mem, record.user, record.alloc_cpus) == ("1G", "u", 2)
 
 
 # -- core.analysis.analyzer --------------------------------------------------------------------------

@@ -199,7 +199,8 @@ def fake_daemon_home(tmp_path: Path) -> dict:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     calls = tmp_path / "squeue.calls"
-    (bin_dir / "squeue").write_text(f"#!/bin/sh\necho call >> {calls}\necho '{JOB}|RUNNING|None|0:10'\n")
+    (bin_dir / "squeue").write_text(
+        f"#!/bin/sh\necho call >> {calls}\necho 'JOBID|STATE|REASON|TIME'\necho '{JOB}|RUNNING|None|0:10'\n")
     (bin_dir / "sacct").write_text("#!/bin/sh\nexit 0\n")
     for name in ("squeue", "sacct"):
         (bin_dir / name).chmod(0o755)
@@ -217,7 +218,7 @@ def fake_daemon_home(tmp_path: Path) -> dict:
 def start_daemon(setup: dict, log_name: str) -> subprocess.Popen:
     log = open(setup["home"] / "logs" / log_name, "w")
     with log:
-        return subprocess.Popen([sys.executable, "-m", "core.daemon.main", JOB], cwd="/", env=setup["env"],
+        return subprocess.Popen([sys.executable, "-m", "core.daemon", JOB], cwd="/", env=setup["env"],
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log)
 
 
@@ -250,8 +251,9 @@ def test_a_polling_daemon_never_imports_filelock_and_still_excludes_the_cli_and_
 
 #: What an idle daemon must not carry (issue: idle RSS close to a bare interpreter): each was
 #: measured at 0.2 to 9 MB and is only needed by the CLI or once the job has ended.
-HEAVY_FOR_AN_IDLE_DAEMON = ("filelock", "requests", "core.notify.discord", "core.chain.policy",
-                            "core.analysis.analyzer", "core.monitor.messages", "tempfile", "socket", "ssl", "hashlib")
+HEAVY_FOR_AN_IDLE_DAEMON = ("filelock", "requests", "core.notify.discord", "core.notify.deliver", "core.chain.policy",
+                            "core.monitor.chains", "core.analysis.analyzer", "core.monitor.messages", "tempfile",
+                            "socket", "ssl", "hashlib")
 
 
 def test_a_polling_daemon_imports_nothing_heavy(tmp_path):

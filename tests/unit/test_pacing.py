@@ -1,6 +1,11 @@
-"""core/pacing.py: many daemons, one webhook, no 429 storm and no lost message."""
+"""core.notify.pacing: many processes, one webhook, no 429 storm and no lost message.
+
+`Pacer.run(destination, attempt)` waits for the destination's turn, makes the attempt once and
+records it (with the pause the service asked for, `Outcome.pace`); retrying is the outbox's job.
+"""
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -19,18 +24,19 @@ from typing import Any, Dict, List, Optional, Tuple
 import pytest
 from filelock import FileLock
 
-from core.notify import discord as notifier
-from core.notify.discord import Delivery
+from core.notify.discord import DiscordSink
+from core.notify.outbox import Answer, Outcome
 from core.notify.pacing import (
     MAX_PAUSE,
     WINDOW,
-    WebhookPacer,
+    Pacer,
     next_send_time,
     parse_pace_state,
     record_send,
     webhook_key,
 )
 from tests.discord_receiver import DiscordReceiver, parse_rate_limit
+from tests.support import FakeClock, FakeSink
 
 ROOT = Path(__file__).resolve().parents[2]
 URL = "https://discord.com/api/webhooks/123456789012345678/s3cret-T0ken_abcdefghijklmnopqrstuvwxyz"
@@ -42,44 +48,23 @@ def near(expected: Any) -> Any:
     return pytest.approx(expected, rel=0, abs=1e-6)
 
 
-class FakeTime:
-    """A clock that only moves when the code under test sleeps (or a test says so)."""
-
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-        self.sleeps: List[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        assert seconds > 0
-        self.sleeps.append(seconds)
-        self.now += seconds
+def delivered(pace: float = 0.0) -> Outcome:
+    """A sink's answer: delivered, and (with `pace`) asked to pause before the next message."""
+    return Outcome(Answer.DELIVERED, "delivered", pace=pace)
 
 
-class FakeSender:
-    """A send_fn that records when it was called and answers with scripted hints."""
-
-    def __init__(self, fake: FakeTime, hints: Optional[List[float]] = None, duration: float = 0.0) -> None:
-        self.fake = fake
-        self.hints = list(hints or [])
-        self.duration = duration
-        self.calls: List[Dict[str, Any]] = []
-
-    def __call__(self, url: str, payload: Dict[str, Any]) -> Delivery:
-        self.calls.append({"at": self.fake.now, "url": url, "payload": payload})
-        self.fake.now += self.duration
-        hint = self.hints.pop(0) if self.hints else 0.0
-        return Delivery("delivered", 204, "delivered", 1, None, hint)
-
-    @property
-    def times(self) -> List[float]:
-        return [call["at"] for call in self.calls]
+def fake_sink(clock: FakeClock, paces: Optional[List[float]] = None, duration: float = 0.0) -> FakeSink:
+    """A sink whose attempts take `duration` on the fake clock and answer with the given pacing hints."""
+    return FakeSink("hook", [delivered(p) for p in paces or [0.0]], clock=clock, duration=duration)
 
 
-def pacer(folder: Path, fake: FakeTime, **options: Any) -> WebhookPacer:
-    return WebhookPacer(str(folder), clock=fake.clock, sleep=fake.sleep, **options)
+def pacer(folder: Path, clock: FakeClock, **options: Any) -> Pacer:
+    return Pacer(str(folder), clock=clock.time, sleep=clock.sleep, **options)
+
+
+def send(paced: Pacer, sink: FakeSink, content: str, destination: str = URL) -> Outcome:
+    """One paced attempt of `sink` (its payload says which message it was)."""
+    return paced.run(destination, lambda: sink.deliver({"content": content}, 10.0))
 
 
 # ------------------------------------------------------------- next_send_time
@@ -149,46 +134,77 @@ def test_parse_pace_state_keeps_good_values() -> None:
 # ---------------------------------------------------------- pacer, faked time
 
 
+def test_run_makes_the_attempt_once_and_returns_its_outcome(tmp_path: Path) -> None:
+    clock = FakeClock()
+    answer = Outcome(Answer.RETRY, "server error HTTP 503")
+    calls: List[float] = []
+
+    def attempt() -> Outcome:
+        calls.append(clock.now)
+        return answer
+
+    assert pacer(tmp_path, clock).run(URL, attempt) is answer
+    assert calls == [clock.now] and clock.sleeps == []
+
+
 def test_back_to_back_sends_are_spaced(tmp_path: Path) -> None:
-    fake = FakeTime()
-    send = FakeSender(fake, duration=0.1)
-    paced = pacer(tmp_path, fake, min_spacing=0.5)
-    start = fake.now
+    clock = FakeClock()
+    sink = fake_sink(clock, duration=0.1)
+    paced = pacer(tmp_path, clock, min_spacing=0.5)
+    start = clock.now
     for n in range(4):
-        delivery = paced.send(URL, {"content": str(n)}, send)
-        assert delivery.outcome == "delivered"
+        assert send(paced, sink, str(n)).answer is Answer.DELIVERED
     # each send waits 0.5 s after the previous one finished (0.1 s later than it started)
-    assert send.times == near([start, start + 0.6, start + 1.2, start + 1.8])
-    assert [c["payload"]["content"] for c in send.calls] == ["0", "1", "2", "3"]
-    assert all(c["url"] == URL for c in send.calls)
+    assert sink.times == near([start, start + 0.6, start + 1.2, start + 1.8])
+    assert [payload["content"] for payload in sink.attempts] == ["0", "1", "2", "3"]
 
 
 def test_pacers_in_the_same_folder_share_the_pace(tmp_path: Path) -> None:
     """Two pacer objects stand for two daemon processes: the state lives in the folder."""
-    fake = FakeTime()
-    send = FakeSender(fake)
-    pacer(tmp_path, fake, min_spacing=2.0).send(URL, {"content": "a"}, send)
-    pacer(tmp_path, fake, min_spacing=2.0).send(URL, {"content": "b"}, send)
-    assert send.times[1] - send.times[0] == near(2.0)
+    clock = FakeClock()
+    sink = fake_sink(clock)
+    send(pacer(tmp_path, clock, min_spacing=2.0), sink, "a")
+    send(pacer(tmp_path, clock, min_spacing=2.0), sink, "b")
+    assert sink.times[1] - sink.times[0] == near(2.0)
+
+
+def test_pacers_in_different_folders_do_not(tmp_path: Path) -> None:
+    """The control for the test above."""
+    clock = FakeClock()
+    sink = fake_sink(clock)
+    send(pacer(tmp_path / "one", clock, min_spacing=2.0), sink, "a")
+    send(pacer(tmp_path / "two", clock, min_spacing=2.0), sink, "b")
+    assert sink.times[1] == sink.times[0] and clock.sleeps == []
 
 
 def test_an_empty_bucket_hint_pushes_the_next_send_back(tmp_path: Path) -> None:
-    fake = FakeTime()
-    send = FakeSender(fake, hints=[4.0, 0.0])
-    paced = pacer(tmp_path, fake, min_spacing=0.5)
+    clock = FakeClock()
+    sink = fake_sink(clock, paces=[4.0, 0.0])
+    paced = pacer(tmp_path, clock, min_spacing=0.5)
     for n in range(3):
-        paced.send(URL, {"content": str(n)}, send)
-    assert send.times[1] - send.times[0] == near(4.0)
-    assert send.times[2] - send.times[1] == near(0.5)
+        send(paced, sink, str(n))
+    assert sink.times[1] - sink.times[0] == near(4.0)
+    assert sink.times[2] - sink.times[1] == near(0.5)
+
+
+def test_a_rate_limited_attempt_paces_the_next_one_too(tmp_path: Path) -> None:
+    """A 429's Retry-After is both the outbox's retry time and the destination's pause for everyone."""
+    clock = FakeClock()
+    sink = FakeSink("hook", [Outcome(Answer.RETRY, "rate limited for 7s", retry_after=7.0, pace=7.0), "delivered"],
+                    clock=clock)
+    paced = pacer(tmp_path, clock, min_spacing=0.5)
+    assert send(paced, sink, "a").answer is Answer.RETRY
+    assert send(paced, sink, "b").answer is Answer.DELIVERED
+    assert sink.times[1] - sink.times[0] == near(7.0)
 
 
 def test_no_more_than_per_minute_sends_in_any_60_seconds(tmp_path: Path) -> None:
-    fake = FakeTime()
-    send = FakeSender(fake)
-    paced = pacer(tmp_path, fake, min_spacing=0.5, per_minute=25)
+    clock = FakeClock()
+    sink = fake_sink(clock)
+    paced = pacer(tmp_path, clock, min_spacing=0.5, per_minute=25)
     for n in range(60):
-        paced.send(URL, {"content": str(n)}, send)
-    times = send.times
+        send(paced, sink, str(n))
+    times = sink.times
     assert len(times) == 60
     for i, first in enumerate(times):
         assert sum(1 for t in times[i:] if t < first + WINDOW) <= 25
@@ -196,91 +212,101 @@ def test_no_more_than_per_minute_sends_in_any_60_seconds(tmp_path: Path) -> None
 
 
 def test_webhooks_are_paced_independently(tmp_path: Path) -> None:
-    fake = FakeTime()
-    send = FakeSender(fake, hints=[30.0])
-    paced = pacer(tmp_path, fake)
-    paced.send(URL, {"content": "a"}, send)
-    paced.send(URL + "-other", {"content": "b"}, send)
-    assert fake.sleeps == [] and send.times[0] == send.times[1]
+    clock = FakeClock()
+    sink = fake_sink(clock, paces=[30.0])
+    paced = pacer(tmp_path, clock)
+    send(paced, sink, "a")
+    send(paced, sink, "b", destination=URL + "-other")
+    assert clock.sleeps == [] and sink.times[0] == sink.times[1]
 
 
 def test_a_huge_hint_is_capped(tmp_path: Path) -> None:
-    fake = FakeTime()
-    send = FakeSender(fake, hints=[10 * MAX_PAUSE])
-    paced = pacer(tmp_path, fake)
-    paced.send(URL, {"content": "a"}, send)
-    paced.send(URL, {"content": "b"}, send)
-    assert fake.sleeps == [near(MAX_PAUSE)]
+    clock = FakeClock()
+    sink = fake_sink(clock, paces=[10 * MAX_PAUSE])
+    paced = pacer(tmp_path, clock)
+    send(paced, sink, "a")
+    send(paced, sink, "b")
+    assert clock.sleeps == [near(MAX_PAUSE)]
+
+
+@pytest.mark.parametrize("hint", [-5.0, math.nan, math.inf])
+def test_a_nonsense_hint_counts_as_none(tmp_path: Path, hint: float) -> None:
+    clock = FakeClock()
+    sink = fake_sink(clock, paces=[hint, 0.0])
+    paced = pacer(tmp_path, clock, min_spacing=0.5)
+    send(paced, sink, "a")
+    send(paced, sink, "b")
+    assert clock.sleeps == [near(0.5)]
 
 
 def test_state_files_are_named_by_hash_and_never_hold_the_url(tmp_path: Path) -> None:
-    fake = FakeTime()
-    pacer(tmp_path, fake).send(URL, {"content": "a"}, FakeSender(fake, hints=[1.5]))
+    clock = FakeClock()
+    send(pacer(tmp_path, clock), fake_sink(clock, paces=[1.5]), "a")
     key = hashlib.sha256(URL.encode()).hexdigest()[:16]
     assert webhook_key(URL) == key
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"pace-{key}.json", f"pace-{key}.lock"]
     text = (tmp_path / f"pace-{key}.json").read_text()
     assert TOKEN not in text and "discord.com" not in text and "webhooks" not in text
     state = json.loads(text)
-    assert state["next_allowed_at"] == near(fake.now + 1.5)
-    assert state["recent"] == [fake.now]
+    assert state["next_allowed_at"] == near(clock.now + 1.5)
+    assert state["recent"] == [clock.now]
     assert (tmp_path / f"pace-{key}.json").stat().st_mode & 0o077 == 0
 
 
 def test_the_lock_file_stays_and_the_folder_is_created(tmp_path: Path) -> None:
     folder = tmp_path / "state" / "pace"
-    fake = FakeTime()
-    paced = pacer(folder, fake)
-    paced.send(URL, {"content": "a"}, FakeSender(fake))
-    paced.send(URL, {"content": "b"}, FakeSender(fake))
+    clock = FakeClock()
+    paced = pacer(folder, clock)
+    send(paced, fake_sink(clock), "a")
+    send(paced, fake_sink(clock), "b")
     assert os.path.exists(paced.lock_path(URL))
     assert folder.stat().st_mode & 0o777 == 0o700
 
 
 def test_a_corrupt_pace_file_counts_as_empty_and_is_rewritten(tmp_path: Path) -> None:
-    fake = FakeTime()
-    paced = pacer(tmp_path, fake)
+    clock = FakeClock()
+    paced = pacer(tmp_path, clock)
     path = Path(paced.state_path(URL))
     path.write_bytes(b'{"next_allowed_at": 99999999999, "recent": [1, 2')
-    send = FakeSender(fake)
-    paced.send(URL, {"content": "a"}, send)
-    assert fake.sleeps == [] and len(send.calls) == 1
-    assert json.loads(path.read_text())["recent"] == [fake.now]
+    sink = fake_sink(clock)
+    send(paced, sink, "a")
+    assert clock.sleeps == [] and len(sink.attempts) == 1
+    assert json.loads(path.read_text())["recent"] == [clock.now]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp-")] == []
 
 
 def test_a_held_lock_delays_then_sends_anyway(tmp_path: Path) -> None:
-    fake = FakeTime()
-    paced = pacer(tmp_path, fake, lock_timeout=0.2)
-    send = FakeSender(fake)
+    clock = FakeClock()
+    paced = pacer(tmp_path, clock, lock_timeout=0.2)
+    sink = fake_sink(clock)
     with FileLock(paced.lock_path(URL), timeout=1):
-        delivery = paced.send(URL, {"content": "a"}, send)
-    assert delivery.outcome == "delivered" and len(send.calls) == 1
+        outcome = send(paced, sink, "a")
+    assert outcome.answer is Answer.DELIVERED and len(sink.attempts) == 1
     assert not os.path.exists(paced.state_path(URL))  # sent without the lock: not recorded
 
 
 def test_waiters_queue_on_the_lock_while_one_sends(tmp_path: Path) -> None:
-    """The lock is held during the send itself: a second sender starts only after the first ends."""
+    """The lock is held during the attempt itself: a second one starts only after the first ends."""
     events: List[str] = []
     first_inside = threading.Event()
     release_first = threading.Event()
 
-    def slow(url: str, payload: Dict[str, Any]) -> Delivery:
-        events.append(f"start {payload['content']}")
-        if payload["content"] == "a":
+    def slow(content: str) -> Outcome:
+        events.append(f"start {content}")
+        if content == "a":
             first_inside.set()
             release_first.wait(5)
-        events.append(f"end {payload['content']}")
-        return Delivery("delivered", 204, "delivered", 1)
+        events.append(f"end {content}")
+        return delivered()
 
-    paced = WebhookPacer(str(tmp_path), min_spacing=0.0)
-    worker = threading.Thread(target=paced.send, args=(URL, {"content": "a"}, slow))
+    paced = Pacer(str(tmp_path), min_spacing=0.0)
+    worker = threading.Thread(target=paced.run, args=(URL, lambda: slow("a")))
     worker.start()
     assert first_inside.wait(5)
-    second = threading.Thread(target=paced.send, args=(URL, {"content": "b"}, slow))
+    second = threading.Thread(target=paced.run, args=(URL, lambda: slow("b")))
     second.start()
     second.join(0.3)
-    assert second.is_alive()  # waiting for the lock
+    assert second.is_alive() and events == ["start a"]  # waiting for the lock
     release_first.set()
     worker.join(5)
     second.join(5)
@@ -290,24 +316,24 @@ def test_waiters_queue_on_the_lock_while_one_sends(tmp_path: Path) -> None:
 def test_an_unusable_folder_still_sends(tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
-    fake = FakeTime()
-    send = FakeSender(fake)
-    delivery = pacer(blocker, fake).send(URL, {"content": "a"}, send)
-    assert delivery.outcome == "delivered" and len(send.calls) == 1
+    clock = FakeClock()
+    sink = fake_sink(clock)
+    outcome = send(pacer(blocker, clock), sink, "a")
+    assert outcome.answer is Answer.DELIVERED and len(sink.attempts) == 1
 
 
-def test_a_failing_send_fn_is_recorded_and_releases_the_lock(tmp_path: Path) -> None:
-    fake = FakeTime()
-    paced = pacer(tmp_path, fake, min_spacing=1.0)
+def test_a_failing_attempt_is_recorded_and_releases_the_lock(tmp_path: Path) -> None:
+    clock = FakeClock()
+    paced = pacer(tmp_path, clock, min_spacing=1.0)
 
-    def broken(url: str, payload: Dict[str, Any]) -> Delivery:
-        raise RuntimeError("bug in the sender")
+    def broken() -> Outcome:
+        raise RuntimeError("bug in the sink")
 
     with pytest.raises(RuntimeError):
-        paced.send(URL, {"content": "a"}, broken)
-    send = FakeSender(fake)
-    paced.send(URL, {"content": "b"}, send)  # would hang for lock_timeout if the lock were kept
-    assert fake.sleeps == [near(1.0)] and len(send.calls) == 1
+        paced.run(URL, broken)
+    sink = fake_sink(clock)
+    send(paced, sink, "b")  # would hang for lock_timeout if the lock were kept
+    assert clock.sleeps == [near(1.0)] and len(sink.attempts) == 1
 
 
 @pytest.mark.parametrize(
@@ -317,7 +343,7 @@ def test_a_failing_send_fn_is_recorded_and_releases_the_lock(tmp_path: Path) -> 
 )
 def test_bad_settings_are_refused(tmp_path: Path, options: Dict[str, Any]) -> None:
     with pytest.raises(ValueError):
-        WebhookPacer(str(tmp_path), **options)
+        Pacer(str(tmp_path), **options)
 
 
 # ------------------------------------------- the receiver's rate-limit emulation
@@ -368,6 +394,7 @@ def test_rate_limit_emulation_answers_like_discord() -> None:
         assert receiver.rate_limited() == 0 and post(url, {"content": "again"})[0] == 204
 
 
+@pytest.mark.slow
 def test_the_window_reopens_and_refusals_count() -> None:
     with DiscordReceiver(rate_limit=(2, 0.3)) as receiver:
         url = receiver.webhook_url()
@@ -430,50 +457,69 @@ def test_script_mode_rate_limit(tmp_path: Path) -> None:
 # ------------------------------------------- real HTTP, real processes, real time
 
 
+def test_without_the_pacer_sends_hit_the_limit_and_are_left_for_the_outbox() -> None:
+    """The control for the test below: the receiver's limit does bite, and each 429 is one RETRY answer."""
+    with DiscordReceiver(rate_limit=(2, 30.0)) as receiver:
+        sink = DiscordSink("s", receiver.webhook_url("unpaced"))
+        outcomes = [sink.deliver({"content": f"m{n}"}, 5) for n in range(5)]
+        assert [o.answer for o in outcomes] == [Answer.DELIVERED] * 2 + [Answer.RETRY] * 3
+        assert all(o.retry_after is not None and 0 < o.retry_after <= 30 for o in outcomes[2:])
+        assert receiver.rate_limited() == 3
+        assert [m["payload"]["content"] for m in receiver.messages("unpaced")] == ["m0", "m1"]
+
+
+@pytest.mark.slow
 def test_the_pacer_obeys_an_empty_bucket_from_the_headers(tmp_path: Path) -> None:
     """min_spacing 0: only X-RateLimit-Remaining 0 + X-RateLimit-Reset-After keep this under 2 per 0.5 s."""
     with DiscordReceiver(rate_limit=(2, 0.5)) as receiver:
-        url = receiver.webhook_url("paced")
-        paced = WebhookPacer(str(tmp_path), min_spacing=0.0)
+        sink = DiscordSink("s", receiver.webhook_url("paced"))
+        paced = Pacer(str(tmp_path), min_spacing=0.0)
         for n in range(5):
-            assert paced.send(url, {"content": f"m{n}"}, notifier.send).outcome == "delivered"
+            payload = {"content": f"m{n}"}
+            outcome = paced.run(sink.destination, functools.partial(sink.deliver, payload, 5))
+            assert outcome.answer is Answer.DELIVERED
         assert receiver.rate_limited() == 0
         assert [m["payload"]["content"] for m in receiver.messages("paced")] == [f"m{n}" for n in range(5)]
 
 
-def test_without_the_pacer_the_same_sends_hit_the_limit() -> None:
-    """The control for the test above: the receiver's limit does bite."""
-    with DiscordReceiver(rate_limit=(2, 0.5)) as receiver:
-        url = receiver.webhook_url("unpaced")
-        for n in range(5):
-            assert notifier.send(url, {"content": f"m{n}"}).outcome == "delivered"  # after Retry-After
-        assert receiver.rate_limited() > 0
-        assert len(receiver.messages("unpaced")) == 5
-
-
-# Each child imports everything (requests too, which notifier.send would otherwise import on
-# first use), says "ready", waits for "go" on stdin, then sends once, like a daemon at a job's end.
+# Each child is a job's deliverer: one FINAL message in its outbox, delivered by deliver_due with the
+# real clock (sleeping until the outbox's next attempt time, like a monitor daemon). It imports
+# everything (requests too) first, says "ready", waits for "go" on stdin, then delivers.
+# "paced": every child shares one pacing folder (a user's state folder); "unpaced": each has its own,
+# so each paces only itself, like processes that do not know of each other.
 CHILD = textwrap.dedent(
     """
-    import json, sys
+    import json, os, sys, time
     import requests
-    from core.notify import discord as notifier
-    from core.notify.pacing import WebhookPacer
+    from core.notify.deliver import deliver_due
+    from core.notify.discord import DiscordSink
+    from core.notify.events import Event, EventKind, Route
+    from core.notify.message import Message
+    from core.notify.outbox import next_attempt_at
+    from tests.support import MemoryOutbox
     folder, url, number, mode = sys.argv[1:5]
-    payload = {"content": f"job {number} ended", "allowed_mentions": {"parse": []}}
+    if mode == "unpaced":
+        folder = os.path.join(folder, number)
+    sink = DiscordSink("discord-error", url)
+    box = MemoryOutbox()
+    box.add(number, [Event(EventKind.FINAL, 1, Route.ERROR, Message(f"job {number} ended"))], time.time())
     print("ready", flush=True)
     sys.stdin.readline()
-    if mode == "paced":
-        delivery = WebhookPacer(folder).send(url, payload, notifier.send)
-    else:
-        delivery = notifier.send(url, payload)
-    print(json.dumps({"outcome": delivery.outcome, "attempts": delivery.attempts}), flush=True)
+    while True:
+        deliver_due(box, {sink.name: sink}, lambda route: (sink.name,), pacer_folder=folder, owner=f"child:{number}")
+        at = next_attempt_at(box.load_outbox())
+        if at is None:
+            break
+        time.sleep(max(0.0, at - time.time()))
+    [entry] = box.load_outbox()
+    delivery = entry.deliveries[sink.name]
+    print(json.dumps({"status": delivery.status.value, "attempts": delivery.attempts}), flush=True)
     """
 )
 
 
 def burst(folder: Path, url: str, count: int, mode: str) -> List[Dict[str, Any]]:
-    """Start ``count`` daemon-like processes, release them together, return what each reported."""
+    """Start ``count`` deliverer processes, release them together, return what each reported."""
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     children = [
         subprocess.Popen(
@@ -502,21 +548,24 @@ def burst(folder: Path, url: str, count: int, mode: str) -> List[Dict[str, Any]]
                 child.wait()
 
 
+def titles(receiver: DiscordReceiver, webhook: str) -> List[str]:
+    return sorted(m["payload"]["embeds"][0]["title"] for m in receiver.messages(webhook))
+
+
 BURST = 12  # 12 x 0.5 s of spacing: ~6 s of sending, plus the processes' start-up
 
 
+@pytest.mark.slow
 def test_a_burst_from_separate_processes_arrives_once_each_without_429(tmp_path: Path) -> None:
     folder = tmp_path / "state"
     with DiscordReceiver(rate_limit=(5, 2.0)) as receiver:
         url = receiver.webhook_url("burst")
         token = url.rsplit("/", 1)[1]
         results = burst(folder, url, BURST, "paced")
-        assert [r["outcome"] for r in results] == ["delivered"] * BURST
-        assert [r["attempts"] for r in results] == [1] * BURST
+        assert results == [{"status": "delivered", "attempts": 1}] * BURST
         assert receiver.rate_limited() == 0
         assert {h["result"] for h in receiver.hits()} == {"accepted"}
-        contents = sorted(m["payload"]["content"] for m in receiver.messages("burst"))
-        assert contents == sorted(f"job {n} ended" for n in range(BURST))
+        assert titles(receiver, "burst") == sorted(f"job {n} ended" for n in range(BURST))
     key = webhook_key(url)
     assert sorted(p.name for p in folder.iterdir()) == [f"pace-{key}.json", f"pace-{key}.lock"]
     text = (folder / f"pace-{key}.json").read_text()
@@ -524,16 +573,16 @@ def test_a_burst_from_separate_processes_arrives_once_each_without_429(tmp_path:
     assert len(json.loads(text)["recent"]) == BURST
 
 
-def test_the_same_burst_without_the_pacer_gets_429s(tmp_path: Path) -> None:
-    """The control: the burst test above would fail if the pacer did nothing."""
-    count = BURST
+@pytest.mark.slow
+def test_the_same_burst_without_shared_pacing_gets_429s_and_the_outbox_still_delivers_once(tmp_path: Path) -> None:
+    """The control: the burst test above would fail if the shared pacing did nothing."""
     with DiscordReceiver(rate_limit=(5, 2.0)) as receiver:
         url = receiver.webhook_url("storm")
-        results = burst(tmp_path, url, count, "unpaced")
+        results = burst(tmp_path, url, BURST, "unpaced")
         # Released together, all 12 land in the first 2 s window, of which 5 fit: 7 or more 429s
         # were measured. Only "some" is asserted, so a very slow machine cannot make this flaky.
         assert receiver.rate_limited() > 0
-        # the notifier's Retry-After handling still delivers each message exactly once
-        assert [r["outcome"] for r in results] == ["delivered"] * count
-        contents = sorted(m["payload"]["content"] for m in receiver.messages("storm"))
-        assert contents == sorted(f"job {n} ended" for n in range(count))
+        # the outbox's retry after Retry-After still delivers each message exactly once
+        assert [r["status"] for r in results] == ["delivered"] * BURST
+        assert titles(receiver, "storm") == sorted(f"job {n} ended" for n in range(BURST))
+        assert sum(r["attempts"] for r in results) == BURST + receiver.rate_limited()  # each 429: one retry

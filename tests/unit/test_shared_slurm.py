@@ -1,21 +1,20 @@
 """Coalesced polling: many monitors, one squeue per interval; shared errors; batched sacct."""
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 
 import pytest
 
 from core.errors import SlurmUnavailable
-from core.slurm.client import CommandResult, Slurm
-from core.slurm.shared import SharedSlurm, is_member
+from core.slurm.client import Slurm
+from core.slurm.model import CommandResult, JobState, QueueEntry, is_member
+from core.slurm.shared import ACCOUNTING_FILE, ACCOUNTING_FORMAT, SharedSlurm
+from tests.support import SLURM_FIXTURES, FakeClock, header_line, read_text, slurm_output
 
-FIXTURES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures", "slurm")
-
-
-def fixture(name: str) -> str:
-    with open(os.path.join(FIXTURES, name), encoding="utf-8") as handle:
-        return handle.read()
+#: squeue's header for jobmon's `-o '%i|%T|%r|%M'` (a real capture): the runner's answers start with it.
+SQUEUE_HEADER = header_line("squeue_itrM.txt")
 
 
 class CountingRunner:
@@ -42,27 +41,20 @@ class CountingRunner:
             return []
 
 
-class Clock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def shared(tmp_path, runner, clock=None, max_age=30.0):
-    return SharedSlurm(Slurm(runner), str(tmp_path), max_age=max_age, clock=clock or Clock())
+    return SharedSlurm(Slurm(runner), str(tmp_path), max_age=max_age, clock=(clock or FakeClock()).time)
 
 
 def test_one_squeue_serves_every_monitor_until_it_is_older_than_the_interval(tmp_path):
-    runner = CountingRunner(str(tmp_path), squeue=fixture("squeue_array_running_r.txt") + "12|RUNNING|None|1:00\n")
-    clock = Clock()
+    runner = CountingRunner(str(tmp_path), squeue=slurm_output("squeue_array_running_r.txt") + "12|RUNNING|None\n")
+    clock = FakeClock()
     monitors = [shared(tmp_path, runner, clock) for _ in range(5)]
     for monitor in monitors:
-        assert set(monitor.query_queue(["12"])) == {"12"}
+        assert monitor.query_queue(["12"]) == {"12": QueueEntry("12", JobState.RUNNING, "None", "")}
         assert set(monitor.query_queue(["7"])) == {"7_0", "7_1", "7_2", "7_3", "7_4", "7_5"}
     assert len(runner.calls("squeue")) == 1
     assert runner.calls("squeue")[0][:2] == ["squeue", "-u"]
+    assert "-h" not in runner.calls("squeue")[0], "squeue must print the header the parser reads"
     clock.now += 29.0
     monitors[0].query_queue(["12"])
     assert len(runner.calls("squeue")) == 1
@@ -77,7 +69,7 @@ def _poll_in_child(folder: str, squeue: str, job_id: str, queue: multiprocessing
 
 
 def test_monitors_in_separate_processes_share_one_call(tmp_path):
-    squeue = "".join(f"{n}|RUNNING|None|0:0{n % 10}\n" for n in range(20, 32))
+    squeue = SQUEUE_HEADER + "".join(f"{n}|RUNNING|None|0:0{n % 10}\n" for n in range(20, 32))
     results: multiprocessing.Queue = multiprocessing.Queue()
     procs = [multiprocessing.Process(target=_poll_in_child, args=(str(tmp_path), squeue, str(n), results))
              for n in range(20, 32)]
@@ -90,7 +82,7 @@ def test_monitors_in_separate_processes_share_one_call(tmp_path):
 
 
 def test_a_failed_squeue_is_shared_as_an_error_not_as_an_empty_queue(tmp_path):
-    runner = CountingRunner(str(tmp_path), squeue_error=fixture("squeue_controller_down.stderr"))
+    runner = CountingRunner(str(tmp_path), squeue_error=read_text(SLURM_FIXTURES, "squeue_controller_down.stderr"))
     for _ in range(3):
         with pytest.raises(SlurmUnavailable, match="Unable to contact slurm controller"):
             shared(tmp_path, runner).query_queue(["12"])
@@ -98,8 +90,8 @@ def test_a_failed_squeue_is_shared_as_an_error_not_as_an_empty_queue(tmp_path):
 
 
 def test_a_snapshot_older_than_the_job_is_not_trusted(tmp_path):
-    runner = CountingRunner(str(tmp_path), squeue="12|RUNNING|None|1:00\n")
-    clock = Clock()
+    runner = CountingRunner(str(tmp_path), squeue=SQUEUE_HEADER + "12|RUNNING|None|1:00\n")
+    clock = FakeClock()
     shared(tmp_path, runner, clock).query_queue(["12"])
     clock.now += 1.0
     shared(tmp_path, runner, clock).query_queue(["13"], not_before=clock.now - 0.5)  # job 13 was just submitted
@@ -107,10 +99,10 @@ def test_a_snapshot_older_than_the_job_is_not_trusted(tmp_path):
 
 
 def test_jobs_ending_together_share_one_sacct_call(tmp_path):
-    sacct = fixture("sacct_completed.txt") + fixture("sacct_failed.txt")
+    sacct = slurm_output("sacct_completed.txt") + read_text(SLURM_FIXTURES, "sacct_failed.txt")  # one header
     runner = CountingRunner(str(tmp_path), sacct=sacct)
-    clock = Clock()
-    ids = sorted({line.split("^|^")[0].split(".")[0] for line in sacct.splitlines()})
+    clock = FakeClock()
+    ids = sorted({line.split("^|^")[0].split(".")[0] for line in sacct.splitlines()[1:]})
     first, second = ids
     slurm_a, slurm_b = shared(tmp_path, runner, clock), shared(tmp_path, runner, clock)
     slurm_a.query_accounting([first])  # nobody else waits yet: sacct -j first
@@ -123,9 +115,39 @@ def test_jobs_ending_together_share_one_sacct_call(tmp_path):
     assert calls[-1][-1] == f"{first},{second}"
 
 
+def _cache(tmp_path, **fields) -> None:
+    (tmp_path / ACCOUNTING_FILE).write_text(json.dumps(fields), encoding="utf-8")
+
+
+@pytest.mark.parametrize("old", [
+    {"text": read_text(SLURM_FIXTURES, "sacct_failed.txt"), "error": ""},  # sacct's text without its header
+    {"text": "", "error": "sacct failed: sacct: error: Problem talking to the database"},
+], ids=["text", "error"])
+def test_an_accounting_cache_from_an_older_jobmon_is_ignored_and_sacct_asked_again(tmp_path, old):
+    clock = FakeClock()
+    _cache(tmp_path, taken_at=clock.now, queried=["3"], wanted={"3": clock.now}, **old)  # no "format": version 1
+    runner = CountingRunner(str(tmp_path), sacct=slurm_output("sacct_failed.txt"))
+    records = shared(tmp_path, runner, clock).query_accounting(["3"])
+    assert len(runner.calls("sacct")) == 1
+    assert (records["3"].state, records["3"].exit_code) == (JobState.FAILED, 3)
+    cache = json.loads((tmp_path / ACCOUNTING_FILE).read_text(encoding="utf-8"))
+    assert cache["format"] == ACCOUNTING_FORMAT == 2
+    assert cache["text"] == slurm_output("sacct_failed.txt")
+
+
+def test_a_fresh_accounting_cache_of_this_format_is_used_without_sacct(tmp_path):
+    clock = FakeClock()
+    _cache(tmp_path, format=ACCOUNTING_FORMAT, taken_at=clock.now, queried=["3"], wanted={"3": clock.now},
+           text=slurm_output("sacct_failed.txt"), error="")
+    runner = CountingRunner(str(tmp_path), sacct="unused")
+    records = shared(tmp_path, runner, clock).query_accounting(["3"])
+    assert runner.calls("sacct") == []
+    assert (records["3"].state, records["3"].exit_code) == (JobState.FAILED, 3)
+
+
 def test_next_poll_lands_just_after_the_shared_snapshot_expires(tmp_path):
-    runner = CountingRunner(str(tmp_path), squeue="12|RUNNING|None|1:00\n")
-    clock = Clock()
+    runner = CountingRunner(str(tmp_path), squeue=SQUEUE_HEADER + "12|RUNNING|None|1:00\n")
+    clock = FakeClock()
     first = shared(tmp_path, runner, clock)
     first.query_queue(["12"])
     clock.now += 12.0

@@ -1,15 +1,28 @@
-"""core.monitor.messages: channel and colour choice, message fields, secret masking, excerpt windows."""
+"""core.monitor.messages (route and tone, the final message's fields, the escalation and first-failure
+events) and core.analysis.logs' secret masking and excerpt windows."""
 from __future__ import annotations
 
 import pytest
 
-from core.monitor.messages import build_message, channel_for, choose_excerpt, colour_for, redact_secrets
-from core.state.store import FinalRecord, JobRecord
+from core.analysis.finding import Finding
+from core.analysis.logs import choose_excerpt, redact_secrets
+from core.monitor.messages import (
+    build_message,
+    escalation_event,
+    final_event,
+    first_failure_event,
+    route_for,
+    tone_for,
+)
+from core.notify.events import EventKind, Route
+from core.notify.message import Tone
+from core.slurm.model import JobState
+from core.state.model import Attempt, Chain, FinalRecord, FinalSource, JobRecord, Level, Round
 
 
 def final(state: str, exit_code: int = 0, signal: int = 0, **extra) -> FinalRecord:
-    return FinalRecord(state=state, state_text=extra.pop("state_text", state), exit_code=exit_code, signal=signal,
-                       **extra)
+    return FinalRecord(state=JobState.parse(state), state_text=extra.pop("state_text", state), exit_code=exit_code,
+                       signal=signal, **extra)
 
 
 def fields_of(message) -> dict:
@@ -21,38 +34,34 @@ def fields_of(message) -> dict:
 # --- channel / colour -------------------------------------------------------------------
 
 @pytest.mark.parametrize(
-    "record, channel, colour",
+    "record, route, tone",
     [
-        (final("COMPLETED", 0, 0), "success", "success"),
-        (final("COMPLETED", 1, 0), "error", "failure"),
-        (final("COMPLETED", 0, 9), "error", "failure"),
-        (final("FAILED", 3, 0), "error", "failure"),
-        (final("FAILED", 0, 9), "error", "failure"),
-        (final("OUT_OF_MEMORY", 0, 125), "error", "failure"),
-        (final("NODE_FAIL", 1, 0), "error", "failure"),
-        (final("TIMEOUT", 0, 0), "error", "warning"),
-        (final("CANCELLED", 0, 0, state_text="CANCELLED by 0"), "error", "warning"),
-        (final("CANCELLED", 0, 15), "error", "warning"),
-        (final("PENDING", reason="DependencyNeverSatisfied"), "error", "failure"),
-        (final(""), "error", "failure"),
+        (final("COMPLETED", 0, 0), Route.SUCCESS, Tone.SUCCESS),
+        (final("COMPLETED", 1, 0), Route.ERROR, Tone.FAILURE),
+        (final("COMPLETED", 0, 9), Route.ERROR, Tone.FAILURE),
+        (final("FAILED", 3, 0), Route.ERROR, Tone.FAILURE),
+        (final("FAILED", 0, 9), Route.ERROR, Tone.FAILURE),
+        (final("OUT_OF_MEMORY", 0, 125), Route.ERROR, Tone.FAILURE),
+        (final("NODE_FAIL", 1, 0), Route.ERROR, Tone.FAILURE),
+        (final("TIMEOUT", 0, 0), Route.ERROR, Tone.WARNING),
+        (final("CANCELLED", 0, 0, state_text="CANCELLED by 0"), Route.ERROR, Tone.WARNING),
+        (final("CANCELLED", 0, 15), Route.ERROR, Tone.WARNING),
+        (final("PENDING", reason="DependencyNeverSatisfied"), Route.ERROR, Tone.FAILURE),
+        (final(""), Route.ERROR, Tone.FAILURE),
     ],
 )
-def test_channel_and_colour(record, channel, colour):
-    assert channel_for(record) == channel
-    assert colour_for(record) == colour
+def test_route_and_tone(record, route, tone):
+    assert route_for(record) is route
+    assert tone_for(record) is tone
 
 
 # --- build_message ----------------------------------------------------------------------
 
 FINDINGS = [
-    {"category": "cuda_oom", "severity": "critical", "line_no": 40, "line": "CUDA out of memory",
-     "hint": "Reduce batch size"},
-    {"category": "python_traceback", "severity": "error", "line_no": 12, "line": "Traceback",
-     "hint": "Read the traceback"},
-    {"category": "cuda_oom", "severity": "critical", "line_no": 44, "line": "CUDA out of memory again",
-     "hint": "Reduce batch size"},
-    {"category": "python_traceback", "severity": "error", "line_no": 50, "line": "Traceback",
-     "hint": "Read the traceback"},
+    Finding("cuda_oom", "critical", 40, "CUDA out of memory", "Reduce batch size"),
+    Finding("python_traceback", "error", 12, "Traceback", "Read the traceback"),
+    Finding("cuda_oom", "critical", 44, "CUDA out of memory again", "Reduce batch size"),
+    Finding("python_traceback", "error", 50, "Traceback", "Read the traceback"),
 ]
 
 
@@ -63,7 +72,7 @@ def failed_record(**overrides) -> JobRecord:
         submit_dir="/home/alice/proj",
         stdout_path="/home/alice/proj/train-4242.out",
         stderr_path="/home/alice/proj/train-4242.err",
-        final=FinalRecord(state="OUT_OF_MEMORY", state_text="OUT_OF_MEMORY", exit_code=0, signal=125,
+        final=FinalRecord(state=JobState.OUT_OF_MEMORY, state_text="OUT_OF_MEMORY", exit_code=0, signal=125,
                           elapsed="00:10:00", time_limit="01:00:00", max_rss_bytes=58180 * 1024, req_mem="1G",
                           nodes="gpu-node07", partition="gpu", work_dir="/scratch/alice/run1",
                           reason="OutOfMemory"),
@@ -79,7 +88,7 @@ def test_build_message_fields():
     message = build_message(failed_record(), host="login1")
     fields = fields_of(message)
     assert "4242" in message.title and "train" in message.title and "OUT_OF_MEMORY" in message.title
-    assert message.color == "failure"
+    assert message.tone is Tone.FAILURE
     assert "OUT_OF_MEMORY" in fields["State"] and "OutOfMemory" in fields["State"]
     assert fields["Exit code"] == "0:125"  # 125 is not a signal: shown raw
     assert "00:10:00" in fields["Elapsed"] and "01:00:00" in fields["Elapsed"]
@@ -127,7 +136,7 @@ def test_success_message():
     record = failed_record(final=final("COMPLETED", 0, 0, elapsed="00:00:04"), findings=[], categories=[],
                            excerpt="")
     message = build_message(record)
-    assert message.color == "success"
+    assert message.tone is Tone.SUCCESS
     assert "COMPLETED" in message.title
     assert "No known error pattern" not in message.description
     assert "never confirmed" not in message.description
@@ -136,7 +145,8 @@ def test_success_message():
 @pytest.mark.parametrize(
     "record",
     [
-        failed_record(final=FinalRecord(state="FAILED", exit_code=1, source="squeue", incomplete=True)),
+        failed_record(final=FinalRecord(state=JobState.FAILED, exit_code=1, source=FinalSource.SQUEUE,
+                                        incomplete=True)),
         failed_record(final=None),
     ],
     ids=["incomplete", "no-final"],
@@ -152,15 +162,15 @@ def test_complete_record_does_not_claim_incomplete():
 
 
 def test_pending_dependency_never_satisfied_never_starts():
-    record = failed_record(final=FinalRecord(state="PENDING", state_text="PENDING", reason="DependencyNeverSatisfied",
-                                             source="squeue"),
+    record = failed_record(final=FinalRecord(state=JobState.PENDING, state_text="PENDING",
+                                             reason="DependencyNeverSatisfied", source=FinalSource.SQUEUE),
                            findings=[], categories=[], excerpt="")
     message = build_message(record)
     assert "NEVER STARTS" in message.title
     assert "DependencyNeverSatisfied" in message.title
     assert "scancel" in message.description
     assert "DependencyNeverSatisfied" in fields_of(message)["State"]
-    assert message.color == "failure"
+    assert message.tone is Tone.FAILURE
 
 
 # --- redact_secrets ---------------------------------------------------------------------
@@ -267,9 +277,47 @@ def test_choose_excerpt_of_nothing():
 
 
 def test_a_job_that_never_ran_has_no_partition_limit_text():
-    from core.monitor.messages import build_message
-    from core.state.store import FinalRecord, JobRecord
-
-    record = JobRecord("5", final=FinalRecord(state="CANCELLED", time_limit="Partition_Limit", elapsed="00:00:00"))
+    record = JobRecord("5", final=FinalRecord(state=JobState.CANCELLED, time_limit="Partition_Limit",
+                                              elapsed="00:00:00"))
     fields = {f.name: f.value for f in build_message(record).fields}
     assert fields["Elapsed"] == "00:00:00"
+
+
+# --- events ------------------------------------------------------------------------------
+
+def test_the_final_event_is_keyed_once_per_job_and_routed_by_its_end():
+    event = final_event(failed_record(), host="login1")
+    assert (event.kind, event.sequence, event.route) == (EventKind.FINAL, 1, Route.ERROR)
+    assert event.key("4242") == "4242:final:1" and "login1" in event.message.footer
+    clean = final_event(failed_record(final=final("COMPLETED"), findings=[], categories=[]))
+    assert clean.route is Route.SUCCESS
+
+
+def test_an_escalation_step_is_keyed_by_the_attempt_it_starts():
+    chain = Chain(current_job="501", level=Level(mem="4G"), max_retries=3, attempts=[
+        Attempt(job_id="500", resources=Level(mem="1G"), state=JobState.OUT_OF_MEMORY,
+                decision="OUT_OF_MEMORY is set to escalate_mem"),
+        Attempt(job_id="501", level_index=1, resources=Level(mem="4G"), round=2)], round=2)
+    record = JobRecord("500", name="train", chain=chain)
+    event = escalation_event(record, chain, chain.attempts[0])
+    assert (event.kind, event.sequence, event.route) == (EventKind.ESCALATION, 2, Route.ERROR)
+    assert event.message.title == "Job 500 (train) OUT_OF_MEMORY at 1G → resubmitted as 501 with 4G"
+    assert event.message.description.startswith("Attempt 2 of at most 4.")
+
+
+def test_an_array_round_is_keyed_by_the_round_that_ended():
+    chain = Chain(round=2, max_retries=2, rounds=[Round(1, jobs=["70"], task_counts={"OUT_OF_MEMORY": 2},
+                                                        retried_tasks="0-1", decision="task(s) 0-1 → 2G")],
+                  attempts=[Attempt(job_id="70"),
+                            Attempt(job_id="80", round=2, tasks="0-1", resources=Level(mem="2G"))])
+    record = JobRecord("70", name="sweep", array_spec="0-1", chain=chain)
+    event = escalation_event(record, chain, chain.attempts[0])
+    assert (event.kind, event.sequence) == (EventKind.ROUND, 1)
+    assert event.message.title == "Array 70 (sweep) round 1: 2 OUT_OF_MEMORY → resubmitted 0-1 as 80"
+    assert "Task(s) 0-1 → job 80 with 2G" in event.message.description
+
+
+def test_the_first_failure_warning_lists_at_most_ten_members():
+    event = first_failure_event(JobRecord("9", name="sweep", array_spec="0-99"), [f"9_{i}" for i in range(12)])
+    assert (event.kind, event.route) == (EventKind.FIRST_FAILURE, Route.ERROR)
+    assert event.message.description.startswith("Failed so far: 9_0, 9_1") and "9_10" not in event.message.description

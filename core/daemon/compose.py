@@ -1,0 +1,102 @@
+"""The composition root: the one place a Monitor is assembled, for the daemon and for the inline path.
+
+The daemon's monitor delivers through a short-lived process and keeps its imports lean; the
+inline monitor (the CLI telling a job that already ended) delivers in its own process.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, Tuple
+
+from core.config import Config, Paths, load_patterns
+from core.daemon.delivery import ChildDelivery, InProcessDelivery
+from core.daemon.liveness import process_start_ticks, this_host
+from core.errors import PatternError
+from core.monitor.checks import checks_for
+from core.monitor.dispatcher import Deliverer, Dispatcher
+from core.monitor.monitor import Identity, Monitor
+from core.monitor.poller import Poller
+from core.monitor.records import Records
+from core.slurm.client import Slurm
+from core.slurm.shared import SharedSlurm
+from core.state.model import JobRecord, Level
+from core.state.store import StateStore
+
+if TYPE_CHECKING:  # an idle daemon imports neither the analyzer nor the escalation policy
+    from core.analysis.analyzer import Pattern
+    from core.monitor.chains import ChainRunner
+
+log = logging.getLogger("jobmon.monitor")
+
+
+def daemon_monitor(paths: Paths, config: Config, job_id: str, should_stop: Callable[[], bool]) -> Monitor:
+    """The monitor a daemon runs: outbox delivered by a child process."""
+    store = StateStore(paths.state)
+    identity = Identity(this_host(), os.getpid(), process_start_ticks(os.getpid()) or 0)
+
+    def in_process() -> InProcessDelivery:
+        return InProcessDelivery(store, config, owner=f"{identity.host}:{identity.pid}")
+
+    return _assemble(paths, config, store, job_id, identity, ChildDelivery(paths, in_process, should_stop),
+                     should_stop)
+
+
+def inline_monitor(paths: Paths, config: Config, job_id: str) -> Monitor:
+    """The monitor the CLI runs itself (a job that already ended): outbox delivered in this process."""
+    store = StateStore(paths.state)
+    identity = Identity(this_host(), os.getpid(), process_start_ticks(os.getpid()) or 0)
+    deliverer = InProcessDelivery(store, config, owner=f"{identity.host}:{identity.pid}")
+    return _assemble(paths, config, store, job_id, identity, deliverer, lambda: False)
+
+
+def _assemble(
+    paths: Paths, config: Config, store: StateStore, job_id: str, identity: Identity, deliverer: Deliverer,
+    should_stop: Callable[[], bool],
+) -> Monitor:
+    slurm = Slurm()
+    shared = SharedSlurm(slurm, paths.state, max_age=config.running_interval)
+
+    def chains() -> ChainRunner:
+        from core.monitor.chains import ChainRunner
+
+        return ChainRunner(
+            escalation=config.escalation, host=identity.host, clock=time.time, should_stop=should_stop,
+            retry_delay=config.running_interval,
+            resubmit=lambda record, level, attempt, tasks: _resubmit(slurm, record, level, attempt, tasks),
+            find_submitted=lambda record, attempt, tasks: _find_submitted(slurm, record, attempt, tasks),
+        )
+
+    return Monitor(
+        Records(store, job_id), config=config, poller=Poller(shared, config, checks_for(config)),
+        dispatcher=Dispatcher(deliverer, identity.host), chains=chains,
+        patterns=lambda: patterns_or_builtin(paths), identity=identity, should_stop=should_stop,
+    )
+
+
+def patterns_or_builtin(paths: Paths) -> Sequence[Pattern]:
+    """The user's patterns merged in; if that file broke since submission, the built-ins still work."""
+    from core.analysis.analyzer import parse_patterns
+    from core.config import BUILTIN_PATTERNS, read_patterns_file
+
+    try:
+        return load_patterns(paths)
+    except PatternError as exc:
+        log.error("%s; analysing with the built-in patterns only", exc)
+        return parse_patterns(read_patterns_file(BUILTIN_PATTERNS), BUILTIN_PATTERNS)
+
+
+def _resubmit(slurm: Slurm, record: JobRecord, level: Level, attempt: int, tasks: str) -> Tuple[str, str, str]:
+    from core.chain.submitter import chain_comment, resubmit
+
+    return resubmit(slurm, record, level, chain_comment(record, attempt), tasks)
+
+
+def _find_submitted(slurm: Slurm, record: JobRecord, attempt: int, tasks: str) -> Optional[Tuple[str, str, str]]:
+    """(job id, stdout, stderr) of an attempt already submitted before a crash, or None."""
+    from core.chain.submitter import attempt_log_paths, chain_comment
+
+    pending = record.chain.pending if record.chain is not None else None
+    job_id = slurm.find_by_comment(chain_comment(record, attempt), since=pending.decided_at if pending else 0.0)
+    return (job_id, *attempt_log_paths(slurm, record, job_id, tasks)) if job_id else None

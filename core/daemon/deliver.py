@@ -1,0 +1,40 @@
+"""`python -m core.daemon.deliver JOBID`: deliver what is due in one job's outbox, then exit.
+
+A monitor daemon runs this instead of sending itself, so the daemon never imports `requests` (or
+any other sink's library) and stays small however long it lives. Exit 0 when done, BUSY when
+another process holds the job's delivery lock, 1 on an error (written to the monitor's log).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import List
+
+from core.config import load_config, resolve_paths
+from core.daemon.delivery import BUSY, InProcessDelivery
+from core.daemon.liveness import this_host
+from core.errors import JobmonError
+from core.monitor.records import Records
+from core.state.store import StateStore
+
+
+def main(argv: List[str]) -> int:
+    if len(argv) != 1:
+        raise SystemExit("usage: python -m core.daemon.deliver JOBID")
+    job_id = argv[0]
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format=f"%(asctime)s {job_id} pid={os.getpid()} %(levelname)s %(message)s")
+    paths = resolve_paths()
+    try:
+        config = load_config(paths, require_webhook=False, trusted=True)  # checked when the monitor started
+        store = StateStore(paths.state)
+        deliverer = InProcessDelivery(store, config, owner=f"{this_host()}:{os.getpid()}")
+        return BUSY if deliverer.deliver(Records(store, job_id)) is not None else 0
+    except JobmonError as exc:
+        logging.getLogger("jobmon.deliver").error("%s", exc)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

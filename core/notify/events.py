@@ -1,0 +1,42 @@
+"""Events: what a monitor has to say, each with a stable key so it is said once.
+
+An event is produced by a check or a step of the monitor, written to the job's outbox (with its
+message) before anything is sent, and delivered once to every sink its route names. Producing the
+same event again (after a crash, on the next poll) changes nothing: the key is already there.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from core.notify.message import Message
+
+
+class EventKind(str, enum.Enum):
+    FINAL = "final"  # the job's (or chain's) story is told
+    ESCALATION = "escalation"  # a chain resubmitted a job with more resources
+    ROUND = "round"  # an array chain resubmitted some of its tasks
+    FIRST_FAILURE = "first_failure"  # an array's first failed task, before the summary
+
+
+class Route(str, enum.Enum):
+    """Which sinks hear an event: config maps each route to sinks (`discord.success_webhook` ...)."""
+
+    SUCCESS = "success"  # clean completions only
+    ERROR = "error"  # everything else
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: EventKind
+    sequence: int  # the n-th event of its kind for this job: attempt or round number, 1 otherwise
+    route: Route
+    message: Message
+
+    def key(self, job_id: str) -> str:
+        """`123:final:1`, `123:escalation:2`: the same event always gets the same key."""
+        return event_key(job_id, self.kind, self.sequence)
+
+
+def event_key(job_id: str, kind: EventKind, sequence: int) -> str:
+    return f"{job_id}:{kind.value}:{sequence}"

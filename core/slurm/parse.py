@@ -1,0 +1,230 @@
+"""Pure parsers of Slurm's output (text in, frozen values out), tested on output captured from a
+real Slurm 22.05 (tests/fixtures/slurm).
+
+squeue and sacct are read by the header line they print, never by counting columns: a new field
+is one entry in a column list and one line where the value is used.
+
+Facts encoded here:
+- sacct prints `CANCELLED by <uid>`, keeps MaxRSS on step rows only, and briefly returns a
+  placeholder record (JobName "allocation", ReqMem "16?") right after submission;
+- exit 1 + "Invalid job id specified" means the controller forgot the job (ask sacct),
+  exit 1 + "Unable to contact slurm controller" means retry later.
+"""
+from __future__ import annotations
+
+import re
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from core.slurm.model import AccountingRecord, JobInfo, JobState, QueueEntry
+
+#: sacct's column delimiter: a job name or a submit line may contain `|` but not this.
+SACCT_DELIMITER = "^|^"
+#: The sacct columns jobmon reads (the header names sacct prints for them).
+SACCT_FIELDS = (
+    "JobID", "JobIDRaw", "JobName", "State", "ExitCode", "Elapsed", "Timelimit",
+    "MaxRSS", "ReqMem", "NodeList", "Partition", "WorkDir", "Start", "End", "User", "AllocCPUS",
+)
+#: The squeue columns jobmon reads: (format letter, the header squeue prints for it).
+SQUEUE_COLUMNS = (("%i", "JOBID"), ("%T", "STATE"), ("%r", "REASON"), ("%M", "TIME"))
+SQUEUE_DELIMITER = "|"
+
+_UNAVAILABLE_MARKERS = (
+    "unable to contact slurm controller",
+    "socket timed out",
+    "connection refused",
+    "problem talking to the database",
+    "slurm_persist_conn_open",
+    "connection timed out",
+    "slurm backup controller in standby mode",
+    "zero bytes were transmitted or received",
+    "communication connection failure",
+)
+_INVALID_JOB_MARKERS = ("invalid job id specified",)
+
+
+def squeue_format(columns: Sequence[Tuple[str, str]] = SQUEUE_COLUMNS) -> str:
+    """The `-o` argument for these columns."""
+    return SQUEUE_DELIMITER.join(letter for letter, _ in columns)
+
+
+def parse_table(text: str, delimiter: str) -> List[Dict[str, str]]:
+    """Rows of a delimited table whose first line is its header, keyed by upper-cased header name.
+
+    The last column may itself contain the delimiter (a comment, a submit line). Blank lines, and
+    lines without the delimiter under a header of several columns (messages, junk), are skipped; a
+    row with fewer cells than the header gets "" for the missing ones.
+    """
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        return []
+    header = [name.strip().upper() for name in lines[0].split(delimiter)]
+    rows = []
+    for line in lines[1:]:
+        if len(header) > 1 and delimiter not in line:
+            continue
+        cells = line.split(delimiter, len(header) - 1)
+        cells += [""] * (len(header) - len(cells))
+        rows.append({name: cell.strip() for name, cell in zip(header, cells)})
+    return rows
+
+
+def parse_squeue(text: str) -> List[QueueEntry]:
+    """Parse `squeue -o '%i|%T|%r|%M'` output (header included); rows without a job id are skipped."""
+    entries = []
+    for row in parse_table(text, SQUEUE_DELIMITER):
+        job_id = row.get("JOBID", "")
+        if job_id:
+            entries.append(QueueEntry(job_id, JobState.parse(row.get("STATE", "")), row.get("REASON", ""),
+                                      row.get("TIME", "")))
+    return entries
+
+
+def parse_exit_code(text: str) -> Tuple[int, int]:
+    """sacct ExitCode is `exit:signal`, e.g. `3:0` or `0:125`."""
+    code, _, signal = text.strip().partition(":")
+    try:
+        return int(code or 0), int(signal or 0)
+    except ValueError:
+        return 0, 0
+
+
+_DURATION_RE = re.compile(r"^(?:(\d{1,9})-)?(?:(\d{1,9}):)?(\d{1,9}):(\d{1,9}(?:\.\d{1,9})?)$", re.ASCII)
+
+
+def parse_duration(text: str) -> Optional[float]:
+    """sacct's `[D-]HH:MM:SS` / `MM:SS.mmm` in seconds; UNLIMITED, empty or junk -> None."""
+    match = _DURATION_RE.match(text.strip())
+    if not match:
+        return None
+    days, hours, minutes, seconds = match.groups()
+    return int(days or 0) * 86400 + int(hours or 0) * 3600 + int(minutes) * 60 + float(seconds)
+
+
+def explicit_time_limit(text: str) -> str:
+    """sacct's Timelimit when it is a real duration; "" for UNLIMITED or Partition_Limit (never ran, no -t)."""
+    return "" if text in ("", "UNLIMITED", "Partition_Limit") else text
+
+
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3, "T": 1024 ** 4, "P": 1024 ** 5}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)", re.IGNORECASE)
+
+
+def parse_size(text: str, default_unit: str = "") -> Optional[int]:
+    """`58180K` -> bytes; empty or unparseable -> None. sacct MaxRSS without a unit is in bytes."""
+    match = _SIZE_RE.match(text or "")
+    if not match:
+        return None
+    unit = (match.group(2) or default_unit).upper()
+    try:
+        return int(float(match.group(1)) * _SIZE_UNITS[unit])
+    except OverflowError:  # hundreds of digits: not a real size
+        return None
+
+
+def parse_sacct(text: str) -> List[AccountingRecord]:
+    """Parse `sacct -P --delimiter='^|^' --format=...` (header included) with its step rows.
+
+    Step rows (`123.batch`, `123.0`, `123.extern`) only contribute their MaxRSS to the job row.
+    """
+    jobs: Dict[str, Dict[str, str]] = {}
+    step_rss: Dict[str, int] = {}
+    for row in parse_table(text, SACCT_DELIMITER):
+        job_id = row.get("JOBID", "")
+        if not job_id:
+            continue
+        if "." in job_id:
+            owner = job_id.split(".", 1)[0]
+            rss = parse_size(row.get("MAXRSS", ""))
+            if rss is not None:
+                step_rss[owner] = max(step_rss.get(owner, 0), rss)
+            continue
+        jobs[job_id] = row
+    return [_accounting_record(job_id, row, step_rss.get(job_id)) for job_id, row in jobs.items()]
+
+
+def _accounting_record(job_id: str, row: Dict[str, str], step_rss: Optional[int]) -> AccountingRecord:
+    exit_code, signal = parse_exit_code(row.get("EXITCODE", ""))
+    cpus = row.get("ALLOCCPUS", "")
+    return AccountingRecord(
+        job_id=job_id,
+        job_id_raw=row.get("JOBIDRAW", "") or job_id,
+        name=row.get("JOBNAME", ""),
+        state=JobState.parse(row.get("STATE", "")),
+        state_text=row.get("STATE", ""),
+        exit_code=exit_code,
+        signal=signal,
+        elapsed=row.get("ELAPSED", ""),
+        time_limit=row.get("TIMELIMIT", ""),
+        max_rss_bytes=step_rss if step_rss is not None else parse_size(row.get("MAXRSS", "")),
+        req_mem=row.get("REQMEM", ""),
+        nodes=row.get("NODELIST", ""),
+        partition=row.get("PARTITION", ""),
+        work_dir=row.get("WORKDIR", ""),
+        start=row.get("START", ""),
+        end=row.get("END", ""),
+        user=row.get("USER", ""),
+        alloc_cpus=int(cpus) if cpus.isdecimal() else 0,
+    )
+
+
+def parse_submit_lines(text: str) -> List[Tuple[str, str]]:
+    """(job id, submit line) from `sacct -X -P --delimiter='^|^' --format=JobID,SubmitLine`."""
+    return [(row.get("JOBID", ""), row.get("SUBMITLINE", "")) for row in parse_table(text, SACCT_DELIMITER)]
+
+
+def parse_comments(text: str) -> List[Tuple[str, str]]:
+    """(job id, comment) from `squeue -o '%i|%k'` (the comment last: it may contain `|`)."""
+    return [(row.get("JOBID", ""), row.get("COMMENT", "")) for row in parse_table(text, SQUEUE_DELIMITER)]
+
+
+_SCONTROL_KEY_RE = re.compile(r"(?:^|\s)([A-Za-z][A-Za-z0-9_:/]*)=")
+
+
+def parse_scontrol_fields(text: str) -> Dict[str, str]:
+    """Split `scontrol show job -o` into Key=Value pairs; values may contain spaces (Command, paths)."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    matches = list(_SCONTROL_KEY_RE.finditer(line))
+    fields: Dict[str, str] = {}
+    for index, match in enumerate(matches):
+        end = matches[index + 1].start() if index + 1 < len(matches) else len(line)
+        fields.setdefault(match.group(1), line[match.end():end].strip())
+    return fields
+
+
+def parse_scontrol_show_jobs(text: str) -> List[JobInfo]:
+    """`scontrol show job -o` prints one line per job record: an array gives one per task record."""
+    jobs = (parse_scontrol_show_job(line) for line in text.splitlines() if line.strip())
+    return [job for job in jobs if job is not None]
+
+
+def parse_scontrol_show_job(text: str) -> Optional[JobInfo]:
+    fields = parse_scontrol_fields(text)
+    if "JobId" not in fields:
+        return None
+    return JobInfo(
+        job_id=fields["JobId"],
+        name=fields.get("JobName", ""),
+        state=JobState.parse(fields.get("JobState", "")),
+        stdout=fields.get("StdOut", ""),
+        stderr=fields.get("StdErr", ""),
+        work_dir=fields.get("WorkDir", ""),
+        command=fields.get("Command", ""),
+        array_job_id=fields.get("ArrayJobId", ""),
+        array_task_id=fields.get("ArrayTaskId", ""),
+    )
+
+
+def error_line(text: str) -> str:
+    """The last non-blank line of a command's stderr: where Slurm puts the actual error."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def is_unavailable_error(stderr: str) -> bool:
+    lowered = stderr.lower()
+    return any(marker in lowered for marker in _UNAVAILABLE_MARKERS)
+
+
+def is_invalid_job_error(stderr: str) -> bool:
+    lowered = stderr.lower()
+    return any(marker in lowered for marker in _INVALID_JOB_MARKERS)
