@@ -43,7 +43,11 @@ class Context:
     def store(self) -> StateStore:
         from core.state.store import StateStore
 
-        return StateStore(self.ready_paths().state)
+        store = StateStore(self.ready_paths().state)
+        if store.needs_layout():
+            self.warn(f"first use of {store.folder} by this jobmon: indexing its records (once; "
+                      "tens of thousands take a few seconds)")
+        return store
 
     def slurm(self) -> Slurm:
         from core.slurm.client import Slurm
@@ -300,20 +304,21 @@ def _cmd_test_discord(args: argparse.Namespace, ctx: Context) -> int:
     config = ctx.config(require_webhook=True)
     failures = 0
     for name, sink in build_sinks(config.sinks).items():
-        routes = "+".join(route.value for route in Route if name in config.sinks_for(route)) or "no"
+        served = [route.value for route in Route if name in config.sinks_for(route)]
+        routes = f"{'+'.join(served) or 'no'} route{'s' if len(served) > 1 else ''}"
         message = Message(
             title="jobmon test message",
-            description=f"This sink ({name}) receives jobmon's {routes} messages.",
-            tone=Tone.SUCCESS if routes == Route.SUCCESS.value else Tone.INFO,
-            fields=(Field("Host", this_host()), Field("Routes", routes)),
+            description=f"This sink ({name}) receives the messages of jobmon's {routes}.",
+            tone=Tone.SUCCESS if served == [Route.SUCCESS.value] else Tone.INFO,
+            fields=(Field("Host", this_host()), Field("Routes", "+".join(served) or "none")),
             footer="jobmon test-discord",
         )
         outcome = send_once(sink, message)
         if outcome.answer is Answer.DELIVERED:
-            print(f"{name} ({routes} routes): OK ({sink.describe()})")
+            print(f"{name} ({routes}): OK ({sink.describe()})")
         else:
             failures += 1
-            print(f"{name} ({routes} routes): FAILED ({sink.describe()}): {outcome.detail}")
+            print(f"{name} ({routes}): FAILED ({sink.describe()}): {outcome.detail}")
     return 1 if failures else 0
 
 

@@ -61,9 +61,13 @@ sys.path.insert(0, ROOT)
 from core.analysis.analyzer import analyze, parse_patterns  # noqa: E402
 from core.analysis.logtail import read_tail  # noqa: E402
 from core.config import BUILTIN_PATTERNS, DEFAULT_RUNNING_INTERVAL, read_patterns_file  # noqa: E402
-from core.slurm.client import SQUEUE_FORMAT  # noqa: E402
+from core.notify.events import EventKind, Route  # noqa: E402
+from core.notify.outbox import DeliveryStatus, OutboxEntry, SinkDelivery  # noqa: E402
+from core.slurm.model import JobState  # noqa: E402
+from core.slurm.parse import squeue_format  # noqa: E402
 from core.slurm.shared import QUEUE_FILE  # noqa: E402
-from core.state.store import FinalRecord, JobRecord, MonitorInfo, NotificationStatus, Observation, StateStore  # noqa: E402
+from core.state.model import FinalRecord, JobRecord, MonitorInfo, Observation  # noqa: E402
+from core.state.store import StateStore  # noqa: E402
 
 TAIL_LINES = 500
 MONITORED = (1, 10, 50)
@@ -213,7 +217,7 @@ def measure_memory(root: str, children: List[subprocess.Popen]) -> List[Row]:
     terminate([bare_process.pid])
     note = (f"a real daemon (`jobmon submit`, sleep job) after {MEMORY_POLLS}+ polls at {MEMORY_INTERVAL:.0f} s, "
             f"versus the same daemon started as `python -c 'import requests, runpy; runpy.run_module("
-            f"\"core.daemon.main\", ...)'` for a second job (_ssl mapped: {ssl[lean_pid]} vs {ssl[heavy_pid]}). Bare "
+            f"\"core.daemon\", ...)'` for a second job (_ssl mapped: {ssl[lean_pid]} vs {ssl[heavy_pid]}). Bare "
             f"`python -c 'import time; time.sleep(60)'` with the daemon's interpreter {interpreter}: "
             f"RSS {mib(bare[0])}, private {mib(bare[1])}.")
     above = (lean[1] - bare[1], heavy[1] - bare[1])
@@ -389,8 +393,9 @@ def write_state_files(state: str, count: int) -> None:
     store = StateStore(state)
     now = time.time()
     host = socket.gethostname()
-    outcomes = (("COMPLETED", 0, "success", []), ("FAILED", 1, "error", ["cuda_oom", "python_traceback"]),
-                ("OUT_OF_MEMORY", 0, "error", ["slurm_oom"]))
+    outcomes = ((JobState.COMPLETED, 0, Route.SUCCESS, []),
+                (JobState.FAILED, 1, Route.ERROR, ["cuda_oom", "python_traceback"]),
+                (JobState.OUT_OF_MEMORY, 0, Route.ERROR, ["slurm_oom"]))
     for index, pid in enumerate(dead_pids(count)):
         created = now - 7200 - index * 30
         record = JobRecord(
@@ -400,17 +405,18 @@ def write_state_files(state: str, count: int) -> None:
             stderr_path=f"/home/user/runs/slurm-{FAKE_JOB_BASE + index}.out", created_at=created,
             monitor=MonitorInfo(pid=pid, start_ticks=100_000 + index, host=host, started_at=created,
                                 heartbeat=now - 900, heartbeat_deadline=now - 750),
-            observation=Observation(state="RUNNING", seen_at=now - 900),
+            observation=Observation(state=JobState.RUNNING, seen_at=now - 900),
         )
         if index % 5 < 2:
-            state_name, exit_code, channel, categories = outcomes[index % 3]
-            record.final = FinalRecord(state=state_name, state_text=state_name, exit_code=exit_code,
+            state_name, exit_code, route, categories = outcomes[index % 3]
+            record.final = FinalRecord(state=state_name, state_text=state_name.value, exit_code=exit_code,
                                        elapsed="01:12:03", time_limit="1-00:00:00", max_rss_bytes=31 << 30,
                                        req_mem="32G", nodes="gpu-node07", partition="gpu", decided_at=now - 3600)
             record.categories = categories
-            record.notification = NotificationStatus(status="sent", channel=channel, attempts=1, sent_at=now - 3590)
-            record.done = True
-        store.save(record)
+            sent = SinkDelivery(status=DeliveryStatus.DELIVERED, attempts=1, delivered_at=now - 3590)
+            record.outbox = [OutboxEntry(f"{record.job_id}:final:1", EventKind.FINAL, route, created_at=now - 3600,
+                                         routed_at=now - 3600, deliveries={f"discord-{route.value}": sent})]
+        store.create(record)
 
 
 def measure_status(plan: Plan, root: str) -> List[Row]:
@@ -432,7 +438,7 @@ def measure_status(plan: Plan, root: str) -> List[Row]:
     squeue_times = []
     for index in range(SQUEUE_SAMPLES):
         start = time.perf_counter()
-        subprocess.run([SQUEUE, "-h", "-t", "all", "-j", str(FAKE_JOB_BASE + index), "-o", SQUEUE_FORMAT],
+        subprocess.run([SQUEUE, "-t", "all", "-j", str(FAKE_JOB_BASE + index), "-o", squeue_format()],
                        capture_output=True, timeout=60)
         squeue_times.append(time.perf_counter() - start)
     took = statistics.median(times)

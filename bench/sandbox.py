@@ -35,7 +35,7 @@ COUNTED = {"squeue": SQUEUE, "sacct": SACCT}
 SUBMIT_WORKERS = 4
 #: The daemon's module with `requests` imported first: the daemon as it would be without lazy imports.
 HEAVY_DAEMON = ("import requests, runpy, sys; "
-                "runpy.run_module('core.daemon.main', run_name='__main__', alter_sys=True)")
+                "runpy.run_module('core.daemon', run_name='__main__', alter_sys=True)")
 
 
 def wait_for_integration_tests() -> float:
@@ -185,7 +185,7 @@ def daemons_under(folder: str) -> List[int]:
                 environ = handle.read().split(b"\0")
         except OSError:
             continue
-        if b"core.daemon.main" in cmdline and any(item.startswith(marker) for item in environ):
+        if b"core.daemon" in cmdline and any(item.startswith(marker) for item in environ):
             pids.append(int(name))
     return pids
 

@@ -9,8 +9,9 @@ Run from the checkout, as root or any user; Slurm is optional (`status` asks squ
 rows; without Slurm it prints a warning and the run goes on, and the table says which it was). The
 benchmark runs itself under the checkout's .venv python (requests + filelock), and jobmon as real
 subprocesses of that python on jobmon.py, JOBMON_HOME in a temp folder under /tmp that is removed at
-the end, also on Ctrl-C (or SIGTERM). Wall times are the median (min, max) of several runs with a warm
-page cache; each `status` run first deletes the shared squeue snapshot, so each pays its squeue call.
+the end, also on Ctrl-C (or SIGTERM). Before each part it waits until no `pytest tests/integration`
+runs (those load the CPUs and restart Slurm). Wall times are the median (min, max) of several runs with
+a warm page cache; each `status` run first deletes the shared squeue snapshot, so each pays its squeue call.
 
 State folders are written directly, not through StateStore.create (which fsyncs every file): record
 files with format_record, history lines with History.append, index markers (`state/active/<job>`)
@@ -31,7 +32,9 @@ names, times and some end states (TIMEOUT, CANCELLED), upgraded as jobmon upgrad
    or with a message not delivered), as the previous jobmon left it: the first `jobmon status` (it
    builds the index and the history) and the second; then every job id is looked for in the index
    (os.listdir) and in the history (core.state.history.History.read): none may be lost.
-6. Peak RSS of `jobmon status` in case 1 (os.wait4's rusage of each run): for information.
+6. Peak RSS of `jobmon status` in case 1, from /usr/bin/time -f %M (not os.wait4 or RUSAGE_CHILDREN:
+   Linux counts into a child's peak the parent's RSS at fork/exec, here the benchmark's own hundreds
+   of MB): for information.
 """
 from __future__ import annotations
 
@@ -53,7 +56,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from sandbox import ROOT, slurm_is_up, terminate
+from sandbox import ROOT, slurm_is_up, terminate, wait_for_integration_tests
 
 VENV = os.path.join(ROOT, ".venv")
 PYTHON = os.path.join(VENV, "bin", "python")
@@ -73,6 +76,8 @@ from core.state.model import JobRecord  # noqa: E402
 from core.state.store import LAYOUT_VERSION, format_record  # noqa: E402
 
 JOBMON = os.path.join(ROOT, "jobmon.py")
+TIME = "/usr/bin/time"
+RSS_RUNS = 3
 FIXTURES = os.path.join(ROOT, "tests", "fixtures", "state_v1")
 DAY = 86400.0
 TODAY = 1000
@@ -122,10 +127,9 @@ class Row:
 
 @dataclass(frozen=True)
 class Run:
-    """One jobmon subprocess: its wall time, peak RSS (KiB), exit code and output."""
+    """One jobmon subprocess: its wall time, exit code and output."""
 
     seconds: float
-    max_rss_kib: int
     code: int
     stdout: str
     stderr: str
@@ -305,35 +309,47 @@ def disk_use(folder: str) -> Tuple[int, int]:
 
 
 # -- running jobmon -------------------------------------------------------------------------------
-def jobmon(home: str, *args: str) -> Run:
-    """`jobmon ARGS` with JOBMON_HOME=home, through the checkout's .venv python; reaped with os.wait4."""
+def jobmon_env(home: str) -> Dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("JOBMON_")}
     env["JOBMON_HOME"] = home
+    return env
+
+
+def forget_squeue(home: str) -> None:
+    """Delete the shared squeue snapshot: the next `status` pays its own squeue call."""
+    try:
+        os.remove(os.path.join(home, "state", QUEUE_FILE))
+    except FileNotFoundError:
+        pass
+
+
+def jobmon(home: str, *args: str) -> Run:
+    """`jobmon ARGS` with JOBMON_HOME=home, through the checkout's .venv python."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         start = time.perf_counter()
-        child = subprocess.Popen([PYTHON, JOBMON, *args], stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                 env=env, cwd=home)
-        try:
-            _, status, usage = os.wait4(child.pid, 0)
-        except BaseException:
-            child.kill()
-            child.wait()
-            raise
+        done = subprocess.run([PYTHON, JOBMON, *args], stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                              env=jobmon_env(home), cwd=home)
         took = time.perf_counter() - start
-        child.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
-        return Run(took, usage.ru_maxrss, child.returncode, out.read(), err.read())
+        return Run(took, done.returncode, out.read(), err.read())
+
+
+def peak_rss_kib(home: str, *args: str) -> int:
+    """Peak RSS of one `jobmon ARGS`, as /usr/bin/time (a small process) measures its own child."""
+    with tempfile.NamedTemporaryFile("r") as report:
+        done = subprocess.run([TIME, "-f", "%M", "-o", report.name, PYTHON, JOBMON, *args], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=jobmon_env(home), cwd=home)
+        if done.returncode != 0:
+            raise RuntimeError(f"jobmon {' '.join(args)} exited {done.returncode} under {TIME}")
+        return int(report.read().split()[-1])
 
 
 def repeat(runs: int, home: str, *args: str) -> List[Run]:
     """`runs` runs of one command; `status` runs each pay their own squeue (no shared snapshot left)."""
     results = []
     for _ in range(runs):
-        try:
-            os.remove(os.path.join(home, "state", QUEUE_FILE))
-        except FileNotFoundError:
-            pass
+        forget_squeue(home)
         done = jobmon(home, *args)
         if done.code != 0:
             raise RuntimeError(f"jobmon {' '.join(args)} exited {done.code}: {done.stderr[-500:]}")
@@ -359,9 +375,14 @@ def index_size(home: str) -> int:
     return len(os.listdir(os.path.join(home, "state", "active")))
 
 
-def warnings_of(runs: Sequence[Run]) -> str:
-    lines = {line for run in runs for line in run.stderr.splitlines() if line.strip()}
-    return " | ".join(sorted(lines))
+def squeue_answers(runs: Sequence[Run]) -> str:
+    """How often `status` got its squeue answer, and what it said when it did not."""
+    failed = [run for run in runs if "squeue unavailable" in run.stderr]
+    text = f"squeue answered {len(runs) - len(failed)} of {len(runs)} status runs"
+    if failed:
+        slowest = max(run.seconds for run in failed)
+        text += f" (slowest without it {seconds(slowest)}; it said: {failed[-1].stderr.strip()})"
+    return text
 
 
 # -- the measurements -----------------------------------------------------------------------------
@@ -374,6 +395,7 @@ class Bench:
         self.monitors: List[subprocess.Popen] = []
         self.phases: List[str] = []
         self.problems: List[str] = []
+        self.waited = 0.0  # for integration tests of others: they load the CPUs and restart Slurm
 
     @property
     def pids(self) -> List[int]:
@@ -389,7 +411,8 @@ class Bench:
         shutil.rmtree(self.root, ignore_errors=True)
 
     def phase(self, title: str, work: Callable[[], List[Row]], section: int) -> List[Row]:
-        """One part; a failure becomes an error row so the other figures still print."""
+        """One part, once no integration test runs; a failure becomes an error row so the other figures still print."""
+        self.waited += wait_for_integration_tests()
         print(f"bench: {title} ...", file=sys.stderr, flush=True)
         started = time.monotonic()
         try:
@@ -443,9 +466,8 @@ class Bench:
             if rows_shown != current or alive != LIVE or index_size(home) != current:
                 self.problems.append(f"status in {os.path.basename(home)}: {rows_shown} rows, {alive} ALIVE, "
                                      f"{index_size(home)} indexed; expected {current}, {LIVE}, {current}")
-        warned = warnings_of(big_runs + small_runs)
-        slurm = ("Slurm answered (scontrol ping UP, no squeue warning)" if slurm_is_up() and not warned
-                 else f"Slurm did not answer: status said: {warned or '(nothing)'}")
+        slurm = (f"{squeue_answers(big_runs + small_runs)}; scontrol ping afterwards: "
+                 f"{'UP' if slurm_is_up() else 'no answer'}")
         total = self.plan.old + current
         ratio = statistics.median(r.seconds for r in big_runs) / statistics.median(r.seconds for r in small_runs)
         note1 = (f"JOBMON_HOME with {self.plan.old:,} records ended 8-29 days ago (history only), {TODAY:,} ended "
@@ -459,8 +481,6 @@ class Bench:
         said = recover_runs[-1].stdout.strip()
         if "nothing to recover" not in said:
             self.problems.append(f"recover had something to do: {said[:500]}")
-        rss = [r.max_rss_kib for r in big_runs]
-        small_rss = statistics.median(r.max_rss_kib for r in small_runs)
         return [
             timing_row(1, "1. jobmon --version (interpreter start, for scale)", start_only),
             timing_row(1, f"1. status, {current:,} current records only", small_runs, note=note1),
@@ -471,11 +491,23 @@ class Bench:
                        f"same folder, table output ({listed:,} rows), median of {runs} runs."),
             timing_row(3, f"3. recover, {total:,} records, nothing to do", recover_runs, 1.0,
                        f"same folder; it printed: {said[:120]}"),
-            Row(6, f"6. status peak RSS, {total:,} records", f"{statistics.median(rss) / 1024:.1f} MiB",
-                f"{min(rss) / 1024:.1f} MiB", f"{max(rss) / 1024:.1f} MiB", "-", "info",
-                f"ru_maxrss of each status run in case 1 (os.wait4); {current:,} current records only: "
-                f"{small_rss / 1024:.1f} MiB."),
+            *self.memory([(small, f"{current:,} current records only"), (big, f"{total:,} records")]),
         ]
+
+    def memory(self, cases: Sequence[Tuple[str, str]]) -> List[Row]:
+        """Case 6: peak RSS of `status` in each (JOBMON_HOME, label)."""
+        note = f"{TIME} -f %M around `jobmon status`, {RSS_RUNS} runs each (squeue snapshot deleted before each)."
+        if not os.access(TIME, os.X_OK):
+            return [Row(6, "6. status peak RSS", f"skipped: no {TIME}", result="info")]
+        rows = []
+        for home, label in cases:
+            peaks = []
+            for _ in range(RSS_RUNS):
+                forget_squeue(home)
+                peaks.append(peak_rss_kib(home, "status"))
+            rows.append(Row(6, f"6. status peak RSS, {label}", f"{statistics.median(peaks) / 1024:.1f} MiB",
+                            f"{min(peaks) / 1024:.1f} MiB", f"{max(peaks) / 1024:.1f} MiB", "-", "info", note))
+        return rows
 
     def doubling(self) -> List[Row]:
         """Case 4: status with more and more records ended today."""
@@ -485,8 +517,9 @@ class Bench:
             home = self.build_v2(f"today-{count}", 0, count, 0)
             runs = repeat(self.plan.runs, home, "status")
             median = statistics.median(r.seconds for r in runs)
-            note = (f"only records ended today (indexed, delivered), no live ones (no squeue call); median of "
-                    f"{self.plan.runs} runs. The code before the index: 3.7 s for 2,000, 14.9 s for 4,000 (x4.0).")
+            note = (f"only records ended today (indexed, delivered), no live ones; status still asks squeue once, "
+                    f"for the cancelled ones (no final record); median of {self.plan.runs} runs. The code before "
+                    f"the index: 3.7 s for 2,000, 14.9 s for 4,000 (x4.0).")
             rows.append(timing_row(4, f"4. status, {count:,} records ended today", runs, note=note))
             if previous:
                 ratio = median / previous
@@ -596,9 +629,11 @@ def main(argv: Sequence[str]) -> int:
             signal.signal(signum, signal.SIG_IGN)
         bench.close()
     mode = "--quick" if plan.quick else "full run"
+    took = f"{time.monotonic() - started - bench.waited:.0f} s"
+    if bench.waited:
+        took += f" + {bench.waited:.0f} s waiting for integration tests"
     who = "root" if os.getuid() == 0 else f"uid {os.getuid()}"
-    print_table(rows, f"jobmon state folder scale ({mode}, {time.monotonic() - started:.0f} s) on {this_host()}, "
-                      f"{os.cpu_count()} CPUs, as {who}")
+    print_table(rows, f"jobmon state folder scale ({mode}, {took}) on {this_host()}, {os.cpu_count()} CPUs, as {who}")
     print("phases:")
     for line in bench.phases:
         print(f"  {line}")

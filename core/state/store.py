@@ -188,6 +188,15 @@ class StateStore:
             raise StateError(f"cannot update the history in {self.folder}: {exc.strerror or exc}") from None
 
     # -- the first use of a folder of an older jobmon ----------------------------------------------
+    def needs_layout(self) -> bool:
+        """True before the first use of a folder of an older jobmon: records, but no index yet."""
+        if os.path.exists(os.path.join(self.folder, "layout.json")):
+            return False
+        try:
+            return any(name.endswith(".json") and _JOB_ID_RE.match(name[:-5]) for name in os.listdir(self.folder))
+        except OSError:
+            return False
+
     def ensure_layout(self) -> None:
         """Build the index and the history from every record, once (a folder of schema-1 jobmon has neither).
 

@@ -246,9 +246,10 @@ def test_status_shows_jobs_and_an_unreadable_file(jm):
     script = jm.write_script("s.sbatch", "#!/bin/bash\n#SBATCH -J status-job\n#SBATCH -o s-%j.out\nsleep 30\n")
     job_id = jm.submit(script)
     jm.wait_state(job_id, lambda s: s["observation"]["state"] == "RUNNING", 30, "RUNNING seen")
-    broken = os.path.join(jm.home, "state", "123456.json")
+    broken = os.path.join(jm.home, "state", "123456.json")  # a current record (indexed) whose file got damaged
     with open(broken, "w") as handle:
         handle.write('{"job_id": "123456", "monit')
+    open(os.path.join(jm.home, "state", "active", "123456"), "w").close()
     done = jm.jobmon("status")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
@@ -268,7 +269,7 @@ def test_status_shows_jobs_and_an_unreadable_file(jm):
 def test_test_discord_reports_each_channel(jm):
     done = jm.jobmon("test-discord")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "success: OK" in done.stdout and "error: OK" in done.stdout
+    assert "discord-success (success route): OK" in done.stdout and "discord-error (error route): OK" in done.stdout
     assert len(jm.receiver.messages()) == 2
     jm.receiver.delete_webhook("error")
     failed = jm.jobmon("test-discord")

@@ -47,7 +47,7 @@ def test_oom_on_the_first_level_is_resubmitted_with_the_next_and_completes(jm):
     state = jm.wait_done(job_id, timeout=120)
     attempts = state["chain"]["attempts"]
     assert [a["state"] for a in attempts] == ["OUT_OF_MEMORY", "COMPLETED"], jm.monitor_log(job_id)
-    assert [a["resources"] for a in attempts] == [{"mem": "100M"}, {"mem": "500M"}]
+    assert [a["resources"]["mem"] for a in attempts] == ["100M", "500M"]
     second = attempts[1]["job_id"]
     req_mem = subprocess.run(["sacct", "-X", "-n", "-P", "-j", second, "--format=ReqMem"], capture_output=True,
                              text=True).stdout.strip()
@@ -170,8 +170,8 @@ def test_array_resubmits_only_its_oom_tasks_and_ends_with_one_summary(jm):
     assert rounds == [(1, {"OUT_OF_MEMORY": 2, "FAILED": 1, "COMPLETED": 1}, "0,1"), (2, {"COMPLETED": 2}, "")], \
         jm.monitor_log(job_id)
     second = chain["attempts"][1]["job_id"]
-    submitted = [(a["tasks"], a["resources"]) for a in chain["attempts"]]
-    assert submitted == [("", {"mem": "100M"}), ("0,1", {"mem": "500M"})]
+    submitted = [(a["tasks"], a["resources"]["mem"]) for a in chain["attempts"]]
+    assert submitted == [("", "100M"), ("0,1", "500M")]
     rows = subprocess.run(["sacct", "-X", "-n", "-P", "-j", second, "--format=JobID,ReqMem,State"],
                           capture_output=True, text=True).stdout.split()
     assert sorted(rows) == [f"{second}_0|500M|COMPLETED", f"{second}_1|500M|COMPLETED"]  # only the OOM tasks ran again
@@ -229,8 +229,8 @@ def test_an_array_round_with_two_next_levels_is_two_jobs_watched_together(jm):
     job_id = jm.submit("--escalate", "--mem=100M", jm.write_script("twolevels.sbatch", RELAUNCH_ARRAY))
     state = jm.wait_done(job_id, timeout=150)
     chain = state["chain"]
-    round_two = [(a["tasks"], a["resources"]) for a in chain["attempts"] if a["round"] == 2]
-    assert sorted(round_two) == [("0", {"mem": "200M"}), ("1", {"mem": "100M"})], jm.monitor_log(job_id)
+    round_two = [(a["tasks"], a["resources"]["mem"]) for a in chain["attempts"] if a["round"] == 2]
+    assert sorted(round_two) == [("0", "200M"), ("1", "100M")], jm.monitor_log(job_id)
     assert [r["task_counts"] for r in chain["rounds"]] == [
         {"OUT_OF_MEMORY": 1, "FAILED": 1, "COMPLETED": 1}, {"COMPLETED": 2}]
     assert state["final"]["task_counts"] == {"COMPLETED": 3}

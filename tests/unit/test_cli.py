@@ -269,3 +269,30 @@ def test_cancel_job_also_cancels_the_jobs_of_a_round_being_submitted(home, capsy
     code, out, err = run(capsys, "cancel", "--job", "500")
     assert cancelled == ["500", "600"] and code != 0
     assert "cancelled Slurm job(s): 500, 600" in out and "scancel 601 failed" in err
+
+
+def test_test_discord_reports_each_sink_and_the_routes_it_serves(home, capsys, receiver):
+    write_config(home, {"discord": {"success_webhook": receiver.webhook_url("ok"),
+                                    "error_webhook": receiver.webhook_url("bad")}})
+    receiver.delete_webhook("bad")
+    code, out, _ = run(capsys, "test-discord")
+    lines = out.splitlines()
+    assert code == 1 and len(lines) == 2
+    assert lines[0].startswith("discord-success (success route): OK (discord http://127.0.0.1:")
+    assert lines[1].startswith("discord-error (error route): FAILED (") and "HTTP 404" in lines[1]
+    assert [m["payload"]["embeds"][0]["title"] for m in receiver.messages("ok")] == ["jobmon test message"]
+    write_config(home, {"discord": {"error_webhook": receiver.webhook_url("ok")}})
+    code, out, _ = run(capsys, "test-discord")
+    assert code == 0 and out.startswith("discord-error (success+error routes): OK")
+
+
+def test_the_first_use_of_an_older_jobmons_folder_says_it_indexes_once(home, capsys, monkeypatch):
+    from tests.support import copy_v1_state
+
+    jobs = copy_v1_state(str(home / "state"))
+    monkeypatch.setenv("PATH", "/nonexistent")  # no squeue: status answers from the state files
+    code, out, err = run(capsys, "status", "--all")
+    assert code == 0 and "indexing its records (once" in err
+    assert all(job_id in out for job_id in jobs.values())
+    code, _, err = run(capsys, "status")
+    assert code == 0 and "indexing" not in err
