@@ -9,7 +9,7 @@ import argparse
 import json
 import os
 import sys
-from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 
 from core.config import (
     Config,
@@ -23,6 +23,7 @@ from core.config import (
 from core.errors import JobmonError
 
 if TYPE_CHECKING:  # each command imports what it needs: `jobmon --version` stays quick
+    from core.notify.sink import Sink
     from core.slurm.client import Slurm
     from core.slurm.shared import SharedSlurm
     from core.state.store import StateStore
@@ -302,23 +303,26 @@ def _cmd_test_discord(args: argparse.Namespace, ctx: Context) -> int:
     from core.notify.outbox import Answer
 
     config = ctx.config(require_webhook=True)
+    by_destination: Dict[str, List[Sink]] = {}
+    for sink in build_sinks(config.sinks).values():
+        by_destination.setdefault(sink.destination, []).append(sink)
     failures = 0
-    for name, sink in build_sinks(config.sinks).items():
-        served = [route.value for route in Route if name in config.sinks_for(route)]
-        routes = f"{'+'.join(served) or 'no'} route{'s' if len(served) > 1 else ''}"
+    for sinks in by_destination.values():  # one message per webhook, whichever routes it serves
+        names = {sink.name for sink in sinks}
+        label = "+".join(route.value for route in Route if names & set(config.sinks_for(route))) or "no route"
         message = Message(
             title="jobmon test message",
-            description=f"This sink ({name}) receives the messages of jobmon's {routes}.",
-            tone=Tone.SUCCESS if served == [Route.SUCCESS.value] else Tone.INFO,
-            fields=(Field("Host", this_host()), Field("Routes", "+".join(served) or "none")),
+            description=f"This webhook receives jobmon's {label} messages.",
+            tone=Tone.SUCCESS if label == Route.SUCCESS.value else Tone.INFO,
+            fields=(Field("Host", this_host()), Field("Routes", label)),
             footer="jobmon test-discord",
         )
-        outcome = send_once(sink, message)
+        outcome = send_once(sinks[0], message)
         if outcome.answer is Answer.DELIVERED:
-            print(f"{name} ({routes}): OK ({sink.describe()})")
+            print(f"{label}: OK ({sinks[0].describe()})")
         else:
             failures += 1
-            print(f"{name} ({routes}): FAILED ({sink.describe()}): {outcome.detail}")
+            print(f"{label}: FAILED ({sinks[0].describe()}): {outcome.detail}")
     return 1 if failures else 0
 
 

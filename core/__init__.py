@@ -1,1 +1,1 @@
-"""jobmon core: Slurm adapter, analyzer, notifier, state and the monitor daemon."""
+"""jobmon's core: see README's "Architecture" for the layers (`ls core/` shows them)."""

@@ -223,7 +223,7 @@ def load_config(paths: Paths, *, require_webhook: bool, trusted: bool = False) -
     """Read config.json; without one, monitoring still works only if no webhook is required.
 
     `trusted` is for the daemon: start_monitor has just loaded this file with every check before
-    starting it, and skipping the URL and ladder checks keeps the notifier and escalation modules out of
+    starting it, and skipping the URL and ladder checks keeps the Discord sink and escalation modules out of
     an idle daemon's memory (a bad URL would still fail, and be recorded, when sending).
     """
     validate_url: Optional[Callable[..., str]] = None

@@ -20,6 +20,14 @@ class StateError(JobmonError):
     """A state file cannot be read or written."""
 
 
+class StateWriteError(StateError):
+    """The state folder refuses writes (full, read-only): a monitor keeps its record in memory meanwhile."""
+
+
+class StateLocked(StateError):
+    """Another jobmon process held a record's lock for the whole wait: try again later."""
+
+
 class SlurmError(JobmonError):
     """A Slurm command failed in a way that is not a transient outage."""
 

@@ -56,7 +56,8 @@ def headline_entry(active: Sequence[QueueEntry]) -> QueueEntry:
 
 
 def failed_queue_members(job_id: str, entries: Mapping[str, QueueEntry]) -> List[str]:
-    """Members squeue already shows as ended badly (for an early "first failure" message)."""
+    """Members squeue already shows as ended badly (for an early "first failure" message). squeue knows
+    no exit codes, so a member it shows COMPLETED counts as fine here (sacct decides at the end)."""
     return sorted(
         key for key, entry in entries.items()
         if member_suffix(key, job_id) is not None and entry.state.is_final and entry.state is not JobState.COMPLETED

@@ -330,7 +330,7 @@ class Story:
         self.monitor = Monitor(
             Records(store, job_id), config=config,
             poller=Poller(slurm, config, checks_for(config) if checks is None else checks),
-            dispatcher=Dispatcher(self.delivery, "testhost"), chains=chains or self._no_chains,
+            dispatcher=Dispatcher(self.delivery, config.sinks_for, "testhost"), chains=chains or self._no_chains,
             patterns=lambda: patterns, identity=Identity("testhost", 4242), should_stop=should_stop,
         )
 

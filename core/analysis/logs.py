@@ -9,7 +9,7 @@ from core.analysis.finding import Finding
 from core.analysis.logtail import read_tail
 from core.errors import JobmonError
 from core.slurm.jobscript import JobOptions, resolve_log_paths
-from core.slurm.model import JobState
+from core.slurm.model import is_sigkilled
 from core.state.model import JobRecord, TaskOutcome
 
 #: At most this many failed tasks' logs are read for one array summary.
@@ -94,7 +94,7 @@ def task_log_files(record: JobRecord, task: TaskOutcome) -> List[str]:
 def _analysis_priority(task: TaskOutcome) -> bool:
     """Tasks killed by signal 9 first: only their logs can tell a host-memory kill (which escalation
     retries with more memory) from anything else; the rest keep their order."""
-    return not (task.state is JobState.FAILED and (task.exit_code == 137 or task.signal == 9))
+    return not is_sigkilled(task.state, task.exit_code, task.signal)
 
 
 def analyze_group_logs(

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from core.errors import ConfigError
 from core.outcome import failed_tasks_text, headline_state
 from core.slurm.arrays import compress_ids, parse_array_spec, split_spec
-from core.slurm.model import JobState, is_clean_end, member_suffix
+from core.slurm.model import JobState, is_clean_end, is_sigkilled, member_suffix
 from core.slurm.parse import explicit_time_limit, parse_duration, parse_size
 from core.state.model import (
     Action,
@@ -171,7 +171,7 @@ def action_for(
     if state is JobState.FAILED and exit_code in policy.exit_codes:
         action = policy.exit_codes[exit_code]
         return action, f"exit code {exit_code} is set to {action.value}"
-    if state is JobState.FAILED and (exit_code == 137 or signal == 9) and "slurm_oom" in categories:
+    if is_sigkilled(state, exit_code, signal) and "slurm_oom" in categories:
         return Action.ESCALATE_MEM, "killed for exceeding its memory (exit 137, Slurm OOM message)"
     action = policy.states.get(state.value, Action.STOP)
     if action is Action.STOP:

@@ -70,7 +70,7 @@ def _assemble(
 
     return Monitor(
         Records(store, job_id), config=config, poller=Poller(shared, config, checks_for(config)),
-        dispatcher=Dispatcher(deliverer, identity.host), chains=chains,
+        dispatcher=Dispatcher(deliverer, config.sinks_for, identity.host), chains=chains,
         patterns=lambda: patterns_or_builtin(paths), identity=identity, should_stop=should_stop,
     )
 

@@ -54,7 +54,10 @@ def recover_all(paths: Paths, store: StateStore, config: Config) -> List[str]:
         if record is None:
             actions.append(f"job {job_id}: skipped, {error}")
             continue
-        action = _recover_one(paths, store, config, record, host, now)
+        try:
+            action = _recover_one(paths, store, config, record, host, now)
+        except StateError as exc:  # this job is busy or its file refuses: the others still recover
+            action = f"skipped, {exc}"
         if action:
             actions.append(f"job {job_id}: {action}")
     return actions
@@ -71,7 +74,9 @@ def _recover_one(paths: Paths, store: StateStore, config: Config, record: JobRec
         def reopen(current: JobRecord) -> None:
             outbox.reopen(current.outbox, config.sinks_for)
 
-        store.update(record.job_id, reopen)
+        record = store.update(record.job_id, reopen)
+        if outbox.next_attempt_at(record.outbox) is None:  # nothing can be sent: no daemon for nothing
+            return f"not sent: {'; '.join(outbox.problems(record.outbox))}; fix config.json first"
         what = "re-sending its notification" if health is Health.DONE else "delivering its pending notification"
     else:
         return None

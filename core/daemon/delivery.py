@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Callable, Dict, Mapping, Optional
 from core.config import Config, Paths, SinkConfig
 from core.daemon.process import child_env, module_argv, run_child
 from core.errors import StateError
+from core.monitor.monitor import DELIVERY_BUDGET
 from core.monitor.records import Records
+from core.notify.outbox import fail_due
 from core.state.store import StateStore
 
 if TYPE_CHECKING:
@@ -20,15 +22,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("jobmon.monitor")
 
-#: A delivery process may take this long (pacing waits, request timeouts) before its monitor stops waiting.
-CHILD_TIMEOUT = 900.0
 #: The child's exit code when another process holds the job's delivery lock.
 BUSY = 75
 #: How long a deliverer waits for the delivery lock before leaving the work to its holder.
 LOCK_WAIT = 2.0
-#: After another process was delivering, and after a delivery process failed: wait this long.
+#: After another process was delivering: wait this long.
 BUSY_RETRY = 5.0
-FAILED_RETRY = 60.0
 
 
 def build_sinks(configured: Mapping[str, SinkConfig]) -> Dict[str, Sink]:
@@ -85,11 +84,11 @@ class ChildDelivery:
         if records.in_memory:
             return self.in_process().deliver(records)
         argv = module_argv("core.daemon.deliver", records.job_id)
-        code = run_child(argv, child_env(self.paths), CHILD_TIMEOUT, self.should_stop)
+        code = run_child(argv, child_env(self.paths), DELIVERY_BUDGET, self.should_stop)
         if code == BUSY:
             return BUSY_RETRY
-        if code not in (0, None):
-            log.error("job %s: the delivery process failed (exit %s); retrying in %.0f s", records.job_id, code,
-                      FAILED_RETRY)
-            return FAILED_RETRY
+        if code not in (0, None):  # it could not even try: count a failed attempt on what was due
+            detail = f"the delivery process failed (exit {code}; see this job's monitor log)"
+            log.error("job %s: %s", records.job_id, detail)
+            records.update(lambda record: fail_due(record.outbox, time.time(), detail))
         return None

@@ -11,18 +11,28 @@ import time
 from typing import Callable, List
 
 from core.config import Config, Paths, load_config
-from core.daemon.liveness import this_host
-from core.errors import JobmonError, StateError
+from core.daemon.liveness import Health, monitor_health, this_host
+from core.errors import JobmonError, StateError, StateLocked
 from core.locking import use_lean_locks
 from core.monitor.monitor import Monitor
 from core.state.model import JobRecord
 from core.state.store import StateStore
 
+log = logging.getLogger("jobmon.daemon")
+
+
+#: After a record's lock was held elsewhere for the whole wait (a stuck process, a slow NFS server).
+LOCKED_RETRY = 30.0
+
 
 def drive(monitor: Monitor, sleep: Callable[[float], None], clock: Callable[[], float] = time.time) -> None:
     """Step the monitor until it has nothing left to do, sleeping until each wake it asks for."""
     while True:
-        wake = monitor.step(clock())
+        try:
+            wake = monitor.step(clock())
+        except StateLocked as exc:
+            log.warning("%s; stepping again in %.0f s", exc, LOCKED_RETRY)
+            wake = clock() + LOCKED_RETRY
         if wake is None:
             return
         sleep(max(0.0, wake - clock()))
@@ -37,7 +47,6 @@ def run_daemon(paths: Paths, job_id: str) -> int:
         stream=sys.stdout, level=logging.INFO,
         format=f"%(asctime)s {job_id} pid={os.getpid()} %(levelname)s %(message)s",
     )
-    log = logging.getLogger("jobmon.daemon")
     store = StateStore(paths.state)
     exclusive = store.monitor_lock(job_id)
     try:
@@ -50,13 +59,15 @@ def run_daemon(paths: Paths, job_id: str) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         config = load_config(paths, require_webhook=False, trusted=True)
-        monitor_info = store.load(job_id).monitor
-        if monitor_info.host and monitor_info.host != this_host() and time.time() < monitor_info.heartbeat_deadline:
-            log.error("job %s is monitored on %s (heartbeat fresh); exiting", job_id, monitor_info.host)
+        record = store.load(job_id)
+        if record.monitor.host != this_host() and monitor_health(record, this_host(), time.time()) is Health.ALIVE:
+            log.error("job %s is monitored on %s (heartbeat fresh); exiting", job_id, record.monitor.host)
             return 1
         log.info("monitoring job %s (poll %.0f s running, %.0f s pending; heartbeat grace %.0f s)", job_id,
                  config.running_interval, config.pending_interval, config.heartbeat_grace)
-        drive(daemon_monitor(paths, config, job_id, stop.is_set), lambda seconds: None if stop.wait(seconds) else None)
+        monitor = daemon_monitor(paths, config, job_id, stop.is_set)
+        monitor.announce(time.time())
+        drive(monitor, lambda seconds: None if stop.wait(seconds) else None)
         log.info("monitor finished")
         return 0
     except JobmonError as exc:

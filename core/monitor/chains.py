@@ -81,9 +81,10 @@ class ChainRunner:
             chain.pending = PendingRound(chain.round + 1, decided_at=end.final.decided_at, submissions=submissions)
 
     # -- carrying out a decision ----------------------------------------------------------------
-    def carry_out(self, records: Records) -> Optional[float]:
+    def carry_out(self, records: Records, beat: Callable[[float], object]) -> Optional[float]:
         """sbatch each submission of the pending round once; None when the round has started (or the
-        chain ended), else how long to wait before trying again."""
+        chain ended), else how long to wait before trying again. `beat` renews the monitor's
+        heartbeat before each sbatch: a round of several can take longer than the heartbeat's grace."""
         record = records.load()
         chain = record.chain
         if chain is None or chain.pending is None:
@@ -93,6 +94,7 @@ class ChainRunner:
                 continue
             if record.cancelled or self.should_stop():
                 return 0.0  # the monitor sees the request; `jobmon cancel --job` knows the jobs submitted so far
+            beat(self.clock())
             wait = self._submit_one(records, record, chain.pending, index, submission)
             if wait is not None:
                 return wait

@@ -4,11 +4,12 @@ never imports an HTTP library)."""
 from __future__ import annotations
 
 import logging
-from typing import Iterable, List, Optional, Protocol
+from typing import Callable, Iterable, List, Optional, Protocol, Sequence
 
 from core.monitor.records import Records
 from core.notify import outbox
-from core.notify.events import Event, EventKind
+from core.notify.events import Event, EventKind, Route
+from core.notify.message import Message
 from core.notify.outbox import OutboxEntry
 from core.state.model import JobRecord
 
@@ -30,23 +31,36 @@ class Deliverer(Protocol):
 
 
 class Dispatcher:
-    def __init__(self, deliverer: Deliverer, host: str) -> None:
+    def __init__(self, deliverer: Deliverer, sinks_for: Callable[[Route], Sequence[str]], host: str) -> None:
         self.deliverer = deliverer
+        self.sinks_for = sinks_for  # the sinks each route names (config.json)
         self.host = host
 
     def deliver_due(self, records: Records, now: float) -> Optional[float]:
-        """Deliver if anything is due now; None when done, else how long to wait before trying again."""
+        """Deliver if anything is due now; None when done, else how long to wait before trying again.
+
+        Entries are routed (and messages carried over from schema 1 rendered) here, in the monitor's
+        own process, so a deliverer that fails outright still leaves deliveries to count its failures on.
+        """
         record = records.load()
         if not outbox.due(record.outbox, now):
             return None
-        if any(entry.message is None for entry in record.outbox if not outbox.is_delivered([entry])):
-            records.update(self._render_carried_over)
+        if any(not entry.routed_at or entry.message is None for entry in record.outbox):
+            records.update(lambda current: self._prepare(current, now))
         return self.deliverer.deliver(records)
 
-    def _render_carried_over(self, record: JobRecord) -> None:
-        """A message undelivered when the record was written by jobmon's schema 1 kept no text: render it now."""
+    def _prepare(self, record: JobRecord, now: float) -> None:
+        for entry in record.outbox:
+            if not entry.routed_at:
+                outbox.route_entry(entry, self.sinks_for(entry.route), now)
+            if entry.message is None and not outbox.is_delivered([entry]):
+                entry.message = self._carried_over(record, entry)
+
+    def _carried_over(self, record: JobRecord, entry: OutboxEntry) -> Message:
+        """A message undelivered when jobmon's schema 1 wrote the record kept no text: render it now."""
         from core.monitor.messages import build_message
 
-        for entry in record.outbox:
-            if entry.message is None and entry.kind is EventKind.FINAL:
-                entry.message = build_message(record, self.host)
+        if entry.kind is EventKind.FINAL:
+            return build_message(record, self.host)
+        return Message(title=f"Job {record.job_id}: {entry.kind.value.replace('_', ' ')}",
+                       description="Written by an older jobmon, which kept no text for this message.")

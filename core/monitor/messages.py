@@ -12,7 +12,7 @@ from typing import List, Optional, Sequence
 from core.notify.events import Event, EventKind, Route
 from core.notify.message import Field, Message, Tone
 from core.slurm.arrays import format_task_counts
-from core.slurm.model import JobState
+from core.slurm.model import JobState, is_clean_end
 from core.slurm.parse import explicit_time_limit
 from core.state.model import Attempt, Chain, FinalRecord, JobRecord
 
@@ -74,7 +74,7 @@ def final_event(record: JobRecord, host: str = "") -> Event:
 def build_message(record: JobRecord, host: str = "") -> Message:
     final = record.final or FinalRecord(state=JobState.UNKNOWN, incomplete=True)
     name = f" ({record.name})" if record.name else ""
-    headline = final.state_text if final.is_group else outcome_label(final)
+    headline = final.summary if final.is_group else outcome_label(final)
     title = f"{kind_label(record)} {record.job_id}{name}: {headline}"
     chain = record.chain
     if chain is not None and len(chain.rounds) > 1:
@@ -126,7 +126,7 @@ def build_message(record: JobRecord, host: str = "") -> Message:
             description.append(f"Not retried: {'; '.join(left)}.")
     elif chain is not None and chain.attempts:
         fields.append(Field("Attempts", "\n".join(attempt_lines(chain)), inline=False))
-        wasted = sum(a.core_hours for a in chain.attempts if a.state not in (None, JobState.COMPLETED))
+        wasted = sum(a.core_hours for a in chain.attempts if a.state and not is_clean_end(a.state, a.exit_code, 0))
         fields.append(Field("Wasted core-hours", f"{wasted:.2f}"))
         if chain.attempts[-1].decision and not final.is_success:
             description.append(f"Chain ended: {chain.attempts[-1].decision}.")

@@ -30,8 +30,12 @@ if TYPE_CHECKING:  # imported when a job ends or has a chain, not while an idle 
 
 log = logging.getLogger("jobmon.monitor")
 
-#: While a delivery process runs, the heartbeat promises the next beat within this long.
+#: A delivery (a child process: pacing waits, request timeouts) may take this long; its monitor's
+#: heartbeat promises the next beat within it, and stops waiting for the child after it.
 DELIVERY_BUDGET = 900.0
+#: The longest one step's Slurm and sbatch calls may take (each has a 60 s timeout; the shared
+#: snapshot's lock waits up to 180 s): what a monitor promises when it starts and before each sbatch.
+STEP_BUDGET = 300.0
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,10 @@ class Monitor:
     def job_id(self) -> str:
         return self.records.job_id
 
+    def announce(self, now: float) -> None:
+        """A new monitor's first sign of life (its pid, before its first poll): it is not taken for dead."""
+        self._beat(now, now + STEP_BUDGET)
+
     def step(self, now: float) -> Optional[float]:
         """Do what is due at `now`; returns when to step again, or None when monitoring is over."""
         record = self.records.load()
@@ -71,7 +79,7 @@ class Monitor:
             log.info("job %s: monitoring stopped on request", self.job_id)
             return None
         if record.chain is not None and record.chain.pending is not None:
-            wait = self._chains().carry_out(self.records)
+            wait = self._chains().carry_out(self.records, lambda at: self._beat(at, at + STEP_BUDGET))
             if wait is not None:
                 return self._beat(now, now + wait)
             record = self.records.load()
@@ -87,7 +95,8 @@ class Monitor:
                 record = self._finish(record, poll, poll.final, now)
                 if record.chain is not None and record.chain.pending is not None:
                     return now  # carry out the decision at once
-        if outbox.due(record.outbox, now):
+        delivered = bool(outbox.due(record.outbox, now))
+        if delivered:
             self._beat(now, now + DELIVERY_BUDGET)
             wait = self.dispatcher.deliver_due(self.records, now)
             if wait is not None:
@@ -98,7 +107,8 @@ class Monitor:
             if not record.done:
                 log.error("job %s: giving up delivery for now; `jobmon recover` will retry", self.job_id)
             return None
-        return self._beat(now, min(wakes)) if poll_at is None else min(wakes)
+        wake = max(now, min(wakes))
+        return self._beat(now, wake) if delivered or poll_at is None else wake
 
     def _observe(self, record: JobRecord, poll: Poll, now: float) -> None:
         """One poll's write: what was seen, what the checks said, and the heartbeat."""

@@ -80,8 +80,12 @@ def _attempt(
     else:
         pacer = Pacer(pacer_folder, clock=clock, sleep=pacer_sleep, min_spacing=sink.min_spacing,
                       per_minute=sink.per_minute)
-        payload = sink.render(message)
-        outcome = pacer.run(sink.destination, lambda: sink.deliver(payload, REQUEST_TIMEOUT))
+        try:
+            payload = sink.render(message)
+            outcome = pacer.run(sink.destination, lambda: sink.deliver(payload, REQUEST_TIMEOUT))
+        except Exception as exc:  # a sink's bug costs this attempt, not the deliveries after it
+            # Only the type is kept: a library's exception text may carry the URL and its token.
+            outcome = Outcome(Answer.RETRY, f"internal error in the {name} sink ({type(exc).__name__})")
     access.update_outbox(lambda entries: _settle(entries, key, name, outcome, clock()))
     log.info("%s to %s: %s%s", key, name, outcome.answer.value,
              f" ({outcome.detail})" if outcome.answer is not Answer.DELIVERED else "")

@@ -9,7 +9,7 @@ Text handling, decided once here so callers need not think about it:
   markdown specials in them are escaped, so a job named ``my_*run*`` shows as
   typed.
 * ``Message.description`` is already formatted by jobmon (it is not copied from
-  logs); use ``escape_markdown`` on untrusted parts.
+  logs) and is sent as is.
 * ``Message.excerpt`` is raw log text shown in a code block; only runs of
   backticks are broken up so the log cannot close the block early.
 * ``Message.footer`` is not rendered as markdown by Discord and is sent as is.
@@ -74,11 +74,6 @@ class _Formatted(str):
 
 
 # --------------------------------------------------------------------------- text
-
-
-def escape_markdown(text: str) -> str:
-    """Escape Discord markdown so plain text is shown literally."""
-    return "".join(_escape_tokens(text))
 
 
 def _escape_tokens(text: str) -> List[str]:

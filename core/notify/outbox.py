@@ -121,10 +121,20 @@ def record_outcome(delivery: SinkDelivery, outcome: Outcome, now: float) -> None
     if now - delivery.first_attempt_at >= DELIVERY_GIVE_UP:
         delivery.status = DeliveryStatus.FAILED
         return
-    # A server's wait is capped too: a PENDING delivery is not reopened by `recover`, so it must come due.
-    wait = retry_delay(delivery.attempts) if outcome.retry_after is None else min(outcome.retry_after, MAX_RETRY_DELAY)
+    # A server's wait is bounded too: at least a second (a `Retry-After: 0` must not start a storm), at
+    # most MAX_RETRY_DELAY (a PENDING delivery is not reopened by `recover`, so it must come due).
+    asked = outcome.retry_after
+    wait = retry_delay(delivery.attempts) if asked is None else min(max(asked, retry_delay(1)), MAX_RETRY_DELAY)
     delivery.status = DeliveryStatus.PENDING
     delivery.next_attempt_at = now + wait
+
+
+def fail_due(outbox: List[OutboxEntry], now: float, detail: str) -> None:
+    """Every delivery due now failed without an answer (the delivery process itself failed): record it as
+    a failed attempt of each, so backoff and the give-up time apply as to any other failure."""
+    for entry, name in due(outbox, now):
+        if name is not None:
+            record_outcome(entry.deliveries[name], Outcome(Answer.RETRY, detail), now)
 
 
 def reopen(outbox: List[OutboxEntry], sinks_for: Callable[[Route], Sequence[str]]) -> None:
@@ -154,8 +164,9 @@ def reopen(outbox: List[OutboxEntry], sinks_for: Callable[[Route], Sequence[str]
 def due(outbox: Sequence[OutboxEntry], now: float) -> List[Tuple[OutboxEntry, Optional[str]]]:
     """What a deliverer should do now, oldest event first: (entry, None) to route it, (entry, sink) to send.
 
-    A SENDING delivery is due too: only a deliverer holding the job's delivery lock looks, so its
-    claimant died mid-send (it may have reached the sink: that one case is at-least-once).
+    A SENDING delivery is due too: a deliverer only sends while it holds the job's delivery lock, so
+    a SENDING one it finds was left by a claimant that died mid-send (it may have reached the sink:
+    that one case is at-least-once). The monitor looks without the lock, to know whether to start one.
     """
     work: List[Tuple[OutboxEntry, Optional[str]]] = []
     for entry in sorted(outbox, key=lambda e: e.created_at):

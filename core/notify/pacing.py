@@ -38,6 +38,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional
 
 from core.files import atomic_write_text
+from core.locking import file_lock
 from core.notify.outbox import Outcome
 
 SCHEMA_VERSION = 1
@@ -170,11 +171,9 @@ class Pacer:
         within ``lock_timeout`` (or the folder is unusable), the attempt is made at once,
         unpaced and unrecorded: late pacing must not become a lost message.
         """
-        from filelock import FileLock  # a fresh lock object per call: never shared across fork()
-
         try:
             os.makedirs(self.folder, mode=0o700, exist_ok=True)
-            lock = FileLock(self.lock_path(destination), timeout=self.lock_timeout)
+            lock = file_lock(self.lock_path(destination), self.lock_timeout)  # a fresh object per call
             lock.acquire()
         except OSError:  # filelock's Timeout is an OSError too
             return attempt()

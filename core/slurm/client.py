@@ -101,7 +101,7 @@ class Slurm:
         if result.returncode != 0:
             raise SbatchRejected(result.returncode, result.stderr)
         job_id, cluster = parse_job_id(result.stdout)
-        return Submission(job_id, cluster, result.stdout, result.stderr)
+        return Submission(job_id, cluster)
 
     def query_queue(self, job_ids: Sequence[str]) -> Dict[str, QueueEntry]:
         """Rows squeue knows for these ids (finished ones included). Forgotten ids are absent.

@@ -71,6 +71,11 @@ def is_clean_end(state: JobState, exit_code: int, signal: int) -> bool:
     return state is JobState.COMPLETED and exit_code == 0 and signal == 0
 
 
+def is_sigkilled(state: JobState, exit_code: int, signal: int) -> bool:
+    """FAILED by SIGKILL (exit 137 or signal 9): what a host-memory kill without cgroups looks like."""
+    return state is JobState.FAILED and (exit_code == 137 or signal == 9)
+
+
 def member_suffix(key: str, job_id: str) -> Optional[str]:
     """`52_7` -> `7`, `60+1` -> `+1`; `52` itself or a foreign id -> None."""
     if key.startswith(f"{job_id}_"):
@@ -163,7 +168,7 @@ class JobInfo:
 
 @dataclass(frozen=True)
 class Submission:
+    """What sbatch --parsable answered: the job id, and the cluster when it names one."""
+
     job_id: str
     cluster: Optional[str]
-    stdout: str
-    stderr: str

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional
@@ -23,6 +24,8 @@ from core.state.codec import DecodeError, decode, encode
 from core.state.model import JobRecord
 
 LOCK_TIMEOUT = 60.0
+#: What a job id in a state file name looks like: `123`, or `123_4` for one array task.
+JOB_ID_RE = re.compile(r"^\d+(?:_\d+)?$")
 
 
 @dataclass
@@ -32,7 +35,6 @@ class HistoryEntry:
     job_id: str
     name: str = ""
     created_at: float = 0.0
-    ended_at: float = 0.0
     state: str = ""
     exit_code: Optional[int] = None
     elapsed: str = ""
@@ -49,10 +51,10 @@ def summarize(record: JobRecord) -> HistoryEntry:
     if final is None:
         state = record.observation.state.value if record.observation.state else "UNKNOWN"
     else:
-        state = final.state_text if final.is_group else final.state.value
+        state = final.summary
     jobs = [a.job_id for a in record.chain.attempts] if record.chain is not None else []
     return HistoryEntry(
-        job_id=record.job_id, name=record.name, created_at=record.created_at, ended_at=record.ended_at,
+        job_id=record.job_id, name=record.name, created_at=record.created_at,
         state=state, exit_code=final.exit_code if final is not None else None,
         elapsed=final.elapsed if final is not None else "", attempts=max(1, len(jobs)),
         causes=list(record.categories), jobs=jobs or [record.job_id], cancelled=record.cancelled,
@@ -131,7 +133,9 @@ class History:
             return
         for line in lines:
             try:
-                yield decode(HistoryEntry, json.loads(line))
-            except (ValueError, DecodeError):
+                entry = decode(HistoryEntry, json.loads(line))
+            except (ValueError, DecodeError, RecursionError):
                 continue  # a line cut by a crash
+            if JOB_ID_RE.match(entry.job_id):
+                yield entry
 

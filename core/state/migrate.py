@@ -2,8 +2,9 @@
 
 Files are upgraded in memory when read; a file is written in the new schema the next time jobmon
 changes it. A monitor daemon of an older jobmon still running on an old file keeps it in the old
-schema; when a newer jobmon writes that file, the old daemon refuses the newer schema at its next
-poll and exits, and `jobmon recover` (or the writing command) starts a new daemon for the job.
+schema; when a newer jobmon writes that file (only `jobmon cancel` does while a monitor lives, and it
+stops that monitor anyway), the old daemon refuses the newer schema at its next poll and exits.
+Tested with the previous jobmon itself on the real Slurm (tests/integration/test_upgrade.py).
 """
 from __future__ import annotations
 

@@ -102,6 +102,11 @@ class FinalRecord:
         """A summary of array tasks or het components rather than one job."""
         return bool(self.task_counts)
 
+    @property
+    def summary(self) -> str:
+        """How it ended in a few words: the state, or for a group its counts (`7 COMPLETED, 3 FAILED`)."""
+        return self.state_text if self.is_group else self.state.value
+
 
 @dataclass
 class TaskOutcome:

@@ -11,22 +11,22 @@ Layout inside the state folder:
 - `layout.json`           written once the index exists (a folder of an older jobmon gets it on first use).
 
 Records are never moved or deleted, and no lock file is: a record leaves the index (its summary
-written first) once `is_current` says it no longer belongs in `status`. Everything here is safe on
-an NFS home shared by several login nodes: atomic renames, flock'd lock files, O_EXCL markers.
+written first, its marker then removed) once `is_current` says it no longer belongs in `status`.
+Everything here is safe on an NFS home shared by several login nodes: atomic renames, flock'd lock
+files, and markers removed only under their record's lock.
 """
 from __future__ import annotations
 
 import json
 import os
-import re
 import time
-from typing import Any, Callable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from core.errors import StateError
+from core.errors import StateError, StateLocked, StateWriteError
 from core.files import atomic_write_text
 from core.locking import file_lock
 from core.state.codec import DecodeError, decode, encode
-from core.state.history import History, summarize
+from core.state.history import JOB_ID_RE, History, HistoryEntry, summarize
 from core.state.migrate import upgrade
 from core.state.model import JobRecord
 
@@ -34,7 +34,8 @@ LOCK_TIMEOUT = 30.0
 LAYOUT_VERSION = 2
 #: An index marker whose record never appeared (its creator died in between) is dropped after this long.
 ORPHAN_MARKER_AGE = 3600.0
-_JOB_ID_RE = re.compile(r"^\d+(?:_\d+)?$")
+#: The first use of an old folder indexes it once; another command waits this long for that to finish.
+LAYOUT_WAIT = 600.0
 
 
 def job_sort_key(job_id: str) -> Tuple[int, int]:
@@ -102,7 +103,8 @@ class StateStore:
         try:
             atomic_write_text(self.path(record.job_id), format_record(record))
         except OSError as exc:
-            raise StateError(f"cannot write state file {self.path(record.job_id)}: {exc.strerror or exc}") from None
+            raise StateWriteError(
+                f"cannot write state file {self.path(record.job_id)}: {exc.strerror or exc}") from None
 
     def create(self, record: JobRecord) -> None:
         """Save a new record (and index it) unless one already exists for that job."""
@@ -115,9 +117,9 @@ class StateStore:
                 self._mark(record.job_id)  # before the record: a record is never outside the index
                 self.save(record)
         except TimeoutError:
-            raise StateError(f"state of job {record.job_id} is locked by another jobmon process; try again") from None
+            raise StateLocked(f"state of job {record.job_id} is locked by another jobmon process; try again") from None
         except OSError as exc:  # the lock file itself cannot be created: read-only or full folder (as in update)
-            raise StateError(f"cannot lock state of job {record.job_id}: {exc.strerror or exc}") from None
+            raise StateWriteError(f"cannot lock state of job {record.job_id}: {exc.strerror or exc}") from None
 
     def update(self, job_id: str, change: Callable[[JobRecord], None]) -> JobRecord:
         """Load, apply `change`, save, all under the record's lock; returns the saved record."""
@@ -128,9 +130,9 @@ class StateStore:
                 self.save(record)
                 return record
         except TimeoutError:
-            raise StateError(f"state of job {job_id} is locked by another jobmon process; try again") from None
+            raise StateLocked(f"state of job {job_id} is locked by another jobmon process; try again") from None
         except OSError as exc:  # the lock file itself cannot be created: read-only or full folder
-            raise StateError(f"cannot lock state of job {job_id}: {exc.strerror or exc}") from None
+            raise StateWriteError(f"cannot lock state of job {job_id}: {exc.strerror or exc}") from None
 
     # -- the index of current records ------------------------------------------------------------
     def _mark(self, job_id: str) -> None:
@@ -138,7 +140,7 @@ class StateStore:
         try:
             os.close(os.open(os.path.join(self.index, job_id), os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
         except OSError as exc:
-            raise StateError(f"cannot index job {job_id} in {self.index}: {exc.strerror or exc}") from None
+            raise StateWriteError(f"cannot index job {job_id} in {self.index}: {exc.strerror or exc}") from None
 
     def current_ids(self) -> List[str]:
         """The jobs in the index (current records), in job id order."""
@@ -147,7 +149,7 @@ class StateStore:
             names = os.listdir(self.index)
         except FileNotFoundError:
             return []
-        return sorted((name for name in names if _JOB_ID_RE.match(name)), key=job_sort_key)
+        return sorted((name for name in names if JOB_ID_RE.match(name)), key=job_sort_key)
 
     def load_current(self) -> Iterator[Tuple[str, Optional[JobRecord], str]]:
         """Every indexed record as (job_id, record or None, error text); one bad file never hides the others."""
@@ -169,8 +171,22 @@ class StateStore:
         except OSError:
             pass
 
+    def read_history(self, since: float = 0.0) -> Dict[str, HistoryEntry]:
+        """The summaries of the jobs that left the index (see History.read), the folder upgraded first."""
+        self.ensure_layout()
+        return self.history.read(since)
+
+    def find_in_history(self, job_id: str) -> Optional[HistoryEntry]:
+        """The summary of a job, or of the chain one of whose attempts has this id (the folder upgraded first)."""
+        self.ensure_layout()
+        return self.history.find(job_id)
+
     def retire(self, job_id: str, now: float) -> bool:
-        """Take a record that is no longer current out of the index, its history line written first."""
+        """Take a record that is no longer current out of the index, its history line written first.
+
+        Best effort: when the record is busy, or the folder refuses the history line (full disk), it
+        stays in the index and the next command tries again; `status` must answer all the same.
+        """
         try:
             with self.lock(job_id):
                 marker = os.path.join(self.index, job_id)
@@ -182,10 +198,8 @@ class StateStore:
                 self.history.append([summarize(record)])
                 os.unlink(marker)
                 return True
-        except (TimeoutError, StateError, FileNotFoundError):
-            return False  # busy or already retired: the next command tries again
-        except OSError as exc:
-            raise StateError(f"cannot update the history in {self.folder}: {exc.strerror or exc}") from None
+        except (OSError, StateError):  # busy (TimeoutError is an OSError), retired meanwhile, or no room
+            return False
 
     # -- the first use of a folder of an older jobmon ----------------------------------------------
     def needs_layout(self) -> bool:
@@ -193,7 +207,7 @@ class StateStore:
         if os.path.exists(os.path.join(self.folder, "layout.json")):
             return False
         try:
-            return any(name.endswith(".json") and _JOB_ID_RE.match(name[:-5]) for name in os.listdir(self.folder))
+            return any(name.endswith(".json") and JOB_ID_RE.match(name[:-5]) for name in os.listdir(self.folder))
         except OSError:
             return False
 
@@ -207,11 +221,13 @@ class StateStore:
         if os.path.exists(marker) or not os.path.isdir(self.folder):
             return
         try:
-            with file_lock(os.path.join(self.folder, "layout.lock"), -1):
+            with file_lock(os.path.join(self.folder, "layout.lock"), LAYOUT_WAIT):
                 if os.path.exists(marker):
                     return
                 self._build_index()
                 atomic_write_text(marker, json.dumps({"layout": LAYOUT_VERSION}) + "\n")
+        except TimeoutError:
+            raise StateLocked(f"another jobmon process is still indexing {self.folder}; try again") from None
         except OSError as exc:
             raise StateError(f"cannot upgrade the state folder {self.folder}: {exc.strerror or exc}") from None
 
@@ -220,7 +236,7 @@ class StateStore:
         retired = []
         for name in os.listdir(self.folder):
             job_id = name[:-5] if name.endswith(".json") else ""
-            if not _JOB_ID_RE.match(job_id):
+            if not JOB_ID_RE.match(job_id):
                 continue
             try:
                 record = self.load(job_id)

@@ -37,7 +37,7 @@ def parse_since(text: str, now: float) -> float:
 
 def history_entries(store: StateStore, since: float) -> List[HistoryEntry]:
     """Every job submitted since `since`: the summaries, with the current records' own view on top."""
-    entries = store.history.read(since)
+    entries = store.read_history(since)
     for _, record, _ in store.load_current():
         if record is not None and record.created_at >= since:
             entries[record.job_id] = summarize(record)
@@ -78,7 +78,7 @@ def report_rows(record: JobRecord) -> List[Dict[str, Any]]:
     final = record.final
     return [{
         "attempt": 1, "round": 1, "job_id": record.job_id, "tasks": record.array_spec, "resources": "as submitted",
-        "state": (final.state_text if final.is_group else final.state.value) if final else running,
+        "state": final.summary if final else running,
         "failed_tasks": final.failed_tasks if final else "",
         "exit_code": final.exit_code if final else "", "elapsed": final.elapsed if final else "",
         "core_hours": "", "causes": ",".join(record.categories), "decision": "",
@@ -99,7 +99,7 @@ def find_record(store: StateStore, job_id: str) -> JobRecord:
     for _, record, _ in store.load_current():
         if record is not None and record.chain is not None and any(a.job_id == job_id for a in record.chain.attempts):
             return record
-    found: Optional[HistoryEntry] = store.history.find(job_id)
+    found: Optional[HistoryEntry] = store.find_in_history(job_id)
     if found is not None and store.exists(found.job_id):
         return store.load(found.job_id)
     raise StateError(f"job {job_id} is not monitored (see `jobmon status --all`)")

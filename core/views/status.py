@@ -14,7 +14,7 @@ from core.daemon.liveness import Health, monitor_health, this_host
 from core.errors import JobmonError
 from core.monitor.poller import SlurmView
 from core.notify import outbox
-from core.notify.outbox import DeliveryStatus
+from core.notify.outbox import OutboxEntry
 from core.slurm.model import QueueEntry
 from core.state.history import HistoryEntry
 from core.state.model import JobRecord
@@ -40,6 +40,7 @@ class StatusRow:
     notification: str = ""
     categories: List[str] = field(default_factory=list)
     problem: str = ""
+    events: List[Dict[str, Any]] = field(default_factory=list)  # the outbox: key, kind, route, sink -> status
 
     def as_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -72,13 +73,14 @@ def _state_text(record: JobRecord, entry: Optional[QueueEntry]) -> str:
 
 
 def _problem(record: JobRecord, health: Health) -> str:
-    undelivered = outbox.problems(record.outbox)
-    if undelivered:
-        statuses = {d.status for entry in record.outbox for d in entry.deliveries.values()}
-        if DeliveryStatus.GONE in statuses:
-            return f"webhook gone or refusing: {'; '.join(undelivered)}; fix config.json and run `jobmon recover`"
-        if statuses & {DeliveryStatus.FAILED, DeliveryStatus.SENDING} or health is Health.DEAD:
-            return f"notification not delivered yet: {'; '.join(undelivered)}; `jobmon recover` retries"
+    undelivered = "; ".join(outbox.problems(record.outbox))
+    delivery = outbox.summary_status(record.outbox)
+    if delivery == "gone":
+        return f"webhook gone: {undelivered}; fix config.json and run `jobmon recover`"
+    if delivery == "no sink":
+        return f"{undelivered}; set discord.success_webhook or error_webhook in config.json, then `jobmon recover`"
+    if delivery in ("failed", "sending") or (delivery == "pending" and health is Health.DEAD):
+        return f"notification not delivered yet: {undelivered}; `jobmon recover` retries"
     if record.final is None and record.observation.controller_down_since:
         since = time.strftime("%H:%M:%S", time.localtime(record.observation.controller_down_since))
         return f"Slurm controller unreachable since {since}"
@@ -96,8 +98,13 @@ def status_row(record: JobRecord, queue: Dict[str, QueueEntry], host: str, now: 
         monitor=health.value, elapsed=elapsed, host=record.monitor.host, pid=record.monitor.pid,
         last_poll=(now - record.monitor.heartbeat) if record.monitor.heartbeat else None,
         notification=outbox.summary_status(record.outbox), categories=list(record.categories),
-        problem=_problem(record, health),
+        problem=_problem(record, health), events=[_event(entry) for entry in record.outbox],
     )
+
+
+def _event(entry: OutboxEntry) -> Dict[str, Any]:
+    return {"key": entry.key, "kind": entry.kind.value, "route": entry.route.value, "created_at": entry.created_at,
+            "deliveries": {name: delivery.status.value for name, delivery in entry.deliveries.items()}}
 
 
 def history_status_row(entry: HistoryEntry) -> StatusRow:
@@ -137,7 +144,7 @@ def collect_status(store: StateStore, slurm: SlurmView, *, include_old: bool) ->
                 rows.append(status_row(record, queue, host, now))
         shown.add(job_id)
     if include_old:
-        old = [entry for job_id, entry in store.history.read().items() if job_id not in shown]
+        old = [entry for job_id, entry in store.read_history().items() if job_id not in shown]
         rows += [history_status_row(entry) for entry in sorted(old, key=lambda e: job_sort_key(e.job_id))]
     return rows, warning
 

@@ -269,7 +269,7 @@ def test_status_shows_jobs_and_an_unreadable_file(jm):
 def test_test_discord_reports_each_channel(jm):
     done = jm.jobmon("test-discord")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "discord-success (success route): OK" in done.stdout and "discord-error (error route): OK" in done.stdout
+    assert "success: OK" in done.stdout and "error: OK" in done.stdout
     assert len(jm.receiver.messages()) == 2
     jm.receiver.delete_webhook("error")
     failed = jm.jobmon("test-discord")

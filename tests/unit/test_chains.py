@@ -404,3 +404,23 @@ def test_signal_9_tasks_are_analysed_first_when_only_some_logs_are_read(patterns
     analysis, _ = analyze_group_logs(record, tasks, patterns, 100)
     assert len(tasks) > MAX_TASK_LOGS and tasks[-1].categories == ["slurm_oom"]
     assert "slurm_oom" in analysis.categories
+
+
+def test_the_heartbeat_is_renewed_before_each_sbatch_of_a_round(store, patterns, tmp_path):
+    from core.monitor.monitor import STEP_BUDGET
+
+    array_chain(store, tmp_path, spec="0-1")
+    slurm = PerJobSlurm({JOB: array_rows({0: ("OUT_OF_MEMORY", "0:125"), 1: ("TIMEOUT", "0:15")}),
+                         "600": array_rows({0: ("COMPLETED", "0:0")}, job="600"),
+                         "601": array_rows({1: ("COMPLETED", "0:0")}, job="601")})
+    deadlines = []
+
+    def resubmit(record, level, attempt, tasks):
+        beat = store.load(JOB).monitor
+        deadlines.append(beat.heartbeat_deadline - tale.clock.time())
+        tale.clock.now += 50  # a slow sbatch: the next one must not run on an old promise
+        return str(598 + attempt), "", ""
+
+    tale = chain_story(store, patterns, slurm, resubmit=resubmit)
+    tale.run()
+    assert len(deadlines) == 2 and all(left >= STEP_BUDGET for left in deadlines)

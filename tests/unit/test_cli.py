@@ -271,19 +271,22 @@ def test_cancel_job_also_cancels_the_jobs_of_a_round_being_submitted(home, capsy
     assert "cancelled Slurm job(s): 500, 600" in out and "scancel 601 failed" in err
 
 
-def test_test_discord_reports_each_sink_and_the_routes_it_serves(home, capsys, receiver):
+def test_test_discord_reports_each_webhook_and_the_routes_it_serves(home, capsys, receiver):
     write_config(home, {"discord": {"success_webhook": receiver.webhook_url("ok"),
                                     "error_webhook": receiver.webhook_url("bad")}})
     receiver.delete_webhook("bad")
     code, out, _ = run(capsys, "test-discord")
     lines = out.splitlines()
     assert code == 1 and len(lines) == 2
-    assert lines[0].startswith("discord-success (success route): OK (discord http://127.0.0.1:")
-    assert lines[1].startswith("discord-error (error route): FAILED (") and "HTTP 404" in lines[1]
+    assert lines[0].startswith("success: OK (discord http://127.0.0.1:")
+    assert lines[1].startswith("error: FAILED (") and "HTTP 404" in lines[1]
     assert [m["payload"]["embeds"][0]["title"] for m in receiver.messages("ok")] == ["jobmon test message"]
-    write_config(home, {"discord": {"error_webhook": receiver.webhook_url("ok")}})
-    code, out, _ = run(capsys, "test-discord")
-    assert code == 0 and out.startswith("discord-error (success+error routes): OK")
+    one_url = receiver.webhook_url("ok")
+    for discord in ({"error_webhook": one_url}, {"success_webhook": one_url, "error_webhook": one_url}):
+        write_config(home, {"discord": discord})
+        code, out, _ = run(capsys, "test-discord")
+        assert code == 0 and out.startswith("success+error: OK") and len(out.splitlines()) == 1
+    assert len(receiver.messages("ok")) == 3  # one message per webhook, however many keys name it
 
 
 def test_the_first_use_of_an_older_jobmons_folder_says_it_indexes_once(home, capsys, monkeypatch):
@@ -296,3 +299,19 @@ def test_the_first_use_of_an_older_jobmons_folder_says_it_indexes_once(home, cap
     assert all(job_id in out for job_id in jobs.values())
     code, _, err = run(capsys, "status")
     assert code == 0 and "indexing" not in err
+
+
+def test_history_as_the_first_command_on_an_older_folder_lists_its_old_jobs(home, capsys):
+    from tests.support import v1_data, v1_names
+
+    (home / "state").mkdir()
+    ten_days = 10 * 86400
+    for name in v1_names()[:5]:
+        data = v1_data(name)
+        data["created_at"] -= ten_days
+        if data.get("final"):
+            data["final"]["decided_at"] -= ten_days
+        (home / "state" / f"{data['job_id']}.json").write_text(json.dumps(data))
+    code, out, err = run(capsys, "history", "--csv")
+    assert code == 0 and "indexing its records" in err
+    assert len(out.splitlines()) == 1 + 5  # the header and every job, though none is current any more

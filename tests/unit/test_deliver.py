@@ -127,12 +127,15 @@ def test_a_run_with_nothing_due_writes_nothing(tmp_path: Path) -> None:
 
 
 def test_each_due_delivery_is_attempted_once_per_call(tmp_path: Path) -> None:
-    """A sink asking to be retried at once (Retry-After: 0) is still tried once per deliverer run."""
+    """A sink asking to be retried at once (Retry-After: 0) is tried once per deliverer run, and not
+    again within the second every retry waits at least."""
     a, b = FakeSink("a", [again(retry_after=0.0)]), FakeSink("b", [again(retry_after=0.0)])
     setup = Setup(tmp_path, [a, b])
     setup.add(final(), escalation())
     assert setup.deliver() == 4
     assert titles(a) == titles(b) == ["Job 7 failed", "Job 7 resubmitted with more memory"]
+    assert setup.deliver() == 0
+    setup.clock.now += 1.0
     assert setup.deliver() == 4
     assert len(a.attempts) == len(b.attempts) == 4
     assert setup.delivery(FINAL, "a").attempts == 2

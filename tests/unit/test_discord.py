@@ -22,7 +22,6 @@ from core.notify.discord import (
     COLORS,
     DiscordSink,
     classify,
-    escape_markdown,
     redact_url,
     render_payload,
     validate_webhook_url,
@@ -258,8 +257,9 @@ def test_plain_text_is_escaped_and_jobmons_own_text_passes_through() -> None:
     assert embed["footer"]["text"] == "footer_*kept*"
 
 
-def test_escape_markdown_round_trip_of_backslash() -> None:
-    assert escape_markdown(r"C:\path_x") == r"C:\\path\_x"
+def test_a_backslash_in_plain_text_is_escaped_too() -> None:
+    title = render_payload(Message(title=r"C:\path_x"))["embeds"][0]["title"]
+    assert title == r"C:\\path\_x"
 
 
 def test_truncation_never_splits_an_escape() -> None:

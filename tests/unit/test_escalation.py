@@ -509,7 +509,7 @@ class RecordingSlurm:
 
     def submit(self, argv):
         self.argv.append(list(argv))
-        return Submission(job_id="900", cluster="", stdout="Submitted batch job 900", stderr="")
+        return Submission(job_id="900", cluster="")
 
     def show_job(self, job_id):
         return None

@@ -422,3 +422,19 @@ def test_a_malformed_v1_file_is_unreadable_not_a_crash(tmp_path, where, value):
         json.dump(raw, handle)
     with pytest.raises(StateError, match=r"53\.json is unreadable: .*" + section):
         store.load("53")
+
+
+def test_the_keys_and_sinks_the_migration_writes_are_the_ones_jobmon_uses(tmp_path):
+    """A carried-over key or sink name that drifted from today's would make the FINAL message go twice."""
+    from core.config import ERROR_SINK, SUCCESS_SINK
+    from core.notify.events import event_key
+
+    jobs = copy_v1_state(str(tmp_path))
+    store = StateStore(str(tmp_path))
+    completed = store.load(jobs["completed_sent.json"])
+    [final] = completed.outbox
+    assert final.key == event_key(completed.job_id, EventKind.FINAL, 1) and list(final.deliveries) == [SUCCESS_SINK]
+    array = store.load(jobs["array_mixed_first_failure_sent.json"])
+    first, summary = array.outbox
+    assert first.key == event_key(array.job_id, EventKind.FIRST_FAILURE, 1) and list(first.deliveries) == [ERROR_SINK]
+    assert summary.key == event_key(array.job_id, EventKind.FINAL, 1) and list(summary.deliveries) == [ERROR_SINK]

@@ -10,7 +10,7 @@ import pytest
 
 from core.analysis.analyzer import parse_patterns
 from core.config import BUILTIN_PATTERNS, Config
-from core.errors import SlurmUnavailable, StateError
+from core.errors import SlurmUnavailable, StateWriteError
 from core.notify.events import EventKind
 from core.notify.outbox import DeliveryStatus
 from core.slurm.model import JobState
@@ -194,7 +194,7 @@ def test_a_stop_request_ends_monitoring_without_a_message(store, patterns):
 def test_a_disk_that_refuses_writes_costs_no_message_and_sends_none_twice(store, patterns):
     class ReadOnly(StateStore):
         def save(self, record):
-            raise StateError(f"cannot write state file {self.path(record.job_id)}: Read-only file system")
+            raise StateWriteError(f"cannot write state file {self.path(record.job_id)}: Read-only file system")
 
     sinks = {"discord-error": FakeSink("discord-error", ["retry", "delivered"])}
     slurm = ScriptedSlurm([queue_text(f"{JOB}|RUNNING|None|0:05"), {}],
@@ -284,3 +284,53 @@ def test_a_captured_oom_is_told_with_its_cause(store, patterns, tmp_path):
     tale.run()
     record = store.load(JOB)
     assert record.final.state is JobState.OUT_OF_MEMORY and record.categories[0] == "slurm_oom"
+
+
+def test_a_new_monitor_shows_its_pid_before_its_first_poll(store, patterns):
+    tale = story(store, ScriptedSlurm([CONTROLLER_DOWN], [{}]), patterns)
+    now = tale.clock.time()
+    tale.monitor.announce(now)
+    beat = store.load(JOB).monitor
+    assert (beat.pid, beat.host, beat.heartbeat) == (4242, "testhost", now)
+    assert beat.heartbeat_deadline >= now + 300  # a first poll may wait on a hung squeue
+
+
+def test_the_daemons_loop_waits_out_a_lock_held_elsewhere_instead_of_dying():
+    from core.daemon.main import LOCKED_RETRY, drive
+    from core.errors import StateLocked
+
+    clock = FakeClock()
+    answers = iter([StateLocked("state of job 4 is locked by another jobmon process"), None])
+
+    class Flaky:
+        def step(self, now):
+            answer = next(answers)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+    drive(Flaky(), clock.sleep, clock.time)  # type: ignore[arg-type]
+    assert clock.sleeps == [LOCKED_RETRY]
+
+
+def test_a_record_kept_in_memory_is_written_back_under_the_lock_keeping_a_stop_request(store, patterns):
+    from core.monitor.records import Records
+
+    class Flaky(StateStore):
+        broken = True
+
+        def save(self, record):
+            if self.broken:
+                raise StateWriteError("cannot write state file: No space left on device")
+            super().save(record)
+
+    flaky = Flaky(store.folder)
+    records = Records(flaky, JOB)
+    records.update(lambda record: setattr(record.observation, "reason", "in memory"))
+    assert records.in_memory and store.load(JOB).observation.reason == ""
+    store.update(JOB, lambda record: setattr(record.monitor, "stop_requested", True))  # `jobmon cancel` meanwhile
+    flaky.broken = False
+    written = records.update(lambda record: setattr(record.observation, "seen_at", 5.0))
+    on_disk = store.load(JOB)
+    assert not records.in_memory and written.observation.seen_at == 5.0
+    assert on_disk.observation.reason == "in memory" and on_disk.monitor.stop_requested

@@ -167,8 +167,9 @@ def test_record_outcome_gone_is_final_and_keeps_why() -> None:
         (2, None, 4.0),
         (12, None, 3600.0),  # capped
         (0, 30.0, 30.0),  # a 429 says how long: longer than the backoff
-        (5, 0.25, 0.25),  # ... or shorter: the server knows best
-        (3, 0.0, 0.0),  # "now" is due at once (the next deliverer run)
+        (5, 2.5, 2.5),  # ... or shorter: the server knows best
+        (5, 0.25, 1.0),  # but at least a second: a `Retry-After: 0` must not start a storm
+        (3, 0.0, 1.0),
         (0, 3600.0, 3600.0),
         (0, 10 * 3600.0, MAX_RETRY_DELAY),  # never longer than MAX_RETRY_DELAY, whatever a server says
         (0, 1e12, MAX_RETRY_DELAY),  # (a PENDING delivery is not reopened by `recover`: it must come due)

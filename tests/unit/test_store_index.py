@@ -237,8 +237,7 @@ def test_retire_keeps_the_marker_when_the_history_cannot_be_written(tmp_path, mo
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(History, "append", full_disk)
-    with pytest.raises(StateError, match="cannot update the history .*No space left"):
-        store.retire("5", T + 2 * DAY)
+    assert store.retire("5", T + 2 * DAY) is False  # best effort: `status` answers all the same
     assert store.current_ids() == ["5"]
 
 
@@ -465,7 +464,8 @@ def test_a_line_cut_by_a_crash_is_skipped_and_the_next_append_starts_a_new_line(
     assert history.find("2") is None
 
 
-@pytest.mark.parametrize("junk", ["5", "[]", "{}", '{"job_id": 5}', "\x00\x01", '{"job_id": "7", "jobs": "x"}'])
+@pytest.mark.parametrize("junk", ["5", "[]", "{}", '{"job_id": 5}', "\x00\x01", '{"job_id": "7", "jobs": "x"}',
+                                  '{"job_id": "../7"}', '{"job_id": "x"}', '{"job_id": "[[[[["}'])
 def test_lines_that_are_not_summaries_are_skipped(tmp_path, junk):
     history = History(str(tmp_path))
     history.append([entry("1", NOV_1)])
@@ -492,8 +492,6 @@ def test_summarize():
     assert chain.state == "1 COMPLETED, 2 FAILED"  # a group's counts
     assert chain.cancelled and chain.notification == "failed" and chain.exit_code == 3
     plain = summarize(finished("5", at=T))
-    assert (plain.jobs, plain.attempts, plain.state, plain.ended_at, plain.notification) == (
-        ["5"], 1, "COMPLETED", T, "sent")
+    assert (plain.jobs, plain.attempts, plain.state, plain.notification) == (["5"], 1, "COMPLETED", "sent")
     running = summarize(JobRecord("6"))
-    assert (running.state, running.exit_code, running.ended_at, running.notification) == ("UNKNOWN", None, 0.0,
-                                                                                          "none")
+    assert (running.state, running.exit_code, running.notification) == ("UNKNOWN", None, "none")

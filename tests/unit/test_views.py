@@ -91,6 +91,8 @@ def test_status_shows_the_current_jobs_with_one_squeue_call(store):
     assert list(by_id) == ["10", "11", "12", "13"]
     assert by_id["10"].state == "RUNNING" and by_id["10"].elapsed == "1:02"
     assert by_id["13"].state == "FAILED" and by_id["13"].notification == "sent"
+    assert by_id["13"].as_dict()["events"] == [{"key": "x:final:1", "kind": "final", "route": "error",
+                                                "created_at": 1.0, "deliveries": {"discord-error": "delivered"}}]
 
 
 def test_a_killed_monitor_on_this_host_is_dead_at_once(store):
@@ -261,3 +263,46 @@ def test_a_record_is_found_by_the_id_of_any_attempt_of_its_chain_even_after_it_l
     assert find_record(store, "401").job_id == "400"
     collect_status(store, CountingSlurm(), include_old=False)
     assert store.current_ids() == [] and find_record(store, "402").job_id == "400"
+
+
+def test_status_answers_even_when_the_history_cannot_be_written(store, monkeypatch):
+    from core.state.history import History
+
+    store.create(finished("500", NOW - RECENT - 60))
+    store.create(running("501"))
+
+    def full_disk(self, entries):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(History, "append", full_disk)
+    rows, warning = collect_status(store, CountingSlurm(), include_old=False)
+    assert [row.job_id for row in rows] == ["501"] and store.current_ids() == ["500", "501"]  # tried again later
+
+
+def test_a_message_with_no_sink_is_shown_and_recover_starts_no_daemon_for_it(store, started):
+    unrouted = OutboxEntry("510:final:1", EventKind.FINAL, Route.ERROR, created_at=1.0, routed_at=1.0)
+    store.create(finished("510", NOW - 60, outbox=[unrouted]))
+    rows, _ = collect_status(store, CountingSlurm(), include_old=False)
+    assert rows[0].notification == "no sink" and "no sink is configured for the error route" in rows[0].problem
+    [action] = control.recover_all(paths_of(store), store, Config())
+    assert action.startswith("job 510: not sent: final message: no sink is configured") and started == []
+    control.recover_all(paths_of(store), store, CONFIG)  # once a webhook is configured, it goes there
+    assert started == ["510"] and list(store.load("510").outbox[0].deliveries) == ["discord-error"]
+
+
+def test_recover_goes_on_when_one_record_is_locked(store, started, monkeypatch):
+    from core.errors import StateLocked
+
+    store.create(finished("520", NOW - 60, DeliveryStatus.GONE, outbox=[entry(DeliveryStatus.GONE)]))
+    store.create(running("521"))
+    original = StateStore.update
+
+    def locked_520(self, job_id, change):
+        if job_id == "520":
+            raise StateLocked("state of job 520 is locked by another jobmon process; try again")
+        return original(self, job_id, change)
+
+    monkeypatch.setattr(StateStore, "update", locked_520)
+    actions = control.recover_all(paths_of(store), store, CONFIG)
+    assert actions[0] == "job 520: skipped, state of job 520 is locked by another jobmon process; try again"
+    assert started == ["521"]
