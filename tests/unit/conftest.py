@@ -1,9 +1,16 @@
-"""Fixtures shared by the unit tests."""
+"""Fixtures shared by the unit tests (the fakes and loaders themselves live in tests/support.py)."""
 from __future__ import annotations
 
 import pytest
 
+from core.analysis.analyzer import parse_patterns
+from core.config import BUILTIN_PATTERNS
+from core.state.model import JobRecord
+from core.state.store import StateStore
 from tests.discord_receiver import DiscordReceiver
+
+#: The job the monitor stories follow (its fixtures: tests/fixtures/slurm, sacct_oom.txt is job 4).
+STORY_JOB = "4"
 
 
 @pytest.fixture
@@ -13,3 +20,22 @@ def receiver():
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def patterns():
+    """The built-in pattern library, parsed once."""
+    with open(BUILTIN_PATTERNS, encoding="utf-8") as handle:
+        return parse_patterns(handle.read(), BUILTIN_PATTERNS)
+
+
+@pytest.fixture
+def story_store(tmp_path) -> StateStore:
+    """A state folder with job 4 ("train"), whose stdout and stderr are one empty file, tmp_path/job.err."""
+    state = tmp_path / "state"
+    state.mkdir()
+    store = StateStore(str(state))
+    err = tmp_path / "job.err"
+    err.write_text("")
+    store.create(JobRecord(job_id=STORY_JOB, name="train", stdout_path=str(err), stderr_path=str(err)))
+    return store

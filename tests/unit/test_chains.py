@@ -7,9 +7,7 @@ from typing import Dict, List
 
 import pytest
 
-from core.analysis.analyzer import parse_patterns
 from core.chain.policy import plan_array_round
-from core.config import BUILTIN_PATTERNS
 from core.errors import SbatchRejected, SlurmUnavailable
 from core.monitor.chains import ChainRunner
 from core.outcome import collect_tasks
@@ -32,21 +30,9 @@ from tests.unit.test_poller import array_rows
 JOB = "4"
 
 
-@pytest.fixture(scope="module")
-def patterns():
-    with open(BUILTIN_PATTERNS, encoding="utf-8") as handle:
-        return parse_patterns(handle.read(), BUILTIN_PATTERNS)
-
-
 @pytest.fixture
-def store(tmp_path):
-    state = tmp_path / "state"
-    state.mkdir()
-    store = StateStore(str(state))
-    err = tmp_path / "job.err"
-    err.write_text("")
-    store.create(JobRecord(job_id=JOB, name="train", stdout_path=str(err), stderr_path=str(err)))
-    return store
+def store(story_store):
+    return story_store
 
 
 class PerJobSlurm(ScriptedSlurm):

@@ -8,10 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import pytest
-
-from core.analysis.analyzer import parse_patterns
-from core.config import BUILTIN_PATTERNS
 from core.monitor.poller import GROUP_SETTLE
 from core.slurm.model import JobState
 from core.state.model import JobRecord
@@ -19,12 +15,6 @@ from core.state.store import StateStore
 from tests.support import CONFIG, ScriptedSlurm, Story, accounting, queue
 
 HET = "838"  # component 1 ended DEADLINE on its own, then the job was cancelled
-
-
-@pytest.fixture(scope="module")
-def patterns():
-    with open(BUILTIN_PATTERNS, encoding="utf-8") as handle:
-        return parse_patterns(handle.read(), BUILTIN_PATTERNS)
 
 
 def het_story(tmp_path, patterns, job_id: str, name: str, slurm: ScriptedSlurm, config=CONFIG) -> Story:

@@ -8,13 +8,12 @@ import shutil
 
 import pytest
 
-from core.analysis.analyzer import parse_patterns
-from core.config import BUILTIN_PATTERNS, Config
+from core.config import Config
 from core.errors import SlurmUnavailable, StateWriteError
 from core.notify.events import EventKind
 from core.notify.outbox import DeliveryStatus
 from core.slurm.model import JobState
-from core.state.model import JobRecord, LogOptions
+from core.state.model import LogOptions
 from core.state.store import StateStore
 from tests.support import (
     CONFIG,
@@ -34,21 +33,9 @@ CONTROLLER_DOWN = SlurmUnavailable("squeue failed: Unable to contact slurm contr
 DBD_DOWN = SlurmUnavailable("sacct failed: Problem talking to the database: Connection refused")
 
 
-@pytest.fixture(scope="module")
-def patterns():
-    with open(BUILTIN_PATTERNS, encoding="utf-8") as handle:
-        return parse_patterns(handle.read(), BUILTIN_PATTERNS)
-
-
 @pytest.fixture
-def store(tmp_path):
-    state = tmp_path / "state"
-    state.mkdir()
-    store = StateStore(str(state))
-    err = tmp_path / "job.err"
-    err.write_text("")
-    store.create(JobRecord(job_id=JOB, name="train", stdout_path=str(err), stderr_path=str(err)))
-    return store
+def store(story_store):
+    return story_store
 
 
 def story(store, slurm, patterns, **options) -> Story:
