@@ -61,6 +61,7 @@ sys.path.insert(0, ROOT)
 from core.analysis.analyzer import analyze, parse_patterns  # noqa: E402
 from core.analysis.logtail import read_tail  # noqa: E402
 from core.config import BUILTIN_PATTERNS, DEFAULT_RUNNING_INTERVAL, read_patterns_file  # noqa: E402
+from core.locking import use_lean_locks  # noqa: E402
 from core.notify.events import EventKind, Route  # noqa: E402
 from core.notify.outbox import DeliveryStatus, OutboxEntry, SinkDelivery  # noqa: E402
 from core.slurm.model import JobState  # noqa: E402
@@ -390,6 +391,7 @@ def write_state_files(state: str, count: int) -> None:
     Every monitor points at a pid that does not exist (as after a reboot): rows show DEAD/DONE.
     """
     os.makedirs(state)
+    use_lean_locks()  # the system python3 this runs on may lack filelock; the daemon's own flock serves
     store = StateStore(state)
     now = time.time()
     host = socket.gethostname()
