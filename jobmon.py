@@ -29,6 +29,10 @@ if TYPE_CHECKING:  # each command imports what it needs: `jobmon --version` stay
     from core.state.store import StateStore
 
 __version__ = "0.1.0"
+#: How long `status` gives squeue, and another process's refresh of the shared snapshot: then it shows
+#: the last known states (a controller going down can leave squeue hanging until its own timeout).
+CLI_SLURM_TIMEOUT = 20.0
+CLI_LOCK_WAIT = 10.0
 
 
 class Context:
@@ -56,10 +60,13 @@ class Context:
         return Slurm()
 
     def shared_slurm(self, config: Config) -> SharedSlurm:
-        """Slurm queries through the snapshots every monitor shares (see core/slurm/shared.py)."""
+        """Slurm queries through the snapshots every monitor shares (see core/slurm/shared.py), as a
+        person waiting for an answer needs them: squeue given 20 s, another process's refresh 10 s."""
+        from core.slurm.client import Slurm
         from core.slurm.shared import SharedSlurm
 
-        return SharedSlurm(self.slurm(), self.ready_paths().state, max_age=config.running_interval)
+        return SharedSlurm(Slurm(timeout=CLI_SLURM_TIMEOUT), self.ready_paths().state, max_age=config.running_interval,
+                           lock_timeout=CLI_LOCK_WAIT, impatient=True)
 
     def warn(self, message: str) -> None:
         print(f"jobmon: {message}", file=sys.stderr)

@@ -62,16 +62,22 @@ class SharedSlurm:
 
     def __init__(
         self, slurm: Slurm, folder: str, *, max_age: float, clock: Callable[[], float] = time.time,
+        lock_timeout: float = LOCK_TIMEOUT, impatient: bool = False,
     ) -> None:
         self.slurm = slurm
         self.folder = folder
         self.max_age = max_age
+        self.lock_timeout = lock_timeout
+        #: A command a person waits for: when another process holds the refresh longer than
+        #: `lock_timeout` (squeue hanging on a controller that is going down), it reports the outage
+        #: instead of running squeue itself; a monitor (not impatient) refreshes on its own.
+        self.impatient = impatient
         self.accounting_max_age = min(2.0, max_age / 2)
         self.clock = clock
         self.last_snapshot_at = 0.0
 
     def _lock(self, name: str) -> Any:
-        return file_lock(os.path.join(self.folder, f"{name}.lock"), LOCK_TIMEOUT)
+        return file_lock(os.path.join(self.folder, f"{name}.lock"), self.lock_timeout)
 
     def _read(self, name: str) -> str:
         try:
@@ -106,7 +112,12 @@ class SharedSlurm:
                     snapshot = self._load_queue()
                     if not self._fresh(snapshot.taken_at, not_before):
                         snapshot = self._refresh_queue()
-            except (TimeoutError, OSError):  # lock held too long, or a read-only state folder
+            except TimeoutError:  # another process has been refreshing for the whole wait
+                if self.impatient:
+                    raise SlurmUnavailable("squeue has not answered another jobmon process for "
+                                           f"{self.lock_timeout:.0f} s") from None
+                snapshot = self._refresh_queue()
+            except OSError:  # a read-only state folder: no sharing, but an answer
                 snapshot = self._refresh_queue()
         self.last_snapshot_at = snapshot.taken_at
         return snapshot

@@ -166,3 +166,25 @@ def test_next_poll_lands_just_after_the_shared_snapshot_expires(tmp_path):
 ])
 def test_membership(key, job, expected):
     assert is_member(key, job) is expected
+
+
+@pytest.mark.parametrize("impatient", [True, False])
+def test_a_refresh_held_elsewhere_is_an_outage_for_a_person_and_a_fresh_query_for_a_monitor(tmp_path, impatient):
+    """A controller going down can leave one process's squeue hanging under the snapshot's lock:
+    `jobmon status` must answer with the last known states, a monitor asks squeue itself."""
+    from core.locking import FlockLock
+
+    runner = CountingRunner(str(tmp_path), squeue=slurm_output("squeue_running.txt"))
+    view = SharedSlurm(Slurm(runner), str(tmp_path), max_age=30.0, clock=FakeClock().time, lock_timeout=0.1,
+                       impatient=impatient)
+    held = FlockLock(os.path.join(str(tmp_path), "squeue.snapshot.lock"), 0)
+    held.acquire()
+    try:
+        if impatient:
+            with pytest.raises(SlurmUnavailable, match="has not answered another jobmon process"):
+                view.query_queue(["2"])
+            assert runner.calls("squeue") == []
+        else:
+            assert list(view.query_queue(["2"])) == ["2"] and len(runner.calls("squeue")) == 1
+    finally:
+        held.release()
