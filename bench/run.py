@@ -50,6 +50,7 @@ from sandbox import (
     job_script,
     maps_library,
     memory_kib,
+    print_table,
     sacct_end_times,
     slurm_is_up,
     terminate,
@@ -145,29 +146,9 @@ def mib(kib: int) -> str:
     return f"{kib / 1024:.1f} MiB"
 
 
-def print_table(rows: Sequence[Row], title: str) -> None:
-    """The rows under one header, each note once as a numbered footnote below the table."""
-    notes: List[str] = []
-    body = []
-    for row in sorted(rows, key=lambda r: r.section):
-        measure = row.measure
-        if row.note:
-            if row.note not in notes:
-                notes.append(row.note)
-            measure += f" [{notes.index(row.note) + 1}]"
-        body.append([measure, row.jobmon, row.naive, row.ratio])
-    table = [["measure", "jobmon", "naive way", "naive/jobmon"]] + body
-    widths = [max(len(line[i]) for line in table) for i in range(4)]
-    rule = "  ".join("-" * width for width in widths)
-    print(title)
-    print(rule)
-    for index, line in enumerate(table):
-        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
-        if index == 0:
-            print(rule)
-    print(rule)
-    for number, note in enumerate(notes, 1):
-        print(f"[{number}] {note}")
+def print_rows(rows: Sequence[Row], title: str) -> None:
+    print_table(title, ["measure", "jobmon", "naive way", "naive/jobmon"],
+                [(row.section, row.measure, [row.jobmon, row.naive, row.ratio], row.note) for row in rows])
 
 
 # -- 1. polling -------------------------------------------------------------------------------
@@ -518,7 +499,7 @@ def main(argv: Sequence[str]) -> int:
     took = f"{time.monotonic() - started - waited:.0f} s"
     if waited:
         took += f" + {waited:.0f} s waiting for integration tests"
-    print_table(rows, f"jobmon benchmark ({mode}, {took}) on {socket.gethostname()}, {os.cpu_count()} CPUs, "
+    print_rows(rows, f"jobmon benchmark ({mode}, {took}) on {socket.gethostname()}, {os.cpu_count()} CPUs, "
                       f"single-node Slurm")
     return code
 

@@ -38,6 +38,30 @@ HEAVY_DAEMON = ("import requests, runpy, sys; "
                 "runpy.run_module('core.daemon', run_name='__main__', alter_sys=True)")
 
 
+def print_table(title: str, header: Sequence[str], rows: Sequence[Tuple[int, str, Sequence[str], str]]) -> None:
+    """Rows (section, measure, cells, note) under one header, each note once as a numbered footnote below."""
+    notes: List[str] = []
+    body = []
+    for _section, measure, cells, note in sorted(rows, key=lambda r: r[0]):
+        if note:
+            if note not in notes:
+                notes.append(note)
+            measure += f" [{notes.index(note) + 1}]"
+        body.append([measure, *cells])
+    table = [list(header)] + body
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    rule = "  ".join("-" * width for width in widths)
+    print(title)
+    print(rule)
+    for index, line in enumerate(table):
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+        if index == 0:
+            print(rule)
+    print(rule)
+    for number, note in enumerate(notes, 1):
+        print(f"[{number}] {note}")
+
+
 def wait_for_integration_tests() -> float:
     """Do not disturb another engineer's real-Slurm test run: wait until none runs; returns the wait."""
     started = time.monotonic()

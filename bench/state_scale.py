@@ -56,7 +56,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from sandbox import ROOT, slurm_is_up, terminate, wait_for_integration_tests
+from sandbox import ROOT, print_table, slurm_is_up, terminate, wait_for_integration_tests
 
 VENV = os.path.join(ROOT, ".venv")
 PYTHON = os.path.join(VENV, "bin", "python")
@@ -578,29 +578,10 @@ class Bench:
 
 
 # -- the table ------------------------------------------------------------------------------------
-def print_table(rows: Sequence[Row], title: str) -> None:
-    """The rows under one header, each note once as a numbered footnote below the table."""
-    notes: List[str] = []
-    body = []
-    for row in sorted(rows, key=lambda r: r.section):
-        measure = row.measure
-        if row.note:
-            if row.note not in notes:
-                notes.append(row.note)
-            measure += f" [{notes.index(row.note) + 1}]"
-        body.append([measure, row.median, row.low, row.high, row.target, row.result])
-    table = [["measure", "median", "min", "max", "target", "result"]] + body
-    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
-    rule = "  ".join("-" * width for width in widths)
-    print(title)
-    print(rule)
-    for index, line in enumerate(table):
-        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
-        if index == 0:
-            print(rule)
-    print(rule)
-    for number, note in enumerate(notes, 1):
-        print(f"[{number}] {note}")
+def print_rows(rows: Sequence[Row], title: str) -> None:
+    print_table(title, ["measure", "median", "min", "max", "target", "result"],
+                [(row.section, row.measure, [row.median, row.low, row.high, row.target, row.result], row.note)
+                 for row in rows])
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -633,7 +614,7 @@ def main(argv: Sequence[str]) -> int:
     if bench.waited:
         took += f" + {bench.waited:.0f} s waiting for integration tests"
     who = "root" if os.getuid() == 0 else f"uid {os.getuid()}"
-    print_table(rows, f"jobmon state folder scale ({mode}, {took}) on {this_host()}, {os.cpu_count()} CPUs, as {who}")
+    print_rows(rows, f"jobmon state folder scale ({mode}, {took}) on {this_host()}, {os.cpu_count()} CPUs, as {who}")
     print("phases:")
     for line in bench.phases:
         print(f"  {line}")
