@@ -6,13 +6,12 @@ inline monitor (the CLI telling a job that already ended) delivers in its own pr
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import TYPE_CHECKING, Callable, Optional, Sequence, Tuple
 
 from core.config import Config, Paths, load_patterns
 from core.daemon.delivery import ChildDelivery, InProcessDelivery
-from core.daemon.liveness import process_start_ticks, this_host
+from core.daemon.liveness import this_process
 from core.errors import PatternError
 from core.monitor.checks import checks_for
 from core.monitor.dispatcher import Deliverer, Dispatcher
@@ -34,10 +33,10 @@ log = logging.getLogger("jobmon.monitor")
 def daemon_monitor(paths: Paths, config: Config, job_id: str, should_stop: Callable[[], bool]) -> Monitor:
     """The monitor a daemon runs: outbox delivered by a child process."""
     store = StateStore(paths.state)
-    identity = Identity(this_host(), os.getpid(), process_start_ticks(os.getpid()) or 0)
+    identity = this_process()
 
     def in_process() -> InProcessDelivery:
-        return InProcessDelivery(store, config, owner=f"{identity.host}:{identity.pid}")
+        return InProcessDelivery(store, config, owner=identity.owner)
 
     return _assemble(paths, config, store, job_id, identity, ChildDelivery(paths, in_process, should_stop),
                      should_stop)
@@ -46,8 +45,8 @@ def daemon_monitor(paths: Paths, config: Config, job_id: str, should_stop: Calla
 def inline_monitor(paths: Paths, config: Config, job_id: str) -> Monitor:
     """The monitor the CLI runs itself (a job that already ended): outbox delivered in this process."""
     store = StateStore(paths.state)
-    identity = Identity(this_host(), os.getpid(), process_start_ticks(os.getpid()) or 0)
-    deliverer = InProcessDelivery(store, config, owner=f"{identity.host}:{identity.pid}")
+    identity = this_process()
+    deliverer = InProcessDelivery(store, config, owner=identity.owner)
     return _assemble(paths, config, store, job_id, identity, deliverer, lambda: False)
 
 

@@ -7,13 +7,13 @@ another process holds the job's delivery lock, 1 on an error (written to the mon
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from typing import List
 
 from core.config import load_config, resolve_paths
 from core.daemon.delivery import BUSY, InProcessDelivery
-from core.daemon.liveness import this_host
+from core.daemon.liveness import this_process
+from core.daemon.process import log_to
 from core.errors import JobmonError
 from core.monitor.records import Records
 from core.state.store import StateStore
@@ -23,13 +23,12 @@ def main(argv: List[str]) -> int:
     if len(argv) != 1:
         raise SystemExit("usage: python -m core.daemon.deliver JOBID")
     job_id = argv[0]
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
-                        format=f"%(asctime)s {job_id} pid={os.getpid()} %(levelname)s %(message)s")
+    log_to(sys.stderr, job_id)
     paths = resolve_paths()
     try:
         config = load_config(paths, require_webhook=False, trusted=True)  # checked when the monitor started
         store = StateStore(paths.state)
-        deliverer = InProcessDelivery(store, config, owner=f"{this_host()}:{os.getpid()}")
+        deliverer = InProcessDelivery(store, config, owner=this_process().owner)
         return BUSY if deliverer.deliver(Records(store, job_id)) is not None else 0
     except JobmonError as exc:
         logging.getLogger("jobmon.deliver").error("%s", exc)

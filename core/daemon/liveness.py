@@ -12,6 +12,7 @@ import os
 import signal
 from typing import Optional
 
+from core.monitor.monitor import Identity
 from core.state.model import JobRecord, MonitorInfo
 
 
@@ -43,6 +44,12 @@ def process_start_ticks(pid: int) -> Optional[int]:
         return int(fields[19])
     except (IndexError, ValueError):
         return None
+
+
+def this_process() -> Identity:
+    """This process as a monitor or a deliverer records itself: host, pid and start time."""
+    pid = os.getpid()
+    return Identity(this_host(), pid, process_start_ticks(pid) or 0)
 
 
 def is_process_alive(pid: int, start_ticks: int) -> bool:

@@ -3,7 +3,6 @@ inline one. Both only step the monitor and sleep until the time it asks for."""
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sys
 import threading
@@ -12,6 +11,7 @@ from typing import Callable, List
 
 from core.config import Config, Paths, load_config
 from core.daemon.liveness import Health, monitor_health, this_host
+from core.daemon.process import log_to
 from core.errors import JobmonError, StateError, StateLocked
 from core.locking import use_lean_locks
 from core.monitor.monitor import Monitor
@@ -43,10 +43,7 @@ def run_daemon(paths: Paths, job_id: str) -> int:
     use_lean_locks()  # before any lock: this long-lived process must not carry filelock's imports
     from core.daemon.compose import daemon_monitor
 
-    logging.basicConfig(
-        stream=sys.stdout, level=logging.INFO,
-        format=f"%(asctime)s {job_id} pid={os.getpid()} %(levelname)s %(message)s",
-    )
+    log_to(sys.stdout, job_id)
     store = StateStore(paths.state)
     exclusive = store.monitor_lock(job_id)
     try:

@@ -2,18 +2,25 @@
 processes that deliver a job's outbox. Fork, exec and wait live here and nowhere else in core/."""
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, TextIO
 
 from core.config import Paths
 from core.errors import JobmonError
 
 #: The folder that holds the `core` package: children import jobmon from there.
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def log_to(stream: TextIO, job_id: str) -> None:
+    """A jobmon child's log lines (the daemon's and its delivery process's, into the job's monitor log)."""
+    logging.basicConfig(stream=stream, level=logging.INFO,
+                        format=f"%(asctime)s {job_id} pid={os.getpid()} %(levelname)s %(message)s")
 
 
 def child_env(paths: Paths) -> Dict[str, str]:

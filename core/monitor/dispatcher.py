@@ -4,7 +4,7 @@ never imports an HTTP library)."""
 from __future__ import annotations
 
 import logging
-from typing import Callable, Iterable, List, Optional, Protocol, Sequence
+from typing import Callable, Iterable, Optional, Protocol, Sequence
 
 from core.monitor.records import Records
 from core.notify import outbox
@@ -16,12 +16,10 @@ from core.state.model import JobRecord
 log = logging.getLogger("jobmon.monitor")
 
 
-def enqueue(record: JobRecord, events: Iterable[Event], now: float) -> List[OutboxEntry]:
+def enqueue(record: JobRecord, events: Iterable[Event], now: float) -> None:
     """Add the events to the record's outbox (an event already there adds nothing)."""
-    added = outbox.add_events(record.outbox, record.job_id, events, now)
-    for entry in added:
+    for entry in outbox.add_events(record.outbox, record.job_id, events, now):
         log.info("job %s: %s message queued (%s route)", record.job_id, entry.kind.value, entry.route.value)
-    return added
 
 
 class Deliverer(Protocol):
@@ -36,15 +34,13 @@ class Dispatcher:
         self.sinks_for = sinks_for  # the sinks each route names (config.json)
         self.host = host
 
-    def deliver_due(self, records: Records, now: float) -> Optional[float]:
-        """Deliver if anything is due now; None when done, else how long to wait before trying again.
+    def deliver(self, records: Records, record: JobRecord, now: float) -> Optional[float]:
+        """Deliver the outbox of `record` (the monitor's current copy, with something due); None when
+        done, else how long to wait before trying again.
 
         Entries are routed (and messages carried over from schema 1 rendered) here, in the monitor's
         own process, so a deliverer that fails outright still leaves deliveries to count its failures on.
         """
-        record = records.load()
-        if not outbox.due(record.outbox, now):
-            return None
         if any(not entry.routed_at or entry.message is None for entry in record.outbox):
             records.update(lambda current: self._prepare(current, now))
         return self.deliverer.deliver(records)

@@ -46,6 +46,11 @@ class Identity:
     pid: int
     start_ticks: int = 0
 
+    @property
+    def owner(self) -> str:
+        """`host:pid`, what a claimed outbox delivery records as its sender."""
+        return f"{self.host}:{self.pid}"
+
 
 class Monitor:
     """Follows one job until its story is told; one `step` at a time."""
@@ -98,7 +103,7 @@ class Monitor:
         delivered = bool(outbox.due(record.outbox, now))
         if delivered:
             self._beat(now, now + DELIVERY_BUDGET)
-            wait = self.dispatcher.deliver_due(self.records, now)
+            wait = self.dispatcher.deliver(self.records, record, now)
             if wait is not None:
                 return self._beat(now, now + wait)
             record = self.records.load()

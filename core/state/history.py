@@ -44,6 +44,11 @@ class HistoryEntry:
     cancelled: bool = False  # monitoring was stopped by the user
     notification: str = ""  # how its messages fared (core.notify.outbox.summary_status)
 
+    @property
+    def last_job(self) -> str:
+        """The Slurm job it ended with: the chain's last attempt, or the job itself."""
+        return self.jobs[-1] if self.jobs else self.job_id
+
 
 def summarize(record: JobRecord) -> HistoryEntry:
     """A record's history line: its outcome as `history` shows it (array counts for a group)."""

@@ -154,13 +154,15 @@ class StateStore:
     def load_current(self) -> Iterator[Tuple[str, Optional[JobRecord], str]]:
         """Every indexed record as (job_id, record or None, error text); one bad file never hides the others."""
         for job_id in self.current_ids():
-            if not self.exists(job_id):
-                self._drop_orphan_marker(job_id)
-                continue
             try:
-                yield job_id, self.load(job_id), ""
+                record = self.load(job_id)
             except StateError as exc:
-                yield job_id, None, str(exc)
+                if self.exists(job_id):
+                    yield job_id, None, str(exc)
+                else:
+                    self._drop_orphan_marker(job_id)
+                continue
+            yield job_id, record, ""
 
     def _drop_orphan_marker(self, job_id: str) -> None:
         """A marker whose record never came (its `create` died); young ones may still get theirs."""

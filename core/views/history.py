@@ -45,9 +45,8 @@ def history_entries(store: StateStore, since: float) -> List[HistoryEntry]:
 
 
 def history_row(entry: HistoryEntry) -> Dict[str, Any]:
-    last = entry.jobs[-1] if entry.jobs else entry.job_id
     return {
-        "job_id": entry.job_id if last == entry.job_id else f"{entry.job_id}->{last}",
+        "job_id": entry.job_id if entry.last_job == entry.job_id else f"{entry.job_id}->{entry.last_job}",
         "name": entry.name,
         "submitted": time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.created_at)),
         "state": entry.state,

@@ -110,7 +110,7 @@ def _event(entry: OutboxEntry) -> Dict[str, Any]:
 def history_status_row(entry: HistoryEntry) -> StatusRow:
     """A job no longer current, from its history line (`status --all`)."""
     health = Health.CANCELLED if entry.cancelled else Health.DONE
-    return StatusRow(job_id=entry.job_id, current_job=entry.jobs[-1] if entry.jobs else entry.job_id,
+    return StatusRow(job_id=entry.job_id, current_job=entry.last_job,
                      name=entry.name, state=entry.state, monitor=health.value, elapsed=entry.elapsed,
                      notification=entry.notification, categories=list(entry.causes))
 
