@@ -46,9 +46,8 @@ class Dispatcher:
         return self.deliverer.deliver(records)
 
     def _prepare(self, record: JobRecord, now: float) -> None:
+        outbox.route_new(record.outbox, self.sinks_for, now)
         for entry in record.outbox:
-            if not entry.routed_at:
-                outbox.route_entry(entry, self.sinks_for(entry.route), now)
             if entry.message is None and not outbox.is_delivered([entry]):
                 entry.message = self._carried_over(record, entry)
 

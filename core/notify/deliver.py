@@ -21,7 +21,7 @@ from core.notify.outbox import (
     Outcome,
     due,
     record_outcome,
-    route_entry,
+    route_new,
 )
 from core.notify.pacing import Pacer
 from core.notify.sink import Sink
@@ -48,7 +48,7 @@ def deliver_due(
     """Route unrouted entries, then make one attempt for each delivery due now; returns the attempts made."""
     now = clock()
     if any(not entry.routed_at for entry in access.load_outbox()):
-        access.update_outbox(lambda entries: _route_all(entries, sinks_for, now))
+        access.update_outbox(lambda entries: route_new(entries, sinks_for, now))
     attempted: Set[Tuple[str, str]] = set()
     while True:
         work = _next_delivery(access.load_outbox(), clock(), attempted)
@@ -89,12 +89,6 @@ def _attempt(
     access.update_outbox(lambda entries: _settle(entries, key, name, outcome, clock()))
     log.info("%s to %s: %s%s", key, name, outcome.answer.value,
              f" ({outcome.detail})" if outcome.answer is not Answer.DELIVERED else "")
-
-
-def _route_all(entries: List[OutboxEntry], sinks_for: Callable[[Route], Sequence[str]], now: float) -> None:
-    for entry in entries:
-        if not entry.routed_at:
-            route_entry(entry, sinks_for(entry.route), now)
 
 
 def _find(entries: List[OutboxEntry], key: str) -> Optional[OutboxEntry]:

@@ -98,6 +98,13 @@ def route_entry(entry: OutboxEntry, sinks: Sequence[str], now: float) -> None:
     entry.routed_at = now
 
 
+def route_new(outbox: List[OutboxEntry], sinks_for: Callable[[Route], Sequence[str]], now: float) -> None:
+    """Route every entry not routed yet to the sinks its route names now."""
+    for entry in outbox:
+        if not entry.routed_at:
+            route_entry(entry, sinks_for(entry.route), now)
+
+
 def retry_delay(attempts: int) -> float:
     """1, 2, 4, 8 ... seconds after each failed attempt, at most MAX_RETRY_DELAY."""
     return float(min(MAX_RETRY_DELAY, 2.0 ** max(0, min(attempts - 1, 20))))
@@ -226,9 +233,4 @@ def problems(outbox: Sequence[OutboxEntry]) -> List[str]:
                 why = f" ({delivery.last_error})" if delivery.last_error else ""
                 lines.append(f"{entry.kind.value} message to {name}: {delivery.status.value}{why}")
     return lines
-
-
-def delivered_at(outbox: Sequence[OutboxEntry]) -> float:
-    """When the last delivery arrived (0 when none did)."""
-    return max((d.delivered_at for entry in outbox for d in entry.deliveries.values()), default=0.0)
 

@@ -16,7 +16,6 @@ from core.notify.outbox import (
     Outcome,
     SinkDelivery,
     add_events,
-    delivered_at,
     due,
     has_undelivered,
     is_delivered,
@@ -384,11 +383,3 @@ def test_problems_of_a_pending_delivery_say_why_it_waits() -> None:
     assert line == f"final message to {ERROR_SINK}: pending (rate limited for 30s)"
     assert problems([one(D)]) == [] and problems([]) == []
 
-
-@pytest.mark.parametrize(
-    "outbox, expected",
-    [([], 0.0), ([one(P), one(G)], 0.0), ([one(D, delivered_at=NOW - 9), one(D, delivered_at=NOW - 2), one(P)],
-                                           NOW - 2)],
-)
-def test_delivered_at_is_the_last_arrival(outbox: List[OutboxEntry], expected: float) -> None:
-    assert delivered_at(outbox) == expected
