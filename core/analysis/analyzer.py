@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from core.analysis.finding import Finding
+from core.analysis.lines import clean_line as clean_line  # re-exported: the analyzer's callers clean with it
+from core.analysis.lines import clean_text, last_segment, strip_prefixes
 from core.errors import PatternError
 
 SCHEMA_VERSION = 1
@@ -22,29 +24,9 @@ MAX_LINE_CHARS = 300
 WINDOW_CHARS = 4096
 
 _ID = re.compile(r"[a-z][a-z0-9_]*\Z")
-_ENTRY_KEYS = frozenset({"id", "severity", "regexes", "description", "hint", "exclude"})
+_ENTRY_KEYS = frozenset({"id", "severity", "regexes", "description", "hint", "exclude", "hang"})
 _JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
                int: "a number", float: "a number", type(None): "null"}
-
-# CSI sequences (colours, cursor moves), OSC sequences (window titles) and other two-byte escapes.
-_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-_]")
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-# The end of a tqdm bar: "| 450/1000 [01:02<01:16, 7.2it/s, loss=0.3]" or "450it [01:02, 7.2it/s]".
-# Whatever a crash glued after the bar is the part worth reading.
-_BAR_END = re.compile(
-    r"(?:\| ?\d[\d.]*[kMGTPEZY]?/\d[\d.]*[kMGTPEZY]?|\dit) \[[\d:]+(?:<[\d:?]+)?(?:, [^\]]{0,300})?\]"
-)
-# Tags that launchers and loggers put before the real message; stripped (repeatedly) before
-# matching so that a regex may anchor on "^Killed$" whatever ran the task. PyTorch's C++ level
-# tag ("[W1121 19:43:12.123 12 socket.cpp:12]") stays: patterns use it to ignore warnings.
-_PREFIX = re.compile(
-    r"(?:\[(?:rank|default)?\d{1,6}\]:"  # torchrun / DDP: "[rank3]:", "[default0]:"
-    r"|\[\d{1,6},\d{1,6}\]<std(?:out|err)>:"  # mpirun --tag-output: "[1,0]<stderr>:"
-    r"|\[?\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?\]?(?: -|:)?"  # timestamps
-    r"|\d{1,6}:(?= )"  # srun --label: "0: "
-    r"|[A-Za-z][\w.-]{0,62}\d[\w.-]{0,62}:(?= ))"  # pdsh / per-host tags: "gpu-node07: "
-    r"\s*"
-)
 
 
 @dataclass(frozen=True)
@@ -57,6 +39,7 @@ class Pattern:
     description: str
     hint: str
     exclude: Tuple[re.Pattern[str], ...] = ()
+    hang: bool = False  # seen while the job runs, it means the job is stuck: said at once, not at the end
 
 
 @dataclass(frozen=True)
@@ -141,6 +124,9 @@ def _parse_entry(entry: object, where: str) -> Pattern:
     regexes = _regexes(entry, "regexes", where)
     if not regexes:
         raise PatternError(f"{where}: 'regexes' must not be empty")
+    hang = entry.get("hang", False)
+    if not isinstance(hang, bool):
+        raise PatternError(f"{where}: 'hang' must be true or false, not {_json_type(hang)}")
     return Pattern(
         id=pattern_id,
         severity=severity,
@@ -148,6 +134,7 @@ def _parse_entry(entry: object, where: str) -> Pattern:
         description=_text(entry, "description", where),
         hint=_text(entry, "hint", where),
         exclude=_regexes(entry, "exclude", where) if "exclude" in entry else (),
+        hang=hang,
     )
 
 
@@ -204,52 +191,15 @@ def merge_patterns(builtin: Sequence[Pattern], user: Sequence[Pattern]) -> Tuple
 
 
 # -- matching -------------------------------------------------------------------------------
-def clean_line(raw: str, *, keep_indent: bool = False) -> str:
-    """The readable text of a log line: what a terminal would have shown last.
-
-    Keeps only the text after the last carriage return (a progress bar redraws itself with
-    `\\r`), drops ANSI escapes and other control characters, and drops a tqdm bar that a crash
-    message was glued to. Rank and host prefixes stay: they say where the error happened.
-    `keep_indent` keeps leading spaces, for showing tracebacks as they were printed.
-    """
-    start, end = _last_segment(raw)
-    text = _clean(raw[start:end])
-    return text.rstrip() if keep_indent else text.strip()
-
-
-def _last_segment(raw: str) -> Tuple[int, int]:
-    """Bounds of the text after the last carriage return, ignoring trailing whitespace."""
-    end = len(raw.rstrip())
-    return raw.rfind("\r", 0, end) + 1, end
-
-
-def _clean(text: str) -> str:
-    text = _CONTROL.sub(" ", _ANSI.sub("", text))
-    if "|" in text or "it [" in text:  # a cheap test first: the bar regex is slow to scan with
-        bar_ends = [m.end() for m in _BAR_END.finditer(text)]
-        if bar_ends:
-            text = text[bar_ends[-1]:]
-    return text
-
-
-def _strip_prefixes(text: str) -> str:
-    position = 0
-    while True:
-        match = _PREFIX.match(text, position)
-        if match is None:
-            return text[position:]
-        position = match.end()
-
-
 def _views(raw: str) -> Tuple[Tuple[str, str], ...]:
     """(shown, matched) text for the head and, for a huge line, the tail of the line."""
-    start, end = _last_segment(raw)
+    start, end = last_segment(raw)
     if end - start <= 2 * WINDOW_CHARS:
-        shown = _clean(raw[start:end])
-        return ((shown, _strip_prefixes(shown)),)
-    head = _clean(raw[start:start + WINDOW_CHARS])
-    tail = _clean(raw[end - WINDOW_CHARS:end])
-    return ((head, _strip_prefixes(head)), (tail, tail))
+        shown = clean_text(raw[start:end])
+        return ((shown, strip_prefixes(shown)),)
+    head = clean_text(raw[start:start + WINDOW_CHARS])
+    tail = clean_text(raw[end - WINDOW_CHARS:end])
+    return ((head, strip_prefixes(head)), (tail, tail))
 
 
 def _search(pattern: Pattern, text: str) -> Optional[re.Match[str]]:
