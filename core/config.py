@@ -4,12 +4,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 
 from core.errors import ConfigError
 from core.notify.events import Route
+from core.progress.health import StallRule, Threshold
 
 if TYPE_CHECKING:
     from core.analysis.analyzer import Pattern
@@ -32,6 +34,7 @@ DEFAULT_ACCOUNTING_WAIT = 600.0
 #: hung squeue/sacct call (timeout 60 s) or a slow webhook; another host relies on this alone.
 DEFAULT_HEARTBEAT_GRACE = 120.0
 DEFAULT_TAIL_LINES = 500
+DEFAULT_TIME_LIMIT_WARN = (Threshold(fraction=0.8), Threshold(fraction=0.9))
 
 
 def default_home() -> str:
@@ -101,6 +104,19 @@ ERROR_SINK = "discord-error"
 
 
 @dataclass(frozen=True)
+class HealthConfig:
+    """What a monitor watches while the job runs (config `health`, `notify.on_start`, `notify.progress_every`)."""
+
+    stall: StallRule = StallRule()
+    time_limit_warn: Tuple[Threshold, ...] = DEFAULT_TIME_LIMIT_WARN
+    cancel_on_stall: Optional[float] = None  # scancel once stalled this long; None: never
+    progress_patterns: Tuple[str, ...] = ()  # the user's regexes with groups `done` (and `total`)
+    on_start: bool = False
+    progress_every_fraction: Optional[float] = None  # a message at every such step of progress
+    progress_every_seconds: Optional[float] = None  # or this often
+
+
+@dataclass(frozen=True)
 class Config:
     success_webhook: str = ""
     error_webhook: str = ""
@@ -113,6 +129,7 @@ class Config:
     send_excerpt: bool = True
     notify_first_failure: bool = False
     escalation: Dict[str, Any] = field(default_factory=dict)  # validated by core.chain.policy.parse_policy
+    health: HealthConfig = HealthConfig()
 
     @property
     def sinks(self) -> Dict[str, SinkConfig]:
@@ -216,7 +233,97 @@ def parse_config(text: str, path: str, validate_url: Optional[Callable[..., str]
         send_excerpt=send_excerpt,
         notify_first_failure=notify_first_failure,
         escalation=escalation,
+        health=parse_health(data, path),
     )
+
+
+_DURATION_SETTING = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)", re.ASCII)
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration_setting(value: Any, where: str) -> float:
+    """A duration in config: seconds as a number, or a string with a unit (`"90s"`, `"10m"`, `"2h"`, `"1d"`)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < math.inf:
+        return float(value)
+    match = _DURATION_SETTING.fullmatch(value.strip().lower()) if isinstance(value, str) else None
+    if match is None:
+        raise ConfigError(f"{where} must be seconds (a number) or a duration like \"10m\", \"2h\"; got {value!r}")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def _percent(value: Any) -> Optional[float]:
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            number = float(value.strip()[:-1])
+        except ValueError:
+            return None
+        return number / 100 if 0 < number <= 100 else None
+    return None
+
+
+def _threshold(value: Any, where: str) -> Threshold:
+    fraction = _percent(value)
+    if fraction is not None:
+        return Threshold(fraction=fraction)
+    if isinstance(value, str) and value.strip().endswith("%"):
+        raise ConfigError(f"{where} must be a percentage from 1% to 100%, got {value!r}")
+    return Threshold(seconds_left=parse_duration_setting(value, where))
+
+
+def parse_health(data: Dict[str, Any], path: str) -> HealthConfig:
+    """The `health` section (and the live-message switches under `notify`), with clear errors."""
+    health = _section(data, "health", path)
+    where = f"{path}: health"
+    default = StallRule()
+    durations = {
+        key: parse_duration_setting(health[key], f"{where}.{key}") if key in health else fallback
+        for key, fallback in (("stall_floor", default.floor), ("stall_cap", default.cap),
+                              ("stall_after", default.quiet))
+    }
+    if durations["stall_cap"] < durations["stall_floor"]:
+        raise ConfigError(f"{where}.stall_cap must not be shorter than stall_floor")
+    stall = StallRule(_number(health, "stall_factor", default.factor, where, 1), durations["stall_floor"],
+                      durations["stall_cap"], durations["stall_after"])
+    warn = health.get("time_limit_warn", None)
+    thresholds: Tuple[Threshold, ...]
+    if warn is None:
+        thresholds = DEFAULT_TIME_LIMIT_WARN
+    elif isinstance(warn, list):
+        thresholds = tuple(_threshold(item, f"{where}.time_limit_warn[{n}]") for n, item in enumerate(warn))
+    else:
+        raise ConfigError(f"{where}.time_limit_warn must be a list like [\"80%\", \"90%\", \"10m\"]")
+    cancel = health.get("cancel_on_stall", False)
+    if cancel is True:
+        cancel_after: Optional[float] = 2 * stall.cap
+    elif cancel is False or cancel is None:
+        cancel_after = None
+    else:
+        cancel_after = parse_duration_setting(cancel, f"{where}.cancel_on_stall")
+    patterns = health.get("progress_patterns", [])
+    if not isinstance(patterns, list) or not all(isinstance(item, str) for item in patterns):
+        raise ConfigError(f"{where}.progress_patterns must be a list of regular expressions")
+    for n, pattern in enumerate(patterns):
+        try:
+            compiled = re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(f"{where}.progress_patterns[{n}] is not a valid regular expression: {exc}") from None
+        if "done" not in compiled.groupindex:
+            raise ConfigError(f"{where}.progress_patterns[{n}] needs a named group (?P<done>...) "
+                              "(and optionally (?P<total>...))")
+    notify = _section(data, "notify", path)
+    on_start = notify.get("on_start", False)
+    if not isinstance(on_start, bool):
+        raise ConfigError(f"{path}: notify.on_start must be true or false")
+    every = notify.get("progress_every", None)
+    every_fraction = every_seconds = None
+    if every not in (None, False):
+        every_fraction = _percent(every)
+        if every_fraction is None:
+            every_seconds = parse_duration_setting(every, f"{path}: notify.progress_every")
+            if every_seconds < 60:
+                raise ConfigError(f"{path}: notify.progress_every must be a percentage (\"25%\") "
+                                  "or at least a minute (\"6h\")")
+    return HealthConfig(stall, thresholds, cancel_after, tuple(patterns), on_start, every_fraction, every_seconds)
 
 
 def load_config(paths: Paths, *, require_webhook: bool, trusted: bool = False) -> Config:

@@ -22,6 +22,9 @@ from core.notify.events import Event, EventKind, Route
 from core.notify.message import Field, Message, Tone
 from core.notify.outbox import Answer, DeliveryStatus, OutboxEntry, Outcome, SinkDelivery, add_events
 from core.notify.sink import Sink
+from core.progress.eta import Sample
+from core.progress.follow import FollowedLog
+from core.progress.parsers import Reading, Source
 from core.slurm.model import AccountingRecord, JobState, QueueEntry
 from core.slurm.parse import SACCT_DELIMITER, SACCT_FIELDS, parse_sacct, parse_squeue
 from core.state.model import (
@@ -32,6 +35,7 @@ from core.state.model import (
     FinalSource,
     JobRecord,
     Level,
+    LiveState,
     LogOptions,
     MonitorInfo,
     Observation,
@@ -329,7 +333,7 @@ class Story:
         self.delivery = FakeDelivery(store, config, self.sinks, self.clock)
         self.monitor = Monitor(
             Records(store, job_id), config=config,
-            poller=Poller(slurm, config, checks_for(config) if checks is None else checks),
+            poller=Poller(slurm, config, checks_for(config, lambda: patterns) if checks is None else checks),
             dispatcher=Dispatcher(self.delivery, config.sinks_for, "testhost"), chains=chains or self._no_chains,
             patterns=lambda: patterns, identity=Identity("testhost", 4242), should_stop=should_stop,
         )
@@ -428,4 +432,11 @@ def full_record(job_id: str = "123") -> JobRecord:
                             deliveries={"discord-error": SinkDelivery(
                                 status=DeliveryStatus.FAILED, attempts=4, first_attempt_at=8.5, next_attempt_at=20.0,
                                 last_error="HTTP 502", delivered_at=0.5, message_id="m1", claimed_by="vm:4242")})],
+        live=LiveState(
+            target=f"{job_id}", started_at=2.0,
+            logs=[FollowedLog("/w/train.err", device=2049, inode=77, offset=4096, pending="\r 45%|####", grown_at=6.5)],
+            reading=Reading(45.0, 100.0, "it", Source.TQDM, remaining=60.0, epoch=2, epochs=3), read_at=6.5,
+            samples=[Sample(5.0, 0.4), Sample(6.5, 0.45)], advanced_at=6.5, paused_at=6.0, grown_at=6.5,
+            notes=["time:80%:3600"], last_lines=["saving checkpoint"],
+        ),
     )

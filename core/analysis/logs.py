@@ -60,11 +60,6 @@ def job_options(record: JobRecord, array: Optional[str]) -> JobOptions:
                       chdir=options.chdir or None, array=array)
 
 
-def log_files(record: JobRecord) -> List[str]:
-    paths = [p for p in (record.stderr_path, record.stdout_path) if p]
-    return list(dict.fromkeys(paths))
-
-
 def analyze_logs(paths: Sequence[str], patterns: Sequence[Pattern], tail_lines: int) -> Tuple[Analysis, str]:
     """Analyse the tail of stderr (and stdout when it is another file); pick the excerpt."""
     lines: List[str] = []
@@ -79,7 +74,7 @@ def analyze_logs(paths: Sequence[str], patterns: Sequence[Pattern], tail_lines: 
 def task_log_files(record: JobRecord, task: TaskOutcome) -> List[str]:
     """Where one array task wrote: the job's -o/-e patterns expanded for that task."""
     if not task.task_id.isdecimal():
-        return log_files(record)  # het components share the job's files
+        return record.log_paths  # het components share the job's files
     options = job_options(record, array=record.array_spec or "0")
     try:
         paths = resolve_log_paths(
@@ -87,7 +82,7 @@ def task_log_files(record: JobRecord, task: TaskOutcome) -> List[str]:
             default_job_name=record.name, array_task_id=task.task_id, array_job_id=task.job_id.split("_")[0],
         )
     except (JobmonError, ValueError):
-        return log_files(record)
+        return record.log_paths
     return list(dict.fromkeys([paths.stderr, paths.stdout]))
 
 

@@ -67,10 +67,13 @@ def _assemble(
             find_submitted=lambda record, attempt, tasks: _find_submitted(slurm, record, attempt, tasks),
         )
 
+    def patterns() -> Sequence[Pattern]:
+        return patterns_or_builtin(paths)
+
     return Monitor(
-        Records(store, job_id), config=config, poller=Poller(shared, config, checks_for(config)),
+        Records(store, job_id), config=config, poller=Poller(shared, config, checks_for(config, patterns)),
         dispatcher=Dispatcher(deliverer, config.sinks_for, identity.host), chains=chains,
-        patterns=lambda: patterns_or_builtin(paths), identity=identity, should_stop=should_stop,
+        patterns=patterns, identity=identity, should_stop=should_stop,
     )
 
 

@@ -10,7 +10,7 @@ from typing import List, Sequence
 
 from core.analysis.analyzer import Pattern
 from core.analysis.finding import Finding
-from core.analysis.logs import analyze_group_logs, analyze_logs, log_files, ordered_findings, redact_secrets
+from core.analysis.logs import analyze_group_logs, analyze_logs, ordered_findings, redact_secrets
 from core.state.model import FinalRecord, JobRecord, TaskOutcome
 
 
@@ -34,7 +34,7 @@ def analyse_end(
     if ended:
         analysis, excerpt = analyze_group_logs(record, ended, patterns, tail_lines)
     else:
-        analysis, excerpt = analyze_logs(log_files(record), patterns, tail_lines)
+        analysis, excerpt = analyze_logs(record.log_paths, patterns, tail_lines)
     return End(final=final, tasks=ended, categories=list(analysis.categories), findings=ordered_findings(analysis),
                excerpt=redact_secrets(excerpt) if send_excerpt else "")
 

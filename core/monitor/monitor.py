@@ -118,6 +118,8 @@ class Monitor:
     def _observe(self, record: JobRecord, poll: Poll, now: float) -> None:
         """One poll's write: what was seen, what the checks said, and the heartbeat."""
         record.observation = poll.observation
+        if poll.live is not None:
+            record.live = poll.live
         enqueue(record, poll.events, now)
         self._set_heartbeat(record, now + poll.delay, now)
 

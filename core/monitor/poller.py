@@ -11,6 +11,7 @@ confirmed by sacct, which may lag, answer with a placeholder or be down (then, a
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, replace
 from typing import Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Set, Tuple
 
@@ -20,7 +21,7 @@ from core.errors import SlurmError
 from core.notify.events import Event
 from core.slurm.arrays import parse_array_spec
 from core.slurm.model import TERMINAL_PENDING_REASONS, AccountingRecord, JobState, QueueEntry
-from core.state.model import FinalRecord, JobRecord, Observation, TaskOutcome
+from core.state.model import FinalRecord, JobRecord, LiveState, Observation, TaskOutcome
 
 log = logging.getLogger("jobmon.monitor")
 
@@ -42,12 +43,16 @@ class SlurmView(Protocol):
 
 @dataclass(frozen=True)
 class Running:
-    """What a per-poll check sees: the record, its rows in the queue (at least one not final), the time."""
+    """What a per-poll check sees: the record, its rows in the queue (at least one not final), the time,
+    and for a running job what its logs say now (`live`), the lines they just gained, read errors."""
 
     record: JobRecord
     members: Mapping[str, QueueEntry]
     headline: QueueEntry
     now: float
+    live: Optional[LiveState] = None
+    fresh: Tuple[str, ...] = ()
+    read_errors: Tuple[str, ...] = ()
 
 
 #: A per-poll check: small, pure where it can be, returning the events it noticed (keys make repeats harmless).
@@ -64,6 +69,7 @@ class Poll:
     tasks: Tuple[TaskOutcome, ...] = ()
     events: Tuple[Event, ...] = ()
     note: str = ""
+    live: Optional[LiveState] = None  # what the running job's logs said (None: not followed this poll)
 
 
 def accounting_backoff(waited: float, interval: float) -> float:
@@ -88,6 +94,7 @@ class Poller:
         self.slurm = slurm
         self.config = config
         self.checks = tuple(checks)
+        self.progress_patterns = tuple(re.compile(p) for p in config.health.progress_patterns)
 
     def poll(self, record: JobRecord, now: float) -> Poll:
         seen = record.observation
@@ -105,11 +112,27 @@ class Poller:
             return Poll(seen, final=outcome.final_from_queue(active[0], now))
         entry = outcome.headline_entry(active)
         observed = self._observed(record, entry, now)
-        running = Running(record, queue, entry, now)
+        running = self._running(record, queue, entry, now)
         events = tuple(event for check in self.checks for event in check(running))
+        live = running.live
+        if live is not None:
+            live.notes.extend(event.note for event in events if event.note)
         interval = self.config.pending_interval if entry.state is JobState.PENDING else self.config.running_interval
         delay = self.slurm.next_poll_delay(interval, record.target)
-        return Poll(observed, delay, events=events, note=f"{entry.state.value} {entry.reason}".strip())
+        return Poll(observed, delay, events=events, note=f"{entry.state.value} {entry.reason}".strip(), live=live)
+
+    def _running(self, record: JobRecord, queue: Mapping[str, QueueEntry], entry: QueueEntry, now: float) -> Running:
+        """What the checks see; a running single job's logs are followed first (imported only then)."""
+        if entry.state is not JobState.RUNNING:
+            return Running(record, queue, entry, now, live=record.live)
+        from core.monitor.live import follows_logs, observe
+
+        if not follows_logs(record):
+            return Running(record, queue, entry, now)
+        seen = observe(record, now, self.progress_patterns)
+        for error in seen.errors:
+            log.warning("job %s: cannot read %s", record.job_id, error)
+        return Running(record, queue, entry, now, seen.live, seen.fresh, seen.errors)
 
     @staticmethod
     def _observed(record: JobRecord, entry: QueueEntry, now: float) -> Observation:

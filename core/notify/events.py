@@ -17,6 +17,12 @@ class EventKind(str, enum.Enum):
     ESCALATION = "escalation"  # a chain resubmitted a job with more resources
     ROUND = "round"  # an array chain resubmitted some of its tasks
     FIRST_FAILURE = "first_failure"  # an array's first failed task, before the summary
+    START = "start"  # the job started running (notify.on_start)
+    PROGRESS = "progress"  # another step of progress (notify.progress_every)
+    STALLED = "stalled"  # progress stopped for longer than its budget
+    RESUMED = "resumed"  # a stalled job moves again
+    HANG = "hang"  # a known hang signature in the log while the job runs
+    TIME_LIMIT = "time_limit"  # a share of the time limit used, or projected to run past it
 
 
 class Route(str, enum.Enum):
@@ -32,6 +38,7 @@ class Event:
     sequence: int  # the n-th event of its kind for this job: attempt or round number, 1 otherwise
     route: Route
     message: Message
+    note: str = ""  # for a check that says a thing once per run: what it must remember having said
 
     def key(self, job_id: str) -> str:
         """`123:final:1`, `123:escalation:2`: the same event always gets the same key."""

@@ -110,6 +110,11 @@ class QueueEntry:
     state: JobState
     reason: str
     time_used: str = ""
+    time_limit: str = ""  # "5:00", "1-00:00:00", "UNLIMITED"; `scontrol update` may change it
+    time_left: str = ""
+    start_time: str = ""  # ISO local time, or "N/A" while pending without an estimate
+    nodes: str = ""
+    submit_time: str = ""
 
 
 @dataclass(frozen=True)

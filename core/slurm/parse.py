@@ -13,6 +13,7 @@ Facts encoded here:
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from core.slurm.model import AccountingRecord, JobInfo, JobState, QueueEntry
@@ -25,7 +26,10 @@ SACCT_FIELDS = (
     "MaxRSS", "ReqMem", "NodeList", "Partition", "WorkDir", "Start", "End", "User", "AllocCPUS",
 )
 #: The squeue columns jobmon reads: (format letter, the header squeue prints for it).
-SQUEUE_COLUMNS = (("%i", "JOBID"), ("%T", "STATE"), ("%r", "REASON"), ("%M", "TIME"))
+SQUEUE_COLUMNS = (
+    ("%i", "JOBID"), ("%T", "STATE"), ("%r", "REASON"), ("%M", "TIME"), ("%l", "TIME_LIMIT"), ("%L", "TIME_LEFT"),
+    ("%S", "START_TIME"), ("%N", "NODELIST"), ("%V", "SUBMIT_TIME"),
+)
 SQUEUE_DELIMITER = "|"
 
 _UNAVAILABLE_MARKERS = (
@@ -69,13 +73,17 @@ def parse_table(text: str, delimiter: str) -> List[Dict[str, str]]:
 
 
 def parse_squeue(text: str) -> List[QueueEntry]:
-    """Parse `squeue -o '%i|%T|%r|%M'` output (header included); rows without a job id are skipped."""
+    """Parse `squeue -o` output of SQUEUE_COLUMNS (header included); rows without a job id are skipped."""
     entries = []
     for row in parse_table(text, SQUEUE_DELIMITER):
         job_id = row.get("JOBID", "")
         if job_id:
-            entries.append(QueueEntry(job_id, JobState.parse(row.get("STATE", "")), row.get("REASON", ""),
-                                      row.get("TIME", "")))
+            entries.append(QueueEntry(
+                job_id, JobState.parse(row.get("STATE", "")), row.get("REASON", ""), row.get("TIME", ""),
+                time_limit=row.get("TIME_LIMIT", ""), time_left=row.get("TIME_LEFT", ""),
+                start_time=row.get("START_TIME", ""), nodes=row.get("NODELIST", ""),
+                submit_time=row.get("SUBMIT_TIME", ""),
+            ))
     return entries
 
 
@@ -98,6 +106,20 @@ def parse_duration(text: str) -> Optional[float]:
         return None
     days, hours, minutes, seconds = match.groups()
     return int(days or 0) * 86400 + int(hours or 0) * 3600 + int(minutes) * 60 + float(seconds)
+
+
+def parse_timestamp(text: str) -> Optional[float]:
+    """squeue's and sacct's `2026-11-29T00:19:50` (the local time zone) as epoch seconds; N/A, Unknown -> None."""
+    try:
+        return datetime.strptime(text.strip(), "%Y-%m-%dT%H:%M:%S").timestamp()
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def seconds_between(start: str, end: str) -> Optional[float]:
+    """From one Slurm timestamp to another (a queue wait: submit to start); None if either is unknown."""
+    first, last = parse_timestamp(start), parse_timestamp(end)
+    return max(0.0, last - first) if first is not None and last is not None else None
 
 
 def explicit_time_limit(text: str) -> str:

@@ -45,14 +45,15 @@ class QueueSnapshot:
 
 
 def _encode_queue(snapshot: QueueSnapshot) -> str:
-    rows = [[e.job_id, e.state.value, e.reason, e.time_used] for e in snapshot.entries.values()]
+    rows = [[e.job_id, e.state.value, e.reason, e.time_used, e.time_limit, e.time_left, e.start_time, e.nodes,
+             e.submit_time] for e in snapshot.entries.values()]
     return json.dumps({"taken_at": snapshot.taken_at, "error": snapshot.error, "rows": rows})
 
 
 def _decode_queue(text: str) -> QueueSnapshot:
     data = json.loads(text)
     entries = {
-        row[0]: QueueEntry(row[0], JobState.parse(row[1]), row[2], row[3]) for row in data.get("rows", [])
+        row[0]: QueueEntry(row[0], JobState.parse(row[1]), *row[2:9]) for row in data.get("rows", [])
     }
     return QueueSnapshot(float(data["taken_at"]), entries, str(data.get("error", "")))
 

@@ -1,7 +1,8 @@
 """The job record, schema 2: every persisted structure as a dataclass or an enum.
 
 One JSON document per job (`state/<job>.json`), decoded by core.state.codec from these types;
-files of schema 1 are upgraded by core.state.migrate when read. A record tells the job's whole
+files of schema 1 are upgraded by core.state.migrate when read (`live` was added to schema 2 as an
+optional field: a record without it reads as one whose job was not yet seen running). A record tells the job's whole
 story: how it was submitted, who monitors it, what Slurm last said, how it ended, its escalation
 chain, what its logs say, and every message it produced (the outbox) with their deliveries.
 """
@@ -14,6 +15,9 @@ from typing import Dict, List, Optional
 from core.analysis.finding import Finding
 from core.notify import outbox
 from core.notify.outbox import OutboxEntry
+from core.progress.eta import Sample
+from core.progress.follow import FollowedLog
+from core.progress.parsers import Reading
 from core.slurm.model import JobState, is_clean_end
 
 SCHEMA_VERSION = 2
@@ -232,6 +236,27 @@ class Chain:
     tasks: Dict[str, TaskTrack] = field(default_factory=dict)  # arrays only: retried tasks by id
 
 
+#: Progress samples kept per job (advances only): enough for the rates and the stall budget.
+MAX_SAMPLES = 32
+
+
+@dataclass
+class LiveState:
+    """What the monitor saw of the running job (one Slurm job: a chain's next attempt starts afresh)."""
+
+    target: str = ""
+    started_at: float = 0.0  # first seen running
+    logs: List[FollowedLog] = field(default_factory=list)
+    reading: Optional[Reading] = None  # the newest progress line understood
+    read_at: float = 0.0  # when `reading` was seen
+    samples: List[Sample] = field(default_factory=list)  # overall progress when it moved, oldest first
+    advanced_at: float = 0.0  # progress last moved (0: never)
+    paused_at: float = 0.0  # a checkpoint/eval/save line after the last advance
+    grown_at: float = 0.0  # a log last grew
+    notes: List[str] = field(default_factory=list)  # what was already said about this run ("start", "time:80%", ...)
+    last_lines: List[str] = field(default_factory=list)  # the newest log lines, cleaned (for a stall message)
+
+
 @dataclass
 class LogOptions:
     """The job's -o/-e/-D as given (unexpanded): array tasks' log paths are worked out from them."""
@@ -267,12 +292,18 @@ class JobRecord:
     findings: List[Finding] = field(default_factory=list)
     excerpt: str = ""
     outbox: List[OutboxEntry] = field(default_factory=list)
+    live: Optional[LiveState] = None
     schema_version: int = SCHEMA_VERSION
 
     @property
     def target(self) -> str:
         """The Slurm job being watched now: the chain's current attempt, or the job itself."""
         return self.chain.current_job if self.chain is not None and self.chain.current_job else self.job_id
+
+    @property
+    def log_paths(self) -> List[str]:
+        """The job's logs: stderr first (where errors and progress bars go), stdout when it is another file."""
+        return list(dict.fromkeys(p for p in (self.stderr_path, self.stdout_path) if p))
 
     @property
     def targets(self) -> List[str]:

@@ -12,16 +12,19 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from core.daemon.liveness import Health, monitor_health, this_host
 from core.errors import JobmonError
+from core.monitor.live import eta_of, health_flags
 from core.monitor.poller import SlurmView
 from core.notify import outbox
 from core.notify.outbox import OutboxEntry
+from core.progress.eta import format_span
 from core.slurm.model import QueueEntry
 from core.state.history import HistoryEntry
-from core.state.model import JobRecord
+from core.state.model import JobRecord, LiveState
 from core.state.store import StateStore, job_sort_key
 
-COLUMNS = (("JOB", "job_id"), ("NAME", "name"), ("STATE", "state"), ("MONITOR", "monitor"),
-           ("ELAPSED", "elapsed"), ("HOST", "host"), ("LAST POLL", "last_poll"), ("NOTIFY", "notification"))
+COLUMNS = (("JOB", "job_id"), ("NAME", "name"), ("STATE", "state"), ("PROGRESS", "progress"),
+           ("MONITOR", "monitor"), ("ELAPSED", "elapsed"), ("HOST", "host"), ("LAST POLL", "last_poll"),
+           ("NOTIFY", "notification"))
 
 
 @dataclass
@@ -41,6 +44,8 @@ class StatusRow:
     categories: List[str] = field(default_factory=list)
     problem: str = ""
     events: List[Dict[str, Any]] = field(default_factory=list)  # the outbox: key, kind, route, sink -> status
+    progress: Optional[Dict[str, Any]] = None  # see progress_json; None when no progress line was understood
+    flags: List[str] = field(default_factory=list)  # STALLED, HUNG, TIME!
 
     def as_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -54,6 +59,8 @@ class StatusRow:
             return f"{self.job_id}->{self.current_job}"
         if key == "last_poll":
             return "-" if value is None else f"{value:.0f}s ago"
+        if key == "progress":
+            return progress_cell(self.progress, self.flags)
         return "-" if value in (None, "") else str(value)
 
 
@@ -99,7 +106,40 @@ def status_row(record: JobRecord, queue: Dict[str, QueueEntry], host: str, now: 
         last_poll=(now - record.monitor.heartbeat) if record.monitor.heartbeat else None,
         notification=outbox.summary_status(record.outbox), categories=list(record.categories),
         problem=_problem(record, health), events=[_event(entry) for entry in record.outbox],
+        progress=progress_json(record.live, now, running=record.final is None),
+        flags=health_flags(record.live) if record.final is None else [],
     )
+
+
+def progress_json(live: Optional[LiveState], now: float, running: bool) -> Optional[Dict[str, Any]]:
+    """`status --json`'s progress: done, total, fraction, unit, ETA (seconds from now, with its range and
+    whether to trust it; null once the job ended), source, epoch, when it was read."""
+    if live is None or live.reading is None:
+        return None
+    reading = live.reading
+    eta = eta_of(live) if running else None
+
+    def left(at: Optional[float]) -> Optional[float]:
+        return None if at is None else round(max(0.0, at - now), 1)
+
+    return {
+        "done": reading.done, "total": reading.total, "fraction": reading.fraction, "unit": reading.unit,
+        "eta_seconds": left(eta.end_at if eta else None), "eta_low_seconds": left(eta.low_at if eta else None),
+        "eta_high_seconds": left(eta.high_at if eta else None), "eta_confident": bool(eta and eta.confident),
+        "source": reading.source.value, "epoch": reading.epoch, "epochs": reading.epochs, "updated_at": live.read_at,
+    }
+
+
+def progress_cell(progress: Optional[Dict[str, Any]], flags: Sequence[str]) -> str:
+    """`45%  ETA 1h12m`, `1200 it`, plus the flags; `-` when nothing is known."""
+    parts = []
+    if progress is not None:
+        fraction = progress["fraction"]
+        parts.append(f"{fraction * 100:.0f}%" if fraction is not None else f"{progress['done']:g} {progress['unit']}")
+        if progress["eta_seconds"] is not None:
+            parts.append(f"ETA {format_span(progress['eta_seconds'])}" + ("" if progress["eta_confident"] else "?"))
+    parts.extend(flags)
+    return "  ".join(parts) or "-"
 
 
 def _event(entry: OutboxEntry) -> Dict[str, Any]:

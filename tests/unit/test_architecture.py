@@ -18,8 +18,8 @@ SLURM_COMMANDS = {"sbatch", "squeue", "sacct", "scontrol", "scancel", "sinfo", "
 
 #: Layers, lowest first: a module imports only from its own layer or below (lazy imports included).
 LAYERS: Tuple[Tuple[str, ...], ...] = (
-    ("errors", "locking", "files", "analysis.finding"),  # leaves
-    ("slurm", "notify"),  # the Slurm adapter; messages, outbox and sinks (neither knows the other)
+    ("errors", "locking", "files", "analysis.finding", "analysis.lines"),  # leaves
+    ("slurm", "notify", "progress"),  # the Slurm adapter; messages, outbox and sinks; reading a running job's logs
     ("state",),  # the job record and its storage
     ("outcome", "analysis"),  # how a job ended; what its logs say
     ("chain",),  # escalation policy and (re)submission
@@ -136,7 +136,8 @@ def test_only_the_discord_sink_imports_requests_and_only_when_it_sends():
 
 
 def test_the_analyzer_is_pure():
-    allowed = {"re", "json", "dataclasses", "typing", "__future__", "core.errors", "core.analysis.finding"}
+    allowed = {"re", "json", "dataclasses", "typing", "__future__", "core.errors", "core.analysis.finding",
+               "core.analysis.lines"}
     assert imported(parse("analysis.analyzer")) <= allowed
 
 
@@ -144,7 +145,8 @@ def test_pure_rules_touch_no_files_processes_or_clocks():
     """The outbox rules, the escalation policy, outcomes and messages are functions of their arguments."""
     impure = {"os", "subprocess", "time", "socket", "requests", "filelock", "core.locking", "core.files"}
     for module in ("notify.outbox", "notify.events", "notify.message", "chain.policy", "outcome", "monitor.messages",
-                   "slurm.parse", "slurm.model", "state.model", "state.codec", "state.migrate"):
+                   "slurm.parse", "slurm.model", "state.model", "state.codec", "state.migrate", "analysis.lines",
+                   "progress.parsers", "progress.eta", "progress.health", "monitor.alerts"):
         assert not imported(parse(module)) & impure, f"core/{module}.py is meant to be pure"
 
 

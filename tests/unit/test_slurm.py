@@ -17,6 +17,7 @@ from core.slurm.parse import (
     SACCT_FIELDS,
     SQUEUE_COLUMNS,
     parse_comments,
+    parse_duration,
     parse_exit_code,
     parse_sacct,
     parse_scontrol_fields,
@@ -24,6 +25,8 @@ from core.slurm.parse import (
     parse_size,
     parse_squeue,
     parse_submit_lines,
+    parse_timestamp,
+    seconds_between,
     squeue_format,
 )
 from tests.support import HEADERS, SLURM_FIXTURES, header_line, read_text, slurm_output, submit_lines_output
@@ -122,8 +125,21 @@ def test_parse_squeue_real_output_with_its_header():
 
 
 def test_real_squeue_header_names_the_columns_jobmon_reads():
-    assert squeue_format() == "%i|%T|%r|%M"
-    assert SQUEUE_HEADER.rstrip("\n").split("|") == [title for _, title in SQUEUE_COLUMNS]
+    assert squeue_format() == "%i|%T|%r|%M|%l|%L|%S|%N|%V"
+    assert header_line("squeue_live.txt").rstrip("\n").split("|") == [title for _, title in SQUEUE_COLUMNS]
+
+
+def test_the_live_columns_as_the_real_squeue_prints_them():
+    held, running = parse_squeue(read_text(HEADERS, "squeue_live.txt"))
+    assert (running.time_limit, running.time_left, running.nodes) == ("5:00", "4:57", "vm")
+    assert (running.start_time, running.submit_time) == ("2026-11-29T00:19:50", "2026-11-29T00:19:50")
+    assert (held.reason, held.time_limit, held.start_time, held.nodes) == ("JobHeldUser", "1-00:00:00", "N/A", "")
+    updated = parse_squeue(read_text(HEADERS, "squeue_live_updated.txt"))[0]
+    assert (updated.time_limit, updated.time_left) == ("10:00", "9:56")  # after `scontrol update TimeLimit=10`
+    assert parse_duration(updated.time_limit) == 600 and parse_duration(held.time_limit) == 86400
+    assert seconds_between(held.submit_time, running.start_time) == 0.0
+    assert seconds_between("2026-11-29T00:10:00", "2026-11-29T00:19:50") == 590.0
+    assert parse_timestamp("N/A") is None and seconds_between("N/A", running.start_time) is None
 
 
 def test_parse_squeue_three_column_output_has_empty_time_used():
@@ -610,7 +626,7 @@ def test_submit_unreadable_output_is_slurm_error(stdout):
 def test_query_queue_argv_and_rows():
     runner = FakeRunner(0, slurm_output("squeue_array_running.txt"))
     entries = Slurm(runner, timeout=7.5).query_queue(["7", "13"])
-    assert runner.argv == ["squeue", "-t", "all", "-j", "7,13", "-o", "%i|%T|%r|%M"]
+    assert runner.argv == ["squeue", "-t", "all", "-j", "7,13", "-o", "%i|%T|%r|%M|%l|%L|%S|%N|%V"]
     assert "-h" not in runner.argv and "--noheader" not in runner.argv, "the parser needs the header line"
     assert runner.calls[0][1] == 7.5
     assert list(entries) == ["7_[3-5%3]", "7_2", "7_1", "7_0"]
@@ -620,7 +636,7 @@ def test_query_queue_argv_and_rows():
 def test_query_user_queue_argv_and_rows():
     runner = FakeRunner(0, slurm_output("squeue_array_running_r.txt"))
     entries = Slurm(runner).query_user_queue()
-    assert runner.argv == ["squeue", "-u", current_user(), "-r", "-t", "all", "-o", "%i|%T|%r|%M"]
+    assert runner.argv == ["squeue", "-u", current_user(), "-r", "-t", "all", "-o", "%i|%T|%r|%M|%l|%L|%S|%N|%V"]
     assert sorted(entries) == ["7_0", "7_1", "7_2", "7_3", "7_4", "7_5"]
 
 

@@ -1,0 +1,106 @@
+"""What a monitor says while the job runs: started, progress, stalled, resumed, hung, time limit. Pure.
+
+Warnings (stalled, hang, time limit) take the error route with the chain's or job's failures;
+the optional start and progress messages take the success route. Each event's `note` is what
+the live checks remember having said for this run.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+from core.notify.events import Event, EventKind, Route
+from core.notify.message import Field, Message, Tone
+from core.progress.eta import Estimate, format_span
+from core.progress.parsers import Reading
+from core.state.model import JobRecord
+
+FOOTER = "jobmon"
+
+
+def _who(record: JobRecord) -> str:
+    name = f" ({record.name})" if record.name else ""
+    attempt = f", attempt {record.target}" if record.target != record.job_id else ""
+    return f"Job {record.job_id}{name}{attempt}"
+
+
+def describe_progress(reading: Optional[Reading], eta: Optional[Estimate], now: float) -> str:
+    """`45% (450/1000 it), epoch 3/10, ETA 1h12m (1h05m–1h30m)`, or what is known of it."""
+    if reading is None:
+        return "no progress seen in the logs"
+    parts = []
+    if reading.fraction is not None:
+        parts.append(f"{reading.fraction * 100:.0f}%")
+    count = f"{reading.done:g}/{reading.total:g}" if reading.total else f"{reading.done:g}"
+    parts.append(f"{count} {reading.unit}".strip())
+    if reading.epoch is not None:
+        parts.append(f"epoch {reading.epoch}" + (f"/{reading.epochs}" if reading.epochs else ""))
+    text = ", ".join(parts)
+    if eta is not None:
+        rough = "" if eta.confident else ", rough"
+        text += (f"; ETA {format_span(eta.end_at - now)} "
+                 f"({format_span(eta.low_at - now)}–{format_span(eta.high_at - now)}{rough})")
+    return text
+
+
+def start_event(record: JobRecord, nodes: str, waited: Optional[float]) -> Event:
+    fields = [Field("Node", nodes or "unknown")]
+    if waited is not None:
+        fields.append(Field("Queue wait", format_span(waited)))
+    message = Message(title=f"{_who(record)} started", tone=Tone.INFO, fields=tuple(fields), footer=FOOTER)
+    return Event(EventKind.START, _next(record, EventKind.START), Route.SUCCESS, message, note="start")
+
+
+def progress_event(record: JobRecord, progress: str, note: str) -> Event:
+    message = Message(title=f"{_who(record)}: progress", description=progress, tone=Tone.INFO, footer=FOOTER)
+    return Event(EventKind.PROGRESS, _next(record, EventKind.PROGRESS), Route.SUCCESS, message, note=note)
+
+
+def stalled_event(record: JobRecord, idle: float, progress: str, lines: Sequence[str], cancel_after: Optional[float],
+                  *, cancelled: bool = False) -> Event:
+    if cancelled:
+        what = f"no progress for {format_span(idle)}: jobmon cancelled it (health.cancel_on_stall)."
+    else:
+        what = f"No progress for {format_span(idle)}; it is still running."
+        if cancel_after is not None:
+            what += f" jobmon cancels it if it stays stuck for {format_span(cancel_after)} (health.cancel_on_stall)."
+    sequence = _next(record, EventKind.STALLED)
+    message = Message(
+        title=f"{_who(record)} stalled" + (" and was cancelled" if cancelled else ""),
+        description=f"{what}\nLast progress: {progress}", tone=Tone.WARNING,
+        excerpt="\n".join(lines[-8:]), footer=FOOTER,
+    )
+    return Event(EventKind.STALLED, sequence, Route.ERROR, message, note=f"stalled:{sequence}")
+
+
+def resumed_event(record: JobRecord, sequence: int, stuck: float, progress: str) -> Event:
+    message = Message(title=f"{_who(record)} resumed",
+                      description=f"It moves again after {format_span(stuck)} without progress.\nNow: {progress}",
+                      tone=Tone.INFO, footer=FOOTER)
+    return Event(EventKind.RESUMED, sequence, Route.ERROR, message, note=f"resumed:{sequence}")
+
+
+def hang_event(record: JobRecord, category: str, hint: str, line: str, lines: Sequence[str]) -> Event:
+    description = (f"`{category}` seen while the job is still running: it is probably hung and will use up its "
+                   f"time limit without progress.\nHint: {hint}\nTo stop it: `jobmon cancel {record.job_id}` "
+                   f"(or `scancel {record.target}`).")
+    message = Message(title=f"{_who(record)} looks hung: {category}", description=description, tone=Tone.FAILURE,
+                      fields=(Field("Line", line[:300], inline=False),), excerpt="\n".join(lines[-8:]),
+                      footer=FOOTER)
+    return Event(EventKind.HANG, _next(record, EventKind.HANG), Route.ERROR, message, note="hang")
+
+
+def time_limit_event(record: JobRecord, headline: str, limit: float, left: float, progress: str, note: str) -> Event:
+    advice = (f"To give it more time: `scontrol update JobId={record.target} TimeLimit=<new limit>` where the "
+              "site allows users to (usually only to lower it), or resubmit with a longer `-t`; "
+              "`jobmon submit --escalate` doubles the limit after a TIMEOUT automatically.")
+    message = Message(
+        title=f"{_who(record)}: {headline}",
+        description=f"Time left: {format_span(left)} of {format_span(limit)}.\nProgress: {progress}\n{advice}",
+        tone=Tone.WARNING, footer=FOOTER,
+    )
+    return Event(EventKind.TIME_LIMIT, _next(record, EventKind.TIME_LIMIT), Route.ERROR, message, note=note)
+
+
+def _next(record: JobRecord, kind: EventKind) -> int:
+    """Live events are numbered per record: a chain's attempts each may warn again."""
+    return 1 + sum(1 for entry in record.outbox if entry.kind is kind)

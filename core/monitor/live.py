@@ -1,0 +1,135 @@
+"""What a running job's logs say now: progress, pauses, fresh lines; folded into its LiveState.
+
+At each poll of a running job the monitor follows its logs (core.progress.follow reads only what
+was added), and `advance` turns the new text into the next LiveState: the newest progress reading,
+a sample when progress moved, when a log last grew, a checkpoint/eval/save line. Pure apart from
+`observe`, which reads the files.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from typing import List, Optional, Sequence, Tuple
+
+from core.analysis.lines import clean_frame, last_complete_frame, last_frames
+from core.progress.eta import Estimate, Sample, estimate
+from core.progress.follow import Followed, FollowedLog, follow
+from core.progress.health import Activity
+from core.progress.parsers import Reading, announces_pause, latest
+from core.state.model import MAX_SAMPLES, JobRecord, LiveState
+
+#: The newest lines of each log a poll looks for progress in (the newest reading wins).
+CANDIDATES = 200
+#: Log lines kept for a stall message and the detail view.
+LAST_LINES = 8
+MAX_LINE = 300
+
+
+@dataclass(frozen=True)
+class Observed:
+    """One poll's look at the logs: the next state, the lines added since the last poll (raw), read errors."""
+
+    live: LiveState
+    fresh: Tuple[str, ...] = ()
+    errors: Tuple[str, ...] = ()
+
+
+def follows_logs(record: JobRecord) -> bool:
+    """Progress is read from the logs of a single job (an array's tasks each have their own)."""
+    return not record.array_spec and len(record.targets) == 1
+
+
+def observe(record: JobRecord, now: float, custom: Sequence[re.Pattern[str]] = ()) -> Observed:
+    """Read what the running job's logs gained and fold it into its LiveState."""
+    live = record.live
+    if live is None or live.target != record.target:
+        live = LiveState(target=record.target, started_at=now, logs=[FollowedLog(p) for p in record.log_paths])
+    return advance(live, follow(live.logs, now), now, custom)
+
+
+def advance(live: LiveState, followed: Followed, now: float, custom: Sequence[re.Pattern[str]] = ()) -> Observed:
+    """The LiveState after reading `followed` at `now` (a new object; `live` is left as it was)."""
+    new = replace(live, logs=list(followed.logs), samples=list(live.samples), notes=list(live.notes),
+                  last_lines=list(live.last_lines))
+    if not followed.chunks:
+        return Observed(new, (), followed.errors)
+    new.grown_at = now
+    fresh: List[str] = []
+    candidates: List[str] = []
+    for chunk in followed.chunks:
+        fresh.extend(line for line in chunk.lines if line.strip())
+        candidates.extend(chunk.lines[-CANDIDATES:])  # raw: the parsers pick a bar's whole frames themselves
+        if chunk.pending:
+            candidates.append(last_complete_frame(chunk.pending, terminated=False))
+    at = min(now, max(chunk.modified_at for chunk in followed.chunks))
+    reading = latest(candidates, live.reading, custom)
+    if reading is not None:
+        _note_reading(new, reading, at, now)
+    pause_at = max((i for i, line in enumerate(candidates) if announces_pause(line)), default=-1)
+    if pause_at >= 0 and latest(candidates[pause_at + 1:], None, custom) is None:
+        new.paused_at = now  # nothing moved since the announcement
+    shown = [text for text in map(readable, fresh[-LAST_LINES:]) if text]
+    new.last_lines = [line[:MAX_LINE] for line in (new.last_lines + shown)[-LAST_LINES:]]
+    return Observed(new, tuple(fresh), followed.errors)
+
+
+def readable(raw: str) -> str:
+    """What a terminal showed last of a log line (a progress bar's newest frame included)."""
+    newest = last_frames(raw, 1)
+    return clean_frame(newest[0]).strip() if newest else ""
+
+
+def _note_reading(live: LiveState, reading: Reading, at: float, now: float) -> None:
+    previous = live.reading
+    live.reading, live.read_at = reading, at
+    if previous is not None and not _moved(previous, reading):
+        return
+    live.advanced_at = now
+    value = reading.fraction if reading.fraction is not None else reading.done
+    if live.samples and previous is not None and (previous.total != reading.total
+                                                  or value < live.samples[-1].fraction):
+        live.samples = []  # another bar (evaluation, a new epoch without a counter): a new series
+    at = max(at, live.samples[-1].at) if live.samples else at
+    live.samples = (live.samples + [Sample(at, value)])[-MAX_SAMPLES:]
+
+
+def _moved(previous: Reading, reading: Reading) -> bool:
+    return (reading.done, reading.total, reading.epoch) != (previous.done, previous.total, previous.epoch)
+
+
+def activity(live: LiveState) -> Activity:
+    complete = live.reading is not None and (live.reading.fraction or 0.0) >= 1.0
+    return Activity(live.samples, live.started_at, live.advanced_at, live.paused_at, live.grown_at, complete)
+
+
+def eta_of(live: Optional[LiveState]) -> Optional[Estimate]:
+    """When the run should reach 100 % (None without a total or before progress moved)."""
+    if live is None or live.reading is None or live.reading.fraction is None:
+        return None
+    reading = live.reading
+    whole_run = reading.epoch is None or reading.epoch == reading.epochs  # else `remaining` is this epoch's
+    if whole_run and reading.remaining is not None:
+        return estimate(live.samples, (live.read_at, reading.remaining))
+    return estimate(live.samples)
+
+
+def open_stall(notes: Sequence[str]) -> Optional[int]:
+    """The number of the stall this run is in (said, not yet resumed), if any."""
+    said = [int(note.split(":")[1]) for note in notes if note.startswith("stalled:")]
+    if said and f"resumed:{said[-1]}" not in notes:
+        return said[-1]
+    return None
+
+
+def health_flags(live: Optional[LiveState]) -> List[str]:
+    """What `status` flags about a running job: STALLED, HUNG, TIME! (a time-limit warning was given)."""
+    if live is None:
+        return []
+    flags = []
+    if open_stall(live.notes) is not None:
+        flags.append("STALLED")
+    if "hang" in live.notes:
+        flags.append("HUNG")
+    if any(note.startswith("time:") for note in live.notes):
+        flags.append("TIME!")
+    return flags

@@ -1,0 +1,149 @@
+"""A running job's story: progress, stalls, hangs and time limits, stepped with a fake clock while the
+test writes the job's log, and a queue row whose time left follows the clock."""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Dict, List, Sequence, Tuple
+
+import pytest
+
+from core.config import Config, HealthConfig
+from core.notify.events import EventKind
+from core.progress.health import StallRule, Threshold
+from core.slurm.model import AccountingRecord, QueueEntry
+from core.slurm.parse import parse_squeue
+from core.views.status import progress_cell, progress_json
+from tests.support import CONFIG, Story, accounting_text, header_line, sacct_row
+
+JOB = "4"
+START = 1_000_000.0
+
+
+def clock_time(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class RunningJob:
+    """squeue under the real live header (tests/fixtures/slurm_headers/squeue_live.txt): RUNNING since
+    START with `limit` seconds, COMPLETED at `ends_at`; sacct answers only then."""
+
+    def __init__(self, clock, limit: float, ends_at: float = float("inf"), end_state: str = "COMPLETED") -> None:
+        self.clock, self.limit, self.ends_at, self.end_state = clock, limit, ends_at, end_state
+        self.queue_calls = 0
+
+    def query_queue(self, job_ids: Sequence[str], *, not_before: float = 0.0) -> Dict[str, QueueEntry]:
+        self.queue_calls += 1
+        now = self.clock.time()
+        state = "RUNNING" if now < self.ends_at else self.end_state
+        used = now - START
+        row = (f"{JOB}|{state}|None|{clock_time(used)}|{clock_time(self.limit)}|{clock_time(self.limit - used)}|"
+               f"2026-11-29T00:19:50|vm|2026-11-29T00:10:00\n")
+        return {entry.job_id: entry for entry in parse_squeue(header_line("squeue_live.txt") + row)}
+
+    def query_accounting(self, job_ids: Sequence[str]) -> Dict[str, AccountingRecord]:
+        return accounting_text(sacct_row(JOB, self.end_state)) if self.clock.time() >= self.ends_at else {}
+
+    def next_poll_delay(self, interval: float, job_id: str) -> float:
+        return interval
+
+
+def live_config(**health) -> Config:
+    return replace(CONFIG, running_interval=10.0, health=replace(HealthConfig(), **health))
+
+
+def run(tale: Story, log_path: str, writes: List[Tuple[float, str]], until: float) -> None:
+    """Step the monitor like the daemon does, appending each (seconds after START, text) to the log when due."""
+    pending = sorted(writes)
+    while tale.clock.time() < START + until:
+        now = tale.clock.time()
+        while pending and START + pending[0][0] <= now:
+            with open(log_path, "a", encoding="utf-8") as handle:
+                handle.write(pending.pop(0)[1])
+        wake = tale.monitor.step(now)
+        if wake is None:
+            return
+        tale.clock.sleep(max(wake - now, 0.0) or 1.0)
+
+
+@pytest.fixture
+def log_path(tmp_path):
+    return str(tmp_path / "job.err")  # the story record's stdout and stderr
+
+
+def steps(first: int, last: int, total: int, every: float, start: float) -> List[Tuple[float, str]]:
+    return [(start + (n - first) * every, f"step {n}/{total} loss=0.5\n") for n in range(first, last + 1)]
+
+
+def kinds(store) -> List[str]:
+    return [entry.kind.value for entry in store.load(JOB).outbox]
+
+
+def test_progress_and_eta_follow_the_log(story_store, patterns, log_path):
+    tale = Story(story_store, JOB, None, patterns, config=live_config())
+    tale.slurm = tale.monitor.poller.slurm = RunningJob(tale.clock, limit=3600.0)
+    run(tale, log_path, steps(1, 50, 100, 5.0, 0.0), until=251.0)  # step 50 is written at 245 s
+    record = story_store.load(JOB)
+    progress = progress_json(record.live, tale.clock.time(), running=True)
+    assert progress is not None and progress["done"] == 50 and progress["total"] == 100
+    assert progress["fraction"] == 0.5 and progress["source"] == "generic"
+    assert progress["eta_low_seconds"] <= 250.0 <= progress["eta_high_seconds"]  # 50 more steps of 5 s
+    assert progress_cell(progress, []).startswith("50%  ETA ")
+    assert kinds(story_store) == []  # nothing to say while it moves
+
+
+def test_a_stall_is_said_once_then_its_end_once(story_store, patterns, log_path):
+    config = live_config(stall=StallRule(factor=3.0, floor=60.0, cap=600.0, quiet=3600.0))
+    tale = Story(story_store, JOB, None, patterns, config=config)
+    tale.slurm = tale.monitor.poller.slurm = RunningJob(tale.clock, limit=36000.0, ends_at=START + 2000.0)
+    writes = steps(1, 10, 20, 10.0, 0.0) + steps(11, 20, 20, 10.0, 1000.0)  # stuck from 90 s to 1000 s
+    run(tale, log_path, writes, until=3000.0)
+    assert kinds(story_store) == ["stalled", "resumed", "final"]
+    stalled = story_store.load(JOB).outbox[0]
+    assert stalled.created_at - START == pytest.approx(90.0 + 60.0, abs=11.0)  # the floor: 3 x 10 s is less
+    assert "step 10/20" in stalled.message.excerpt and "No progress for" in stalled.message.description
+
+
+def test_a_job_without_parseable_progress_stalls_when_its_logs_stop_growing(story_store, patterns, log_path):
+    config = live_config(stall=StallRule(quiet=300.0))
+    tale = Story(story_store, JOB, None, patterns, config=config)
+    tale.slurm = tale.monitor.poller.slurm = RunningJob(tale.clock, limit=36000.0, ends_at=START + 1000.0)
+    run(tale, log_path, [(0.0, "hello\n"), (100.0, "still here\n")], until=2000.0)
+    stalled = [e for e in story_store.load(JOB).outbox if e.kind is EventKind.STALLED]
+    assert len(stalled) == 1 and stalled[0].created_at - START == pytest.approx(400.0, abs=11.0)
+
+
+def test_a_hang_signature_is_said_while_the_job_runs(story_store, patterns, log_path):
+    line = ("[rank1]:[E1003 18:37:01.832146912 ProcessGroupNCCL.cpp:607] [Rank 1] Watchdog caught collective "
+            "operation timeout: WorkNCCL(SeqNum=6463, OpType=ALLREDUCE, NumelIn=1, NumelOut=1, "
+            "Timeout(ms)=1800000) ran for 1800017 milliseconds before timing out.\n")
+    tale = Story(story_store, JOB, None, patterns, config=live_config())
+    tale.slurm = tale.monitor.poller.slurm = RunningJob(tale.clock, limit=36000.0)
+    run(tale, log_path, [(0.0, "step 1/100\n"), (30.0, line), (60.0, line)], until=200.0)
+    hang = [e for e in story_store.load(JOB).outbox if e.kind is EventKind.HANG]
+    assert len(hang) == 1 and "nccl_timeout" in hang[0].message.title
+    assert hang[0].route.value == "error" and hang[0].created_at - START <= 40.0
+
+
+def test_time_limit_thresholds_are_warned_once_each_and_a_projected_overrun_once(story_store, patterns, log_path):
+    config = live_config(time_limit_warn=(Threshold(fraction=0.5), Threshold(seconds_left=60.0)))
+    tale = Story(story_store, JOB, None, patterns, config=config)
+    tale.slurm = tale.monitor.poller.slurm = RunningJob(tale.clock, limit=600.0, ends_at=START + 600.0,
+                                                       end_state="TIMEOUT")
+    run(tale, log_path, steps(1, 60, 100, 10.0, 0.0), until=700.0)  # 1 % per 10 s: needs 1000 s
+    titles = [e.message.title for e in story_store.load(JOB).outbox if e.kind is EventKind.TIME_LIMIT]
+    assert len(titles) == 3
+    assert "projected to finish" in titles[0] and "after its time limit" in titles[0]
+    assert "50% of its time limit used" in titles[1] and "1m left" in titles[2]
+
+
+def test_a_failed_log_read_is_never_a_stall(story_store, patterns, tmp_path):
+    record = story_store.load(JOB)
+    folder = tmp_path / "a-directory"
+    folder.mkdir()
+    record.stdout_path = record.stderr_path = str(folder)  # exists, cannot be read as a file
+    story_store.save(record)
+    tale = Story(story_store, JOB, None, patterns, config=live_config(stall=StallRule(quiet=60.0)))
+    tale.slurm = tale.monitor.poller.slurm = RunningJob(tale.clock, limit=36000.0)
+    run(tale, str(tmp_path / "unused"), [], until=1000.0)
+    assert kinds(story_store) == []
