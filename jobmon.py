@@ -9,7 +9,7 @@ import argparse
 import json
 import os
 import sys
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from core.config import (
     Config,
@@ -27,12 +27,18 @@ if TYPE_CHECKING:  # each command imports what it needs: `jobmon --version` stay
     from core.slurm.client import Slurm
     from core.slurm.shared import SharedSlurm
     from core.state.store import StateStore
+    from core.views.status import StatusRow
 
 __version__ = "0.1.0"
 #: How long `status` gives squeue, and another process's refresh of the shared snapshot: then it shows
 #: the last known states (a controller going down can leave squeue hanging until its own timeout).
 CLI_SLURM_TIMEOUT = 20.0
 CLI_LOCK_WAIT = 10.0
+#: `status --watch` refreshes this often by default (seconds); its detail shows this many lines of each log.
+WATCH_INTERVAL = 3.0
+WATCH_LOG_LINES = 40
+#: `show` cuts lines at this width when stdout is not a terminal.
+SHOW_WIDTH = 160
 
 
 class Context:
@@ -173,31 +179,142 @@ def _cmd_watch(args: argparse.Namespace, ctx: Context) -> int:
 
 # -- status ---------------------------------------------------------------------------------
 def _add_status(sub: Any) -> None:
-    parser = sub.add_parser("status", help="one row per monitored job")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser = sub.add_parser(
+        "status", help="one row per monitored job",
+        epilog="--watch: q quits, arrows or j/k select, Enter shows the selected job's detail (Esc goes back). "
+               "Colours follow NO_COLOR. When stdout is not a terminal, the table is printed again every "
+               "interval under a timestamp line until Ctrl-C (or --count refreshes).",
+    )
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="machine-readable output")
+    output.add_argument("--watch", action="store_true",
+                        help="a live full-screen view (plain repeated output when stdout is not a terminal)")
     parser.add_argument("--all", action="store_true", help="include jobs finished more than a day ago")
+    parser.add_argument("--interval", type=_interval, default=None, metavar="SECONDS",
+                        help=f"--watch refreshes this often (default {WATCH_INTERVAL:g}, at least 1)")
+    parser.add_argument("--count", type=_positive_int, default=None, metavar="N",
+                        help="--watch stops after N refreshes (default: at q or Ctrl-C)")
     parser.set_defaults(handler=_cmd_status)
 
 
-def _cmd_status(args: argparse.Namespace, ctx: Context) -> int:
-    from core.views.status import COLUMNS, collect_status, rows_as_json
-    from core.views.table import text_table
+def _interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 1 <= value <= 3600:
+        raise argparse.ArgumentTypeError("must be between 1 and 3600 seconds")
+    return value
 
+
+def _cmd_status(args: argparse.Namespace, ctx: Context) -> int:
+    from core.views.status import collect_status, rows_as_json
+
+    if not args.watch and (args.interval is not None or args.count is not None):
+        raise JobmonError("--interval and --count go with --watch")
     store = ctx.store()
     config = ctx.config(require_webhook=False)
+    if args.watch:
+        return _watch_status(args, ctx, store, config)
     rows, warning = collect_status(store, ctx.shared_slurm(config), include_old=args.all)
     if warning:
         ctx.warn(warning)
     if args.json:
         print(json.dumps(rows_as_json(rows), indent=1))
         return 0
+    _print_status(rows, args.all)
+    return 0
+
+
+def _print_status(rows: Sequence[StatusRow], include_old: bool) -> None:
+    from core.views.status import COLUMNS
+    from core.views.table import text_table
+
     if not rows:
-        print("No monitored jobs." + ("" if args.all else " (--all shows older ones)"))
-        return 0
+        print("No monitored jobs." + ("" if include_old else " (--all shows older ones)"))
+        return
     print(text_table([header for header, _ in COLUMNS], [row.cells() for row in rows]))
     for row in rows:
         if row.problem:
             print(f"  {row.job_id}: {row.problem}")
+
+
+def _watch_status(args: argparse.Namespace, ctx: Context, store: StateStore, config: Config) -> int:
+    """`status --watch`: the curses view on a terminal, else the table again every interval."""
+    import time
+
+    from core.views.detail import load_detail
+    from core.views.status import collect_status
+
+    slurm = ctx.shared_slurm(config)
+    interval = WATCH_INTERVAL if args.interval is None else args.interval
+
+    def fetch() -> Tuple[List[StatusRow], str]:
+        return collect_status(store, slurm, include_old=args.all)
+
+    if _on_terminal():
+        try:
+            from core.views.watch import run_watch
+        except ImportError:  # a Python built without curses
+            ctx.warn("this Python has no curses module: printing plain refreshes instead")
+        else:
+            try:
+                run_watch(fetch, lambda row: load_detail(store, row, WATCH_LOG_LINES), interval=interval,
+                          count=args.count, color=not os.environ.get("NO_COLOR"))
+            except KeyboardInterrupt:
+                pass
+            return 0
+    shown = 0
+    try:
+        while True:
+            try:
+                rows, warning = fetch()
+            except JobmonError as exc:  # keep watching: the next refresh may read it
+                rows, warning = [], str(exc)
+            print(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} (every {interval:g}s, Ctrl-C stops) ---")
+            if warning:
+                ctx.warn(warning)
+            _print_status(rows, args.all)
+            sys.stdout.flush()
+            shown += 1
+            if args.count is not None and shown >= args.count:
+                return 0
+            time.sleep(interval)
+            print()
+    except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:  # `| head`: the reader has seen enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _on_terminal() -> bool:
+    """Both ends are a terminal that curses can drive (not `| less`, not cron, not TERM=dumb)."""
+    return sys.stdin.isatty() and sys.stdout.isatty() and os.environ.get("TERM", "dumb") != "dumb"
+
+
+# -- show -----------------------------------------------------------------------------------
+def _add_show(sub: Any) -> None:
+    parser = sub.add_parser("show", help="one job's detail: progress, its history, findings, events, log tails")
+    parser.add_argument("job_id", help="the job's id, or the id of any attempt of its chain")
+    parser.add_argument("--lines", type=_positive_int, default=20, metavar="N",
+                        help="the last N lines of each log (default 20)")
+    parser.set_defaults(handler=_cmd_show)
+
+
+def _cmd_show(args: argparse.Namespace, ctx: Context) -> int:
+    import shutil
+
+    from core.slurm.jobscript import validate_job_id
+    from core.views.detail import detail_of, glyphs_for, render_detail
+
+    job_id = validate_job_id(args.job_id)
+    config = ctx.config(require_webhook=False)
+    detail, warning = detail_of(ctx.store(), ctx.shared_slurm(config), job_id, log_lines=args.lines)
+    if warning:
+        ctx.warn(warning)
+    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else SHOW_WIDTH
+    print("\n".join(render_detail(detail, width, glyphs=glyphs_for(sys.stdout.encoding))))
     return 0
 
 
@@ -389,7 +506,7 @@ def _cmd_analyze(args: argparse.Namespace, ctx: Context) -> int:
 
 
 COMMANDS: Sequence[Callable[[Any], None]] = (
-    _add_init, _add_submit, _add_watch, _add_status, _add_cancel, _add_recover, _add_report, _add_history,
+    _add_init, _add_submit, _add_watch, _add_status, _add_show, _add_cancel, _add_recover, _add_report, _add_history,
     _add_test_discord, _add_analyze,
 )
 
