@@ -26,11 +26,11 @@ else
     say "not root: integration tests run as $(id -un) and need Slurm already running (scripts/slurm-local.sh setup as root)"
 fi
 
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import pytest, hypothesis, requests, filelock, ruff, mypy' >/dev/null 2>&1; then
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import pytest, hypothesis, requests, filelock, ruff, mypy, tqdm' >/dev/null 2>&1; then
     say "building the test virtualenv in .venv"
     python3 -m venv .venv
     .venv/bin/pip install --quiet --disable-pip-version-check "pytest>=7" "hypothesis>=6" "ruff>=0.5" "mypy>=1.8" \
-        "requests>=2.25" "filelock>=3.4"
+        "requests>=2.25" "filelock>=3.4" "tqdm>=4.60"
 fi
 
 exec .venv/bin/python -m pytest "$@"

@@ -63,17 +63,22 @@ for i in $(seq 1 100); do echo "step $i/100"; sleep 2; done
 """
 
 
+def title(message) -> str:
+    """The embed's title as a reader sees it (Discord's markdown escapes removed)."""
+    return message["payload"]["embeds"][0]["title"].replace("\\", "")
+
+
 def kinds(messages):
     """The event kind of each message, from its title."""
     found = []
     for message in messages:
-        title = message["payload"]["embeds"][0]["title"]
+        title_text = title(message)
         for word in ("stalled", "resumed", "looks hung", "time limit", "COMPLETED", "TIMEOUT", "CANCELLED"):
-            if word in title:
+            if word in title_text:
                 found.append(word)
                 break
         else:
-            found.append(title)
+            found.append(title_text)
     return found
 
 
@@ -125,7 +130,7 @@ def test_a_stall_is_said_once_and_so_is_its_end(jm):
 def test_a_hang_signature_alerts_while_the_job_still_runs(jm):
     job_id = jm.submit(jm.write_script("hang.sbatch", HANG_JOB))
     alert = jm.receiver.wait_for(1, timeout=60, webhook="error")
-    assert kinds(alert) == ["looks hung"] and "nccl_timeout" in alert[0]["payload"]["embeds"][0]["title"]
+    assert kinds(alert) == ["looks hung"] and "nccl_timeout" in title(alert[0])
     assert squeue_state(job_id) == "RUNNING"
     assert "HUNG" in jm.status_row(job_id)["flags"]
     assert jm.jobmon("cancel", job_id).returncode == 0
@@ -136,7 +141,54 @@ def test_progress_that_will_not_make_the_time_limit_is_warned_once_before_the_ti
     job_id = jm.submit(jm.write_script("slow.sbatch", SLOW_JOB))
     warning = jm.receiver.wait_for(1, timeout=100, webhook="error")
     assert kinds(warning) == ["time limit"] and squeue_state(job_id) == "RUNNING"
-    assert "after its time limit" in warning[0]["payload"]["embeds"][0]["title"]
+    assert "after its time limit" in title(warning[0])
     state = jm.wait_done(job_id, timeout=200)
     assert state["final"]["state"] == "TIMEOUT"
     assert kinds(jm.receiver.messages("error")) == ["time limit", "TIMEOUT"]
+
+
+STEPS_JOB = r"""#!/bin/bash
+#SBATCH -J watch-me
+#SBATCH -o steps-%j.out
+for i in $(seq 1 120); do echo "step $i/120"; sleep 1; done
+"""
+
+
+def test_status_watch_under_tmux_shows_the_bar_the_detail_and_quits_cleanly(jm):
+    job_id = jm.submit(jm.write_script("steps.sbatch", STEPS_JOB))
+    jm.wait_state(job_id, lambda state: ((state.get("live") or {}).get("reading") or {}).get("done", 0) >= 12, 60,
+                  "progress at 10 %")
+    socket = f"jobmon-test-{job_id}"
+
+    def tmux(*args: str) -> str:
+        done = jm.run("tmux", "-L", socket, *args, timeout=20)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def screen_with(text: str, timeout: float = 20.0) -> str:
+        deadline = time.monotonic() + timeout
+        shown = ""
+        while time.monotonic() < deadline:
+            shown = tmux("capture-pane", "-p", "-t", "watch")
+            if text in shown:
+                return shown
+            time.sleep(0.3)
+        raise AssertionError(f"{text!r} never showed; the screen:\n{shown}")
+
+    tmux("new-session", "-d", "-s", "watch", "-x", "100", "-y", "30", "bash --norc --noprofile")
+    try:
+        tmux("send-keys", "-t", "watch", f"{jm.app}/jobmon status --watch --interval 1", "Enter")
+        listing = screen_with(job_id)
+        row = next(line for line in listing.splitlines() if job_id in line)
+        assert "watch-me" in row and "RUNNING" in row and "%" in row and "#" in row, listing
+        tmux("send-keys", "-t", "watch", "Enter")
+        detail = screen_with("progress history")
+        assert f"{job_id}" in detail and "step " in detail, detail
+        tmux("send-keys", "-t", "watch", "q")
+        tmux("send-keys", "-t", "watch", "stty -a | tr ' ' '\\n' | grep -x -e icanon -e echo | tr '\\n' + ; echo",
+             "Enter")
+        sane = screen_with("icanon+echo+")
+        assert "Traceback" not in sane
+    finally:
+        jm.run("tmux", "-L", socket, "kill-server", timeout=20)
+        jm.jobmon("cancel", "--job", job_id)
