@@ -22,9 +22,8 @@ from core.notify.events import Event, EventKind, Route
 from core.notify.message import Field, Message, Tone
 from core.notify.outbox import Answer, DeliveryStatus, OutboxEntry, Outcome, SinkDelivery, add_events
 from core.notify.sink import Sink
-from core.progress.eta import Sample
 from core.progress.follow import FollowedLog
-from core.progress.parsers import Reading, Source
+from core.progress.reading import Reading, Sample, Source
 from core.slurm.model import AccountingRecord, JobState, QueueEntry
 from core.slurm.parse import SACCT_DELIMITER, SACCT_FIELDS, parse_sacct, parse_squeue
 from core.state.model import (

@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 from core.notify.events import Event, EventKind, Route
 from core.notify.message import Field, Message, Tone
 from core.progress.eta import Estimate, format_span
-from core.progress.parsers import Reading
+from core.progress.reading import Reading
 from core.state.model import JobRecord
 
 FOOTER = "jobmon"

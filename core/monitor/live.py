@@ -3,7 +3,8 @@
 At each poll of a running job the monitor follows its logs (core.progress.follow reads only what
 was added), and `advance` turns the new text into the next LiveState: the newest progress reading,
 a sample when progress moved, when a log last grew, a checkpoint/eval/save line. Pure apart from
-`observe`, which reads the files.
+`observe`, which reads the files. The parsers and line cleaning are imported only once a log has
+grown: the daemon of a job that writes nothing stays small.
 """
 from __future__ import annotations
 
@@ -11,11 +12,10 @@ import re
 from dataclasses import dataclass, replace
 from typing import List, Optional, Sequence, Tuple
 
-from core.analysis.lines import clean_frame, last_complete_frame, last_frames
-from core.progress.eta import Estimate, Sample, estimate
+from core.progress.eta import Estimate, estimate
 from core.progress.follow import Followed, FollowedLog, follow
 from core.progress.health import Activity
-from core.progress.parsers import Reading, announces_pause, latest
+from core.progress.reading import Reading, Sample
 from core.state.model import MAX_SAMPLES, JobRecord, LiveState
 
 #: The newest lines of each log a poll looks for progress in (the newest reading wins).
@@ -54,6 +54,9 @@ def advance(live: LiveState, followed: Followed, now: float, custom: Sequence[re
     if not followed.chunks:
         return Observed(new, (), followed.errors)
     new.grown_at = now
+    from core.analysis.lines import last_complete_frame  # the text tools load once a log has something to read
+    from core.progress.parsers import announces_pause, latest
+
     fresh: List[str] = []
     candidates: List[str] = []
     for chunk in followed.chunks:
@@ -75,6 +78,8 @@ def advance(live: LiveState, followed: Followed, now: float, custom: Sequence[re
 
 def readable(raw: str) -> str:
     """What a terminal showed last of a log line (a progress bar's newest frame included)."""
+    from core.analysis.lines import clean_frame, last_frames
+
     newest = last_frames(raw, 1)
     return clean_frame(newest[0]).strip() if newest else ""
 

@@ -8,23 +8,16 @@ carries one that covers the whole run.
 """
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
+
+from core.progress.reading import Sample
 
 #: The recent intervals an estimate uses.
 RECENT = 8
 #: An estimate is confident with at least this many intervals whose rates agree within SPREAD.
 CONFIDENT_INTERVALS = 3
 SPREAD = 1.5
-
-
-@dataclass(frozen=True)
-class Sample:
-    """Overall progress (0..1) seen at a time (the log's modification time, or the poll's)."""
-
-    at: float
-    fraction: float
 
 
 @dataclass(frozen=True)
@@ -59,9 +52,9 @@ def estimate(samples: Sequence[Sample], remaining: Optional[Tuple[float, float]]
         return Estimate(own_end, remaining[0] + remaining[1] * 0.8, remaining[0] + remaining[1] * 1.25, False)
     last = samples[-1]
     left = max(0.0, 1.0 - last.fraction)
-    median, fastest, slowest = statistics.median(found), max(found), min(found)
+    median, fastest, slowest = _median(found), max(found), min(found)
     gaps = [b.at - a.at for a, b in zip(samples, samples[1:])][-RECENT:]
-    jitter = statistics.median(gaps)
+    jitter = _median(gaps)
     end = own_end if own_end is not None else last.at + left / median
     confident = len(found) >= CONFIDENT_INTERVALS and fastest <= slowest * SPREAD
     low = min(end, last.at + left / fastest * 0.9)
@@ -82,3 +75,9 @@ def format_span(seconds: float) -> str:
         return f"{hours}h{minutes:02d}m" if minutes else f"{hours}h"
     days, hours = divmod(hours, 24)
     return f"{days}d{hours}h" if hours else f"{days}d"
+
+
+def _median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2

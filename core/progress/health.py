@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from core.progress.eta import Sample
+from core.progress.reading import Sample
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,8 @@ from typing import Dict, List, Optional
 from core.analysis.finding import Finding
 from core.notify import outbox
 from core.notify.outbox import OutboxEntry
-from core.progress.eta import Sample
 from core.progress.follow import FollowedLog
-from core.progress.parsers import Reading
+from core.progress.reading import Reading, Sample
 from core.slurm.model import JobState, is_clean_end
 
 SCHEMA_VERSION = 2

@@ -16,7 +16,8 @@ from core.analysis.logtail import read_tail
 from core.daemon.liveness import this_host
 from core.errors import JobmonError
 from core.monitor.poller import SlurmView
-from core.progress.eta import Sample, format_span
+from core.progress.eta import format_span
+from core.progress.reading import Sample
 from core.slurm.model import QueueEntry
 from core.state.model import JobRecord
 from core.state.store import StateStore

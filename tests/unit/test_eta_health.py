@@ -4,8 +4,9 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.progress.eta import Sample, estimate, format_span, rates
+from core.progress.eta import estimate, format_span, rates
 from core.progress.health import Activity, StallRule, Threshold, stall_budget, stalled_for
+from core.progress.reading import Sample
 
 
 def steady(start: float, every: float, step: float, count: int, first_gap: float = 0.0):

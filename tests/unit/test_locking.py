@@ -253,7 +253,7 @@ def test_a_polling_daemon_never_imports_filelock_and_still_excludes_the_cli_and_
 #: measured at 0.2 to 9 MB and is only needed by the CLI or once the job has ended.
 HEAVY_FOR_AN_IDLE_DAEMON = ("filelock", "requests", "core.notify.discord", "core.notify.deliver", "core.chain.policy",
                             "core.monitor.chains", "core.analysis.analyzer", "core.monitor.messages", "tempfile",
-                            "socket", "ssl", "hashlib")
+                            "socket", "ssl", "hashlib", "core.progress.parsers", "core.analysis.lines", "statistics")
 
 
 def test_a_polling_daemon_imports_nothing_heavy(tmp_path):

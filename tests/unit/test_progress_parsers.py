@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.progress import parsers
-from core.progress.parsers import EPOCH, Reading, Source, announces_pause, latest, parse_duration, parse_line
+from core.progress.parsers import announces_pause, latest, parse_duration, parse_line
+from core.progress.reading import EPOCH, Reading, Source
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "progress"
 

@@ -24,8 +24,7 @@ from core.daemon.liveness import this_host
 from core.notify.events import EventKind, Route
 from core.notify.message import Message
 from core.notify.outbox import DeliveryStatus, OutboxEntry, SinkDelivery
-from core.progress.eta import Sample
-from core.progress.parsers import Reading, Source
+from core.progress.reading import Reading, Sample, Source
 from core.slurm.model import JobState
 from core.state.model import FinalRecord, JobRecord, LiveState, MonitorInfo
 from core.state.store import StateStore
