@@ -585,3 +585,38 @@ def test_fixture_log(library, name, split):
         assert analysis.findings == ()
     else:
         assert analysis.root_cause is not None and root_text in analysis.root_cause.line
+
+
+def test_memory_kill_next_to_cancelled_banner_is_a_memory_kill(library):
+    log = [
+        "slurmstepd: error: Job 42664148 exceeded memory limit (10889240 > 4194304), being killed",
+        "slurmstepd: error: Exceeded job memory limit",
+        "slurmstepd: error: *** JOB 42664148 ON cn3152 CANCELLED AT 2017-06-06T00:11:58 ***",
+    ]
+    assert analyze(log, library).categories == ("slurm_oom", "slurm_cancelled")
+
+
+def test_dataloader_bus_error_outranks_the_traceback_that_follows(library):
+    log = [
+        "ERROR: Unexpected bus error encountered in worker. This might be caused by insufficient shared memory (shm).",
+        "Traceback (most recent call last):",
+        '  File "train.py", line 52, in <module>',
+        "RuntimeError: DataLoader worker (pid 325) is killed by signal: Bus error.",
+        "During handling of the above exception, another exception occurred:",
+        "Traceback (most recent call last):",
+        "FileNotFoundError: [Errno 2] No such file or directory: '/tmp/pymp-3k2j/listener-1'",
+    ]
+    analysis = analyze(log, library)
+    assert analysis.categories[0] == "dataloader_killed"
+    assert analysis.root_cause is not None and analysis.root_cause.line_no == 1
+
+
+def test_successful_run_with_caught_oom_and_step_memory_warning_is_clean(library):
+    log = [
+        "| WARNING: ran out of memory with exception: CUDA out of memory. Tried to allocate 1.50 GiB (GPU 0; 15.75 "
+        "GiB total capacity; 11.71 GiB already allocated; 584.94 MiB free; 2.38 GiB cached);",
+        " Skipping batch",
+        "epoch 010 | loss 2.31 | ppl 4.96",
+        "slurmstepd: error: Exceeded step memory limit at some point.",
+    ]
+    assert analyze(log, library).findings == ()
