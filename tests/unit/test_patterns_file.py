@@ -324,6 +324,8 @@ POSITIVES = {
         "Epoch 1: Iter 1: Val loss nan, Val took 0.002s",
         "2024-05-01 10:00:00.123 | INFO     | __main__:train:88 - epoch 3 | loss nan | lr 1.0e-04",
         "| epoch 003 | loss | nan | ppl | inf |",
+        " iteration     5426/  250000 | learning rate: 2.999E-04 | loss scale: 1.0 | grad norm: nan | number of "
+        "skipped iterations:   0 | number of nan iterations:   0 |",
     ],
     "slurm_timeout": [
         "slurmstepd: error: *** JOB 23 ON vm CANCELLED AT 2026-11-21T19:43:12 DUE TO TIME LIMIT ***",
@@ -482,6 +484,8 @@ HARMLESS = [
     "Checkpoint file not found, starting from scratch",
     "step 10 | loss_scale 65536.0 | loss 2.31",
     "Loss information will be logged every 10 steps",
+    " iteration     5426/  250000 | loss scale: 1.0 | grad norm: 0.532 | number of skipped iterations:   0 | number "
+    "of nan iterations:   0 |",
     "Killed 0 stale processes",
     "No NaN detected in gradients",
     "torch.cuda.is_available(): True",
