@@ -18,7 +18,9 @@ REQUIRED_IDS = (
     "illegal_instruction", "nccl_error", "nccl_timeout", "cuda_error", "gpu_ecc_xid", "no_gpu",
     "distributed_rendezvous", "address_in_use", "mpi_abort", "dataloader_killed", "import_error",
     "file_not_found", "permission_denied", "disk_quota", "slurm_timeout", "slurm_cancelled", "node_fail",
-    "nan_loss", "python_traceback",
+    "nan_loss", "python_traceback", "cuda_driver_mismatch", "cuda_arch_mismatch", "shared_library_error",
+    "stale_file_handle", "too_many_open_files", "network_unreachable", "command_not_found", "preempted",
+    "checkpoint_corrupt",
 )
 
 
@@ -71,6 +73,21 @@ def test_generic_categories_come_last(library):
     ("slurm_timeout", "slurm_cancelled"),
     ("node_fail", "slurm_cancelled"),
     ("segfault", "python_traceback"),
+    ("too_many_open_files", "dataloader_killed"),
+    ("cuda_driver_mismatch", "no_gpu"),
+    ("cuda_driver_mismatch", "cuda_error"),
+    ("cuda_arch_mismatch", "cuda_error"),
+    ("shared_library_error", "import_error"),
+    ("shared_library_error", "file_not_found"),
+    ("command_not_found", "import_error"),
+    ("command_not_found", "file_not_found"),
+    ("stale_file_handle", "file_not_found"),
+    ("stale_file_handle", "permission_denied"),
+    ("checkpoint_corrupt", "file_not_found"),
+    ("checkpoint_corrupt", "python_traceback"),
+    ("preempted", "slurm_cancelled"),
+    ("node_fail", "preempted"),
+    ("disk_quota", "checkpoint_corrupt"),
 ])
 def test_specific_cause_ranks_above_generic(library, specific, generic):
     ids = [p.id for p in library]
@@ -91,6 +108,13 @@ POSITIVES = {
         "jaxlib.xla_extension.XlaRuntimeError: RESOURCE_EXHAUSTED: Out of memory while trying to allocate "
         "4294967296 bytes.",
         "gpu-node07:51220:51290 [0] NCCL WARN Cuda failure 'out of memory'",
+        "tensorflow.python.framework.errors_impl.ResourceExhaustedError: OOM when allocating tensor with "
+        "shape[16,1,892800,8] and type float on /job:localhost/replica:0/task:0/device:GPU:0 by allocator GPU_0_bfc",
+        "  (0) Resource exhausted: OOM when allocating tensor with shape[16,112,112,147] and type float on "
+        "/job:localhost/replica:0/task:0/device:GPU:0 by allocator GPU_0_bfc",
+        "jaxlib.xla_extension.XlaRuntimeError: RESOURCE_EXHAUSTED: Failed to allocate request for 2.99GiB "
+        "(3206250496B) on device ordinal 0",
+        "RuntimeError: cuda runtime error (2) : out of memory at /pytorch/aten/src/THC/THCCachingAllocator.cpp:510",
     ],
     "slurm_oom": [
         "slurmstepd: error: Exceeded job memory limit",
@@ -120,6 +144,7 @@ POSITIVES = {
         "RuntimeError: [enforce fail at alloc_cpu.cpp:114] data. DefaultCPUAllocator: not enough memory: you "
         "tried to allocate 34359738368 bytes.",
         "OSError: [Errno 12] Cannot allocate memory",
+        "MemoryError: Unable to allocate 201. GiB for an array with shape (2999, 2999, 2999) and data type int64",
     ],
     "cpp_bad_alloc": [
         "terminate called after throwing an instance of 'std::bad_alloc'",
@@ -130,11 +155,13 @@ POSITIVES = {
         "NVRM: Xid (PCI:0000:86:00): 48, pid=5678, An uncorrectable double bit error (DBE) has been detected.",
         "RuntimeError: CUDA error: uncorrectable ECC error encountered",
         "Unable to determine the device handle for GPU 0000:3B:00.0: GPU is lost.  Reboot the system to recover",
+        "NVRM: fallen off the bus and is not responding to commands.",
     ],
     "node_fail": [
         "slurmstepd: error: *** JOB 1234 ON gpu-node07 CANCELLED AT 2026-11-21T19:43:12 DUE TO NODE FAILURE, "
         "SEE SLURMCTLD LOG FOR DETAILS ***",
         "srun: error: Node failure on gpu-node07",
+        "salloc: error: Node failure on worker-1",
         "Job 1234 ended in state NODE_FAIL",
     ],
     "no_gpu": [
@@ -196,17 +223,90 @@ POSITIVES = {
         "ModuleNotFoundError: No module named 'wandb'",
         "ImportError: cannot import name 'packaging' from 'pkg_resources' "
         "(/opt/conda/lib/python3.10/site-packages/pkg_resources/__init__.py)",
+        "/usr/bin/python3: No module named run",
+        "python3: No module named torch.distributed.run",
+        "ImportError: No module named torch",
+    ],
+    "shared_library_error": [
         "ImportError: libcudnn.so.8: cannot open shared object file: No such file or directory",
         "python: error while loading shared libraries: libpython3.10.so.1.0: cannot open shared object file: "
         "No such file or directory",
         "ImportError: /lib64/libstdc++.so.6: version `GLIBCXX_3.4.29' not found (required by libtorch_python.so)",
+        "./compiler_gym-llvm-service: /lib64/libc.so.6: version `GLIBC_2.25' not found (required by "
+        "./compiler_gym-llvm-service)",
+        "ImportError: /opt/conda/lib/python3.9/site-packages/_ext/_C.cpython-39-x86_64-linux-gnu.so: undefined "
+        "symbol: _ZN3c106detail14torchCheckFailEPKcS2_jRKNSt7__cxx1112basic_stringIcSt11char_traitsIcESaIcEEE",
+        "python: symbol lookup error: /opt/conda/lib/libtorch_cuda.so: undefined symbol: ncclCommRegister",
+    ],
+    "command_not_found": [
+        "/var/spool/slurmd/job00023/slurm_script: line 8: torchrun: command not found",
+        "/var/spool/slurmd/job00023/slurm_script: line 3: conda: command not found",
+        "slurmstepd: error: execve(): torchrun: No such file or directory",
+        "CommandNotFoundError: Your shell has not been properly configured to use 'conda activate'.",
+        "ModuleCmd_Load.c(213):ERROR:105: Unable to locate a modulefile for 'cuda/12.1'",
+        "Lmod has detected the following error: The following module(s) are unknown: \"cuda/99\"",
+        "/bin/sh: 1: python: not found",
+        "/usr/bin/env: 'python': No such file or directory",
     ],
     "file_not_found": [
         "FileNotFoundError: [Errno 2] No such file or directory: '/scratch/alice/data/train.parquet'",
         "/var/spool/slurmd/job00023/slurm_script: line 5: /home/alice/venv/bin/activate: No such file or "
         "directory",
         "python: can't open file '/home/alice/project/train.py': [Errno 2] No such file or directory",
-        "/var/spool/slurmd/job00023/slurm_script: line 8: torchrun: command not found",
+        "ValueError: File not found: filepath=/scratch/alice/model.keras. Please ensure the file is an "
+        "accessible `.keras` zip file.",
+        "OSError: No file or directory found at spiral_keras_model.h5",
+    ],
+    "stale_file_handle": [
+        "OSError: [Errno 116] Stale file handle: '/home/alice/.cache/huggingface/datasets/cache-1.arrow'",
+        "bash: cd: /scratch/alice/run3: Stale file handle",
+        "cp: cannot stat '/nfs/data/x.bin': Stale file handle",
+    ],
+    "too_many_open_files": [
+        "OSError: [Errno 24] Too many open files",
+        "RuntimeError: Too many open files. Communication with the workers is no longer possible. Please increase "
+        "the limit using `ulimit -n` in the shell or change the sharing strategy",
+        "OSError: [Errno 24] Too many open files: '/scratch/alice/shards/00042.tar'",
+    ],
+    "network_unreachable": [
+        "OSError: We couldn't connect to 'https://huggingface.co' to load this file, couldn't find it in the cached "
+        "files and it looks like bert-base-uncased is not the path to a directory containing a file named config.json.",
+        "OSError: [Errno 101] Network is unreachable",
+        "socket.gaierror: [Errno -3] Temporary failure in name resolution",
+        "urllib3.exceptions.MaxRetryError: HTTPSConnectionPool(host='api.wandb.ai', port=443): Max retries exceeded "
+        "with url: /graphql (Caused by NameResolutionError(\"<urllib3.connection.HTTPSConnection object at "
+        "0x7f>: Failed to resolve 'api.wandb.ai' ([Errno -2] Name or service not known)\"))",
+        "wandb: ERROR Run initialization has timed out after 90.0 sec.",
+        "ConnectionError: Couldn't reach 'allenai/c4' on the Hub (ConnectionError)",
+    ],
+    "cuda_driver_mismatch": [
+        "RuntimeError: CUDA error: CUDA driver version is insufficient for CUDA runtime version",
+        "RuntimeError: cuda runtime error (35) : CUDA driver version is insufficient for CUDA runtime version at "
+        "/opt/conda/conda-bld/pytorch_1524586445097/work/aten/src/THC/THCGeneral.cpp:70",
+        "CUDA error: 35 (0x23) cudaErrorInsufficientDriver : CUDA driver version is insufficient for CUDA runtime "
+        "version",
+        "RuntimeError: The NVIDIA driver on your system is too old (found version 10010). Please update your GPU "
+        "driver by downloading and installing a new version from the URL: http://www.nvidia.com/Download/index.aspx",
+        "RuntimeError: CUDA error: forward compatibility was attempted on non supported HW",
+    ],
+    "cuda_arch_mismatch": [
+        "RuntimeError: CUDA error: no kernel image is available for execution on the device",
+        "NVIDIA A100-PCIE-40GB with CUDA capability sm_80 is not compatible with the current PyTorch installation.",
+        "THCudaCheck FAIL file=/pytorch/aten/src/THC/generic/THCTensorMath.cu line=16 error=48 : no kernel image is "
+        "available for execution on the device",
+        "RuntimeError: CUDA error: invalid device function",
+    ],
+    "checkpoint_corrupt": [
+        "RuntimeError: PytorchStreamReader failed reading zip archive: failed finding central directory",
+        "_pickle.UnpicklingError: invalid load key, '<'.",
+        "safetensors_rust.SafetensorError: Error while deserializing header: MetadataIncompleteBuffer",
+        "zipfile.BadZipFile: File is not a zip file",
+        "EOFError: Ran out of input",
+    ],
+    "preempted": [
+        "slurmstepd: error: *** JOB 77 ON gpu-node07 CANCELLED AT 2026-11-21T19:43:12 DUE TO PREEMPTION ***",
+        "slurmstepd: error: *** STEP 77.0 ON gpu-node07 CANCELLED AT 2026-11-21T19:43:12 DUE TO PREEMPTION ***",
+        "Job 1234 ended in state PREEMPTED",
     ],
     "permission_denied": [
         "PermissionError: [Errno 13] Permission denied: '/data/shared/checkpoints/run1'",
@@ -221,6 +321,11 @@ POSITIVES = {
         "FloatingPointError: Minimum loss scale reached (0.0001). Your loss is probably exploding.",
         "RuntimeError: NaN or Inf found in input tensor.",
         "WARNING: Detected NaN in gradients at step 1200, aborting",
+        "Epoch 1: Iter 1: Val loss nan, Val took 0.002s",
+        "2024-05-01 10:00:00.123 | INFO     | __main__:train:88 - epoch 3 | loss nan | lr 1.0e-04",
+        "| epoch 003 | loss | nan | ppl | inf |",
+        " iteration     5426/  250000 | learning rate: 2.999E-04 | loss scale: 1.0 | grad norm: nan | number of "
+        "skipped iterations:   0 | number of nan iterations:   0 |",
     ],
     "slurm_timeout": [
         "slurmstepd: error: *** JOB 23 ON vm CANCELLED AT 2026-11-21T19:43:12 DUE TO TIME LIMIT ***",
@@ -264,7 +369,6 @@ POSITIVES = {
     "slurm_cancelled": [
         "slurmstepd: error: *** JOB 50 ON vm CANCELLED AT 2026-11-21T19:43:12 ***",
         "slurmstepd: error: *** STEP 1234.0 ON gpu-node07 CANCELLED AT 2026-11-21T19:43:12 ***",
-        "slurmstepd: error: *** JOB 77 ON gpu-node07 CANCELLED AT 2026-11-21T19:43:12 DUE TO PREEMPTION ***",
     ],
 }
 
@@ -355,6 +459,33 @@ HARMLESS = [
     "[2026-11-21 19:43:12,123] torch.distributed.run: [WARNING] Setting OMP_NUM_THREADS environment variable for "
     "each process to be 1 in default, to avoid your system being overloaded",
     "wandb: Network error (ReadTimeout), entering retry loop.",
+    "wandb: Network error (ConnectTimeout), entering retry loop.",
+    # an out-of-memory the program caught, logged at WARNING, and skipped the batch of
+    "| WARNING: ran out of memory with exception: CUDA out of memory. Tried to allocate 1.50 GiB (GPU 0; 15.75 "
+    "GiB total capacity; 11.71 GiB already allocated; 584.94 MiB free; 2.38 GiB cached);",
+    "| WARNING: ran out of memory on GPU #2, skipping batch",
+    "2026-11-21 19:43:12 | WARNING | fairseq.trainer | OOM: Ran out of memory with exception: CUDA out of memory, "
+    "skipping batch",
+    # TensorFlow's OOM on the host allocator is not a GPU out-of-memory
+    "ResourceExhaustedError: OOM when allocating tensor with shape[2048,2048] and type float on "
+    "/job:localhost/replica:0/task:0/device:CPU:0 by allocator cpu",
+    # older Slurm counts page cache: printed for jobs that complete
+    "slurmstepd: error: Exceeded step memory limit at some point.",
+    "slurmstepd: error: Exceeded job memory limit at some point. Step may have been partially swapped out to disk.",
+    # TensorFlow probing optional libraries, xformers probing triton: warnings of runs that go on
+    "2023-02-20 11:35:53.200200: W tensorflow/stream_executor/platform/default/dso_loader.cc:64] Could not load "
+    "dynamic library 'libnvinfer.so.7'; dlerror: libnvinfer.so.7: cannot open shared object file: No such file or "
+    "directory; LD_LIBRARY_PATH: /usr/local/cuda/lib64",
+    "A matching Triton is not available, some optimizations will not be enabled.",
+    "Error caught was: No module named 'triton'",
+    # a native backtrace frame names a function, not an error
+    "./bladebit_cuda(_Z17CudaFatalCheckMsg9cudaErrorPKcz+0x11f)[0x55e98c72146f]",
+    "TensorBoard caught SIGTERM; exiting...",
+    "Checkpoint file not found, starting from scratch",
+    "step 10 | loss_scale 65536.0 | loss 2.31",
+    "Loss information will be logged every 10 steps",
+    " iteration     5426/  250000 | loss scale: 1.0 | grad norm: 0.532 | number of skipped iterations:   0 | number "
+    "of nan iterations:   0 |",
     "Killed 0 stale processes",
     "No NaN detected in gradients",
     "torch.cuda.is_available(): True",
@@ -381,7 +512,16 @@ def test_harmless_line_matches_nothing(library, line, decoration):
     ("ERROR: Unexpected bus error encountered in worker. This might be caused by insufficient shared memory "
      "(shm).", "dataloader_killed"),
     ("RuntimeError: DataLoader worker (pid 12345) is killed by signal: Killed.", "dataloader_killed"),
-    ("ImportError: libcudnn.so.8: cannot open shared object file: No such file or directory", "import_error"),
+    ("ImportError: libcudnn.so.8: cannot open shared object file: No such file or directory", "shared_library_error"),
+    ("RuntimeError: CUDA error: CUDA driver version is insufficient for CUDA runtime version", "cuda_driver_mismatch"),
+    ("RuntimeError: CUDA error: no kernel image is available for execution on the device", "cuda_arch_mismatch"),
+    ("RuntimeError: unable to open shared memory object </torch_30997_2076642173> in read-write mode: Too many "
+     "open files (24)", "too_many_open_files"),
+    ("slurmstepd: error: *** JOB 77 ON vm CANCELLED AT 2026-11-21T19:43:12 DUE TO PREEMPTION ***", "preempted"),
+    ("slurmstepd: error: execve(): python: No such file or directory", "command_not_found"),
+    ("OSError: [Errno 116] Stale file handle: '/nfs/x'", "stale_file_handle"),
+    ("tensorflow.python.framework.errors_impl.ResourceExhaustedError: disk quota exceeded [Op:SaveV2]",
+     "disk_quota"),
     ("OSError: [Errno 28] No space left on device: '/scratch/x'", "disk_quota"),
     ("torch.distributed.DistNetworkError: The server socket has failed to listen on any local network address. "
      "(errno: 98 - Address already in use).", "address_in_use"),
@@ -449,3 +589,38 @@ def test_fixture_log(library, name, split):
         assert analysis.findings == ()
     else:
         assert analysis.root_cause is not None and root_text in analysis.root_cause.line
+
+
+def test_memory_kill_next_to_cancelled_banner_is_a_memory_kill(library):
+    log = [
+        "slurmstepd: error: Job 42664148 exceeded memory limit (10889240 > 4194304), being killed",
+        "slurmstepd: error: Exceeded job memory limit",
+        "slurmstepd: error: *** JOB 42664148 ON cn3152 CANCELLED AT 2017-06-06T00:11:58 ***",
+    ]
+    assert analyze(log, library).categories == ("slurm_oom", "slurm_cancelled")
+
+
+def test_dataloader_bus_error_outranks_the_traceback_that_follows(library):
+    log = [
+        "ERROR: Unexpected bus error encountered in worker. This might be caused by insufficient shared memory (shm).",
+        "Traceback (most recent call last):",
+        '  File "train.py", line 52, in <module>',
+        "RuntimeError: DataLoader worker (pid 325) is killed by signal: Bus error.",
+        "During handling of the above exception, another exception occurred:",
+        "Traceback (most recent call last):",
+        "FileNotFoundError: [Errno 2] No such file or directory: '/tmp/pymp-3k2j/listener-1'",
+    ]
+    analysis = analyze(log, library)
+    assert analysis.categories[0] == "dataloader_killed"
+    assert analysis.root_cause is not None and analysis.root_cause.line_no == 1
+
+
+def test_successful_run_with_caught_oom_and_step_memory_warning_is_clean(library):
+    log = [
+        "| WARNING: ran out of memory with exception: CUDA out of memory. Tried to allocate 1.50 GiB (GPU 0; 15.75 "
+        "GiB total capacity; 11.71 GiB already allocated; 584.94 MiB free; 2.38 GiB cached);",
+        " Skipping batch",
+        "epoch 010 | loss 2.31 | ppl 4.96",
+        "slurmstepd: error: Exceeded step memory limit at some point.",
+    ]
+    assert analyze(log, library).findings == ()
