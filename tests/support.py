@@ -322,7 +322,8 @@ class Story:
     def __init__(self, store: StateStore, job_id: str, slurm: Any, patterns: Sequence[Any], *,
                  config: Config = CONFIG, clock: Optional[FakeClock] = None,
                  sinks: Optional[Dict[str, Sink]] = None, checks: Optional[Sequence[Check]] = None,
-                 chains: Optional[Callable[[], Any]] = None, should_stop: Callable[[], bool] = lambda: False) -> None:
+                 chains: Optional[Callable[[], Any]] = None, should_stop: Callable[[], bool] = lambda: False,
+                 scancel: Optional[Callable[[str], None]] = None) -> None:
         from core.monitor.checks import checks_for
 
         self.store, self.job_id, self.slurm, self.config = store, job_id, slurm, config
@@ -335,6 +336,7 @@ class Story:
             poller=Poller(slurm, config, checks_for(config, lambda: patterns) if checks is None else checks),
             dispatcher=Dispatcher(self.delivery, config.sinks_for, "testhost"), chains=chains or self._no_chains,
             patterns=lambda: patterns, identity=Identity("testhost", 4242), should_stop=should_stop,
+            scancel=scancel,
         )
 
     @staticmethod

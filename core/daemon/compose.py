@@ -73,7 +73,7 @@ def _assemble(
     return Monitor(
         Records(store, job_id), config=config, poller=Poller(shared, config, checks_for(config, patterns)),
         dispatcher=Dispatcher(deliverer, config.sinks_for, identity.host), chains=chains,
-        patterns=patterns, identity=identity, should_stop=should_stop,
+        patterns=patterns, identity=identity, should_stop=should_stop, scancel=slurm.cancel,
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+from core.monitor.poller import CANCEL_NOTE
 from core.notify.events import Event, EventKind, Route
 from core.notify.message import Field, Message, Tone
 from core.progress.eta import Estimate, format_span
@@ -70,6 +71,17 @@ def stalled_event(record: JobRecord, idle: float, progress: str, lines: Sequence
         excerpt="\n".join(lines[-8:]), footer=FOOTER,
     )
     return Event(EventKind.STALLED, sequence, Route.ERROR, message, note=f"stalled:{sequence}")
+
+
+def stall_cancel_event(record: JobRecord, idle: float, progress: str, lines: Sequence[str]) -> Event:
+    """`health.cancel_on_stall`: the job stayed stuck past the second limit and jobmon scancels it."""
+    message = Message(
+        title=f"{_who(record)} stalled too long: cancelling it",
+        description=(f"No progress for {format_span(idle)}: jobmon runs `scancel {record.target}` "
+                     f"(health.cancel_on_stall).\nLast progress: {progress}"),
+        tone=Tone.FAILURE, excerpt="\n".join(lines[-8:]), footer=FOOTER,
+    )
+    return Event(EventKind.STALLED, _next(record, EventKind.STALLED), Route.ERROR, message, note=CANCEL_NOTE)
 
 
 def resumed_event(record: JobRecord, sequence: int, stuck: float, progress: str) -> Event:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Callable, List, Sequence
 
 from core import outcome
 from core.config import Config, HealthConfig
-from core.monitor.poller import Check, Running
+from core.monitor.poller import CANCEL_NOTE, Check, Running
 from core.notify.events import Event, EventKind
 from core.slurm.model import JobState
 from core.slurm.parse import parse_duration, seconds_between
@@ -79,7 +79,8 @@ def progress_every(health: HealthConfig) -> Check:
 
 
 def stalls(health: HealthConfig) -> Check:
-    """One "stalled" message when progress stops for longer than its budget, one "resumed" when it moves.
+    """One "stalled" message when progress stops for longer than its budget, one "resumed" when it moves;
+    with `cancel_on_stall`, one more when it stays stuck that long, and the monitor scancels it.
 
     A failed read of a log is never a stall (nor is a failed squeue: no check runs then)."""
 
@@ -97,6 +98,9 @@ def stalls(health: HealthConfig) -> Check:
         if idle is not None and stall is None:
             return (alerts.stalled_event(running.record, idle, _progress_text(running), live.last_lines,
                                          health.cancel_on_stall),)
+        if (idle is not None and stall is not None and health.cancel_on_stall is not None
+                and idle >= health.cancel_on_stall and CANCEL_NOTE not in live.notes):
+            return (alerts.stall_cancel_event(running.record, idle, _progress_text(running), live.last_lines),)
         if idle is None and stall is not None:
             stuck = max(0.0, live.advanced_at - _stall_started(running, stall))
             return (alerts.resumed_event(running.record, stall, stuck, _progress_text(running)),)

@@ -58,7 +58,7 @@ class Monitor:
     def __init__(
         self, records: Records, *, config: Config, poller: Poller, dispatcher: Dispatcher,
         chains: Callable[[], ChainRunner], patterns: Callable[[], Sequence[Pattern]], identity: Identity,
-        should_stop: Callable[[], bool] = lambda: False,
+        should_stop: Callable[[], bool] = lambda: False, scancel: Optional[Callable[[str], None]] = None,
     ) -> None:
         self.records = records
         self.config = config
@@ -68,6 +68,7 @@ class Monitor:
         self.patterns = patterns  # loaded when a job ends: idle daemons stay small
         self.identity = identity
         self.should_stop = should_stop
+        self.scancel = scancel  # health.cancel_on_stall; None: this monitor never cancels a job
 
     @property
     def job_id(self) -> str:
@@ -94,6 +95,8 @@ class Monitor:
             if poll.final is None:
                 record = self.records.update(lambda current: self._observe(current, poll, now))
                 poll_at = now + poll.delay
+                if poll.cancel:
+                    self._cancel_stalled(record.target)
                 if poll.note:
                     log.debug("job %s: %s; next poll in %.1f s", self.job_id, poll.note, poll.delay)
             else:
@@ -114,6 +117,20 @@ class Monitor:
             return None
         wake = max(now, min(wakes))
         return self._beat(now, wake) if delivered or poll_at is None else wake
+
+    def _cancel_stalled(self, job_id: str) -> None:
+        """scancel a job stuck past `cancel_on_stall` (the message saying so is already in the outbox);
+        its end is then seen and reported like any other."""
+        from core.errors import SlurmError
+
+        if self.scancel is None:
+            log.error("job %s: stalled past cancel_on_stall, but this monitor cannot scancel", job_id)
+            return
+        log.warning("job %s: stalled past cancel_on_stall: scancel", job_id)
+        try:
+            self.scancel(job_id)
+        except SlurmError as exc:
+            log.error("job %s: %s", job_id, exc)
 
     def _observe(self, record: JobRecord, poll: Poll, now: float) -> None:
         """One poll's write: what was seen, what the checks said, and the heartbeat."""

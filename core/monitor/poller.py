@@ -25,6 +25,9 @@ from core.state.model import FinalRecord, JobRecord, LiveState, Observation, Tas
 
 log = logging.getLogger("jobmon.monitor")
 
+#: The note of a check's event that asks for the job to be scancelled (health.cancel_on_stall).
+CANCEL_NOTE = "cancel:stalled"
+
 #: How long a record with placeholder details (sacct's first stub) is waited on before being used.
 PLACEHOLDER_WAIT = 30.0
 #: Without a known task list, an array counts as ended once sacct's rows stop changing this long.
@@ -70,6 +73,7 @@ class Poll:
     events: Tuple[Event, ...] = ()
     note: str = ""
     live: Optional[LiveState] = None  # what the running job's logs said (None: not followed this poll)
+    cancel: bool = False  # a check asks for the job to be scancelled (health.cancel_on_stall)
 
 
 def accounting_backoff(waited: float, interval: float) -> float:
@@ -119,7 +123,9 @@ class Poller:
             live.notes.extend(event.note for event in events if event.note)
         interval = self.config.pending_interval if entry.state is JobState.PENDING else self.config.running_interval
         delay = self.slurm.next_poll_delay(interval, record.target)
-        return Poll(observed, delay, events=events, note=f"{entry.state.value} {entry.reason}".strip(), live=live)
+        cancel = any(event.note == CANCEL_NOTE for event in events)
+        return Poll(observed, delay, events=events, note=f"{entry.state.value} {entry.reason}".strip(), live=live,
+                    cancel=cancel)
 
     def _running(self, record: JobRecord, queue: Mapping[str, QueueEntry], entry: QueueEntry, now: float) -> Running:
         """What the checks see; a running single job's logs are followed first (imported only then)."""

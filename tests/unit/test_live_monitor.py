@@ -147,3 +147,17 @@ def test_a_failed_log_read_is_never_a_stall(story_store, patterns, tmp_path):
     tale.slurm = tale.monitor.poller.slurm = RunningJob(tale.clock, limit=36000.0)
     run(tale, str(tmp_path / "unused"), [], until=1000.0)
     assert kinds(story_store) == []
+
+
+def test_cancel_on_stall_scancels_once_after_the_second_limit(story_store, patterns, log_path):
+    config = live_config(stall=StallRule(factor=3.0, floor=60.0, cap=600.0, quiet=3600.0), cancel_on_stall=300.0)
+    cancelled: List[str] = []
+    tale = Story(story_store, JOB, None, patterns, config=config, scancel=cancelled.append)
+    job = RunningJob(tale.clock, limit=36000.0)
+    tale.slurm = tale.monitor.poller.slurm = job
+    run(tale, log_path, steps(1, 10, 20, 10.0, 0.0), until=1000.0)  # stuck from 90 s on
+    stalls = [e for e in story_store.load(JOB).outbox if e.kind is EventKind.STALLED]
+    assert [e.message.title.split(" stalled")[1] for e in stalls] == ["", " too long: cancelling it"]
+    assert cancelled == [JOB]
+    assert stalls[1].created_at - START == pytest.approx(90.0 + 300.0, abs=11.0)
+    assert "jobmon cancels it if it stays stuck for 5m" in stalls[0].message.description
