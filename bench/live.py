@@ -4,8 +4,10 @@
     python3 bench/live.py            # 20 monitors, 1 MB/s each, 30 s polls, logs of 10 MB and 10 GB
     python3 bench/live.py --quick    # fewer polls
 
-No Slurm needed: each "monitor" is what a daemon runs per poll of a running job (core.monitor.live.observe:
-read what the logs gained, find the newest progress, note pauses), on real files in a temp folder. Each
+No Slurm needed: each "monitor" is what a daemon's poll of a running job costs apart from squeue and the state
+write (core.monitor.poller.Poller.poll with every live check: read what the logs gained, find the newest
+progress, note pauses, scan the new lines for hang signatures, judge stalls and the time limit), on real
+files in a temp folder, with squeue's answer stubbed. Each
 poll first appends `growth x interval` bytes of training-log text (tqdm frames with `\\r`, log lines) to
 every log. The 10 GB logs are sparse files: their size is real, their blocks are not. The point to read:
 the cost per poll follows the growth, and is the same for a 10 MB and a 10 GB log.
@@ -25,8 +27,25 @@ from sandbox import ROOT, print_table
 
 sys.path.insert(0, ROOT)
 
-from core.monitor.live import observe  # noqa: E402
+from core.analysis.analyzer import parse_patterns  # noqa: E402
+from core.config import BUILTIN_PATTERNS, Config, read_patterns_file  # noqa: E402
+from core.monitor.checks import checks_for  # noqa: E402
+from core.monitor.poller import Poller  # noqa: E402
+from core.slurm.model import JobState, QueueEntry  # noqa: E402
 from core.state.model import JobRecord  # noqa: E402
+
+
+class RunningQueue:
+    """squeue's answer for every job: RUNNING, an hour left of a day."""
+
+    def query_queue(self, job_ids, *, not_before=0.0):
+        return {job: QueueEntry(job, JobState.RUNNING, "None", "23:00:00", "1-00:00:00", "1:00:00") for job in job_ids}
+
+    def query_accounting(self, job_ids):
+        return {}
+
+    def next_poll_delay(self, interval, job_id):
+        return interval
 
 MB = 1024 * 1024
 
@@ -56,10 +75,13 @@ def measure(base_size: int, monitors: int, growth: int, interval: float, polls: 
             handle.seek(base_size)
             handle.write(b"\n")
         records.append(JobRecord(job_id=str(1000 + n), stdout_path=path, stderr_path=path))
+    patterns = parse_patterns(read_patterns_file(BUILTIN_PATTERNS), BUILTIN_PATTERNS)
+    config = Config()
+    poller = Poller(RunningQueue(), config, checks_for(config, lambda: patterns))
     now = time.time()
     step = 0
-    for record in records:  # the first poll starts at the end of what exists (like a monitor attached late)
-        record.live = observe(record, now).live
+    for record in records:  # the first poll reads the end of what exists (like a monitor attached late)
+        record.live = poller.poll(record, now).live
     costs: List[float] = []
     for _ in range(polls):
         now += interval
@@ -69,7 +91,7 @@ def measure(base_size: int, monitors: int, growth: int, interval: float, polls: 
                 handle.write(chunk)
         started = time.process_time()
         for record in records:
-            record.live = observe(record, now).live
+            record.live = poller.poll(record, now).live
         costs.append((time.process_time() - started) / monitors)
         assert records[0].live is not None and records[0].live.reading is not None
     for record in records:
