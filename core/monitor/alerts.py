@@ -51,8 +51,9 @@ def start_event(record: JobRecord, nodes: str, waited: Optional[float]) -> Event
     return Event(EventKind.START, _next(record, EventKind.START), Route.SUCCESS, message, note="start")
 
 
-def progress_event(record: JobRecord, progress: str, note: str) -> Event:
-    message = Message(title=f"{_who(record)}: progress", description=progress, tone=Tone.INFO, footer=FOOTER)
+def progress_event(record: JobRecord, milestone: str, progress: str, note: str) -> Event:
+    """`milestone`: what was passed ("25% done", "6h running")."""
+    message = Message(title=f"{_who(record)}: {milestone}", description=progress, tone=Tone.INFO, footer=FOOTER)
     return Event(EventKind.PROGRESS, _next(record, EventKind.PROGRESS), Route.SUCCESS, message, note=note)
 
 

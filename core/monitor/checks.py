@@ -64,16 +64,19 @@ def progress_every(health: HealthConfig) -> Check:
             if fraction is None or fraction >= 1.0:
                 return ()
             step = int(fraction / health.progress_every_fraction + 1e-9)
-            note = f"progress:{step * health.progress_every_fraction:.0%}"
+            milestone = f"{step * health.progress_every_fraction:.0%} done"
         else:
             every = health.progress_every_seconds or 0.0
             step = int((running.now - live.started_at) // every) if every else 0
-            note = f"progress:{step}x{every:g}s"
+            from core.progress.eta import format_span
+
+            milestone = f"{format_span(step * every)} running"
+        note = f"progress:{milestone}"
         if step < 1 or note in live.notes:
             return ()
         from core.monitor.alerts import progress_event
 
-        return (progress_event(running.record, _progress_text(running), note),)
+        return (progress_event(running.record, milestone, _progress_text(running), note),)
 
     return check
 

@@ -13,10 +13,11 @@ from typing import List, Optional, Sequence, Tuple
 
 from core.progress.reading import Sample
 
-#: The recent intervals an estimate uses.
+#: The recent intervals an estimate uses, and how many make one stretch a rate is measured over.
 RECENT = 8
-#: An estimate is confident with at least this many intervals whose rates agree within SPREAD.
-CONFIDENT_INTERVALS = 3
+SPAN = 3
+#: An estimate is confident with at least this many intervals whose stretches' rates agree within SPREAD.
+CONFIDENT_INTERVALS = 4
 SPREAD = 1.5
 
 
@@ -30,35 +31,38 @@ class Estimate:
     confident: bool
 
 
-def rates(samples: Sequence[Sample]) -> List[float]:
-    """Progress per second over the recent intervals, the warm-up interval left out when others exist."""
-    pairs = list(zip(samples, samples[1:]))
-    if len(pairs) > 1:
-        pairs = pairs[1:]
-    found = [(b.fraction - a.fraction) / (b.at - a.at) for a, b in pairs[-RECENT:] if b.at > a.at]
+def rates(samples: Sequence[Sample], span: int = 1) -> List[float]:
+    """Progress per second over the recent stretches of `span` intervals, the warm-up interval left out
+    when others exist."""
+    recent = list(samples[1:] if len(samples) > 2 else samples)[-(RECENT + 1):]
+    found = [(b.fraction - a.fraction) / (b.at - a.at) for a, b in zip(recent, recent[span:]) if b.at > a.at]
     return [rate for rate in found if rate > 0]
 
 
 def estimate(samples: Sequence[Sample], remaining: Optional[Tuple[float, float]] = None) -> Optional[Estimate]:
     """The expected end from the samples (oldest first); None until progress has moved twice.
 
-    `remaining` is the framework's own (seen at, seconds left), when it printed one for the whole run.
+    The point estimate uses the median rate of single intervals (one slow step does not move it);
+    the range and the confidence use stretches of SPAN intervals, whose rates do not swing with
+    where the polls fell between two steps. `remaining` is the framework's own (seen at, seconds
+    left), when it printed one for the whole run.
     """
     own_end = remaining[0] + remaining[1] if remaining is not None else None
-    found = rates(samples)
-    if not found:
+    single = rates(samples)
+    if not single:
         if remaining is None or own_end is None:
             return None
         return Estimate(own_end, remaining[0] + remaining[1] * 0.8, remaining[0] + remaining[1] * 1.25, False)
+    intervals = min(len(samples) - 1, RECENT + 1) - (1 if len(samples) > 2 else 0)
+    stretched = rates(samples, span=max(1, min(SPAN, intervals - 1))) or single
     last = samples[-1]
     left = max(0.0, 1.0 - last.fraction)
-    median, fastest, slowest = _median(found), max(found), min(found)
+    fastest, slowest = max(stretched), min(stretched)
     gaps = [b.at - a.at for a, b in zip(samples, samples[1:])][-RECENT:]
-    jitter = _median(gaps)
-    end = own_end if own_end is not None else last.at + left / median
-    confident = len(found) >= CONFIDENT_INTERVALS and fastest <= slowest * SPREAD
+    end = own_end if own_end is not None else last.at + left / _median(single)
+    confident = intervals >= CONFIDENT_INTERVALS and fastest <= slowest * SPREAD
     low = min(end, last.at + left / fastest * 0.9)
-    high = max(end, last.at + left / slowest * 1.1 + jitter)
+    high = max(end, last.at + left / slowest * 1.1 + _median(gaps))
     return Estimate(end, low, high, confident)
 
 

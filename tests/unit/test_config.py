@@ -413,3 +413,47 @@ def test_the_daemon_trusts_the_config_its_cli_checked(tmp_path):
     trusted = load_config(paths, require_webhook=False, trusted=True)
     assert trusted.error_webhook == "http://example.com/api/webhooks/1/t"
     assert trusted.escalation == {"max_retries": "many"}
+
+
+# -- health (live checks) -------------------------------------------------------------------------
+def test_health_defaults_and_durations_with_units():
+    from core.config import parse_config
+    from core.progress.health import StallRule, Threshold
+
+    default = parse_config("{}", "c.json", None).health
+    assert default.stall == StallRule(5.0, 600.0, 7200.0, 3600.0)
+    assert default.time_limit_warn == (Threshold(fraction=0.8), Threshold(fraction=0.9))
+    assert default.cancel_on_stall is None and not default.on_start and default.progress_every_fraction is None
+    health = parse_config(json.dumps({
+        "health": {"stall_factor": 3, "stall_floor": "90s", "stall_cap": "2h", "stall_after": 1800,
+                   "time_limit_warn": ["75%", "10m"], "cancel_on_stall": True,
+                   "progress_patterns": [r"processed (?P<done>\d+) of (?P<total>\d+)"]},
+        "notify": {"on_start": True, "progress_every": "6h"},
+    }), "c.json", None).health
+    assert health.stall == StallRule(3.0, 90.0, 7200.0, 1800.0)
+    assert health.time_limit_warn == (Threshold(fraction=0.75), Threshold(seconds_left=600.0))
+    assert health.cancel_on_stall == 14400.0  # true: twice the cap
+    assert health.on_start and health.progress_every_seconds == 6 * 3600.0
+    assert parse_config('{"notify": {"progress_every": "25%"}}', "c.json", None).health.progress_every_fraction == 0.25
+    assert parse_config('{"health": {"cancel_on_stall": "3h"}}', "c.json", None).health.cancel_on_stall == 10800.0
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"health": {"stall_floor": "ten minutes"}}, r"health\.stall_floor must be seconds .* got 'ten minutes'"),
+    ({"health": {"stall_floor": "2h", "stall_cap": "1h"}}, r"stall_cap must not be shorter than stall_floor"),
+    ({"health": {"stall_factor": 0.5}}, r"health\.stall_factor must be a number >= 1"),
+    ({"health": {"time_limit_warn": "80%"}}, r"time_limit_warn must be a list"),
+    ({"health": {"time_limit_warn": ["120%"]}}, r"time_limit_warn\[0\] must be a percentage from 1% to 100%"),
+    ({"health": {"progress_patterns": ["(unclosed"]}}, r"progress_patterns\[0\] is not a valid regular expression"),
+    ({"health": {"progress_patterns": [r"step \d+"]}}, r"progress_patterns\[0\] needs a named group \(\?P<done>"),
+    ({"health": {"cancel_on_stall": "soon"}}, r"health\.cancel_on_stall must be seconds"),
+    ({"notify": {"on_start": "yes"}}, r"notify\.on_start must be true or false"),
+    ({"notify": {"progress_every": "5s"}}, r"notify\.progress_every must be a percentage .* or at least a minute"),
+    ({"health": []}, r"'health' must be an object"),
+])
+def test_bad_health_settings_are_one_clear_line_naming_the_key(section, message):
+    from core.config import parse_config
+    from core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        parse_config(json.dumps(section), "c.json", None)

@@ -1,6 +1,7 @@
 """ETA from jobmon's own samples, the stall budget and time-limit thresholds: pure rules."""
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -29,7 +30,7 @@ def test_a_steady_run_gets_a_confident_estimate_that_brackets_the_truth():
 
 def test_the_warm_up_interval_is_left_out():
     samples = steady(0.0, 10.0, 0.05, 6, first_gap=300.0)  # compiling for 5 minutes before the first step
-    assert len(rates(samples)) == 4
+    assert rates(samples) == pytest.approx([0.005] * 4)  # not the 300 s of the first step
     found = estimate(samples)
     assert found is not None and abs(found.end_at - (samples[-1].at + 0.75 / 0.005)) < 1.0
 
@@ -114,3 +115,12 @@ def test_once_progress_reached_its_end_only_silent_logs_are_a_stall():
     done = Activity(samples, 0.0, 120.0, 0.0, 130.0, complete=True)
     assert stalled_for(done, RULE, now=1000.0) is None  # saving, evaluating: the logs still grew at 130 s
     assert stalled_for(done, RULE, now=1031.0) == 901.0
+
+
+def test_polls_that_fall_between_steps_do_not_make_a_steady_run_look_erratic():
+    # a step every 4 s, a poll every 6 s: the polls see 1 or 2 new steps by turns
+    samples = [Sample(6.0 * n, (6 * n // 4) / 1000) for n in range(12)]
+    single = rates(samples)
+    assert max(single) / min(single) == pytest.approx(2.0)  # each interval alone swings
+    found = estimate(samples)
+    assert found is not None and found.confident

@@ -161,3 +161,25 @@ def test_cancel_on_stall_scancels_once_after_the_second_limit(story_store, patte
     assert cancelled == [JOB]
     assert stalls[1].created_at - START == pytest.approx(90.0 + 300.0, abs=11.0)
     assert "jobmon cancels it if it stays stuck for 5m" in stalls[0].message.description
+
+
+def test_optional_start_and_progress_messages_take_the_success_route(story_store, patterns, log_path):
+    config = live_config(on_start=True, progress_every_fraction=0.25)
+    tale = Story(story_store, JOB, None, patterns, config=config)
+    tale.slurm = tale.monitor.poller.slurm = RunningJob(tale.clock, limit=36000.0, ends_at=START + 500.0)
+    run(tale, log_path, steps(1, 100, 100, 4.0, 0.0), until=1000.0)
+    entries = story_store.load(JOB).outbox
+    assert [e.kind.value for e in entries] == ["start", "progress", "progress", "progress", "final"]
+    assert all(e.route.value == "success" for e in entries)
+    start = entries[0].message
+    assert dict((f.name, f.value) for f in start.fields) == {"Node": "vm", "Queue wait": "9m"}
+    assert [e.message.title for e in entries[1:4]] == [f"Job {JOB} (train): {n}% done" for n in (25, 50, 75)]
+    assert entries[1].message.description.startswith("26%, 26/100 step; ETA 4m")  # what the poll saw
+
+
+def test_progress_every_so_often(story_store, patterns, log_path):
+    tale = Story(story_store, JOB, None, patterns, config=live_config(progress_every_seconds=120.0))
+    tale.slurm = tale.monitor.poller.slurm = RunningJob(tale.clock, limit=36000.0, ends_at=START + 500.0)
+    run(tale, log_path, steps(1, 100, 100, 4.0, 0.0), until=1000.0)
+    entries = story_store.load(JOB).outbox
+    assert [e.message.title for e in entries[:-1]] == [f"Job {JOB} (train): {n}m running" for n in (2, 4, 6, 8)]
