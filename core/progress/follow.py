@@ -15,7 +15,7 @@ from typing import List, Optional, Sequence, Tuple
 #: The most one log is read per poll; anything before it is skipped (its progress is superseded).
 MAX_READ = 2 * 1024 * 1024
 #: The unterminated end of a log kept between polls (a progress bar's frames; the rest is dropped).
-MAX_PENDING = 16 * 1024
+MAX_PENDING = 4 * 1024
 
 
 @dataclass(frozen=True)
