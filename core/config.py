@@ -109,7 +109,7 @@ class HealthConfig:
 
     stall: StallRule = StallRule()
     time_limit_warn: Tuple[Threshold, ...] = DEFAULT_TIME_LIMIT_WARN
-    cancel_on_stall: Optional[float] = None  # scancel once stalled this long; None: never
+    cancel_on_stall: Optional[float] = None  # scancel when still stalled this long after the stalled message
     progress_patterns: Tuple[str, ...] = ()  # the user's regexes with groups `done` (and `total`)
     on_start: bool = False
     progress_every_fraction: Optional[float] = None  # a message at every such step of progress
@@ -294,11 +294,14 @@ def parse_health(data: Dict[str, Any], path: str) -> HealthConfig:
         raise ConfigError(f"{where}.time_limit_warn must be a list like [\"80%\", \"90%\", \"10m\"]")
     cancel = health.get("cancel_on_stall", False)
     if cancel is True:
-        cancel_after: Optional[float] = 2 * stall.cap
+        cancel_after: Optional[float] = stall.cap
     elif cancel is False or cancel is None:
         cancel_after = None
     else:
         cancel_after = parse_duration_setting(cancel, f"{where}.cancel_on_stall")
+        if cancel_after <= 0:
+            raise ConfigError(f"{where}.cancel_on_stall must be false or a duration after the stalled message "
+                              "(\"2h\"); 0 would cancel at once")
     patterns = health.get("progress_patterns", [])
     if not isinstance(patterns, list) or not all(isinstance(item, str) for item in patterns):
         raise ConfigError(f"{where}.progress_patterns must be a list of regular expressions")

@@ -434,10 +434,11 @@ def full_record(job_id: str = "123") -> JobRecord:
                                 status=DeliveryStatus.FAILED, attempts=4, first_attempt_at=8.5, next_attempt_at=20.0,
                                 last_error="HTTP 502", delivered_at=0.5, message_id="m1", claimed_by="vm:4242")})],
         live=LiveState(
-            target=f"{job_id}", started_at=2.0,
+            target=f"{job_id}", run_start="2026-11-29T00:19:50", started_at=2.0,
             logs=[FollowedLog("/w/train.err", device=2049, inode=77, offset=4096, pending="\r 45%|####", grown_at=6.5)],
             reading=Reading(45.0, 100.0, "it", Source.TQDM, remaining=60.0, epoch=2, epochs=3), read_at=6.5,
-            samples=[Sample(5.0, 0.4), Sample(6.5, 0.45)], advanced_at=6.5, paused_at=6.0, grown_at=6.5,
+            samples=[Sample(5.0, 0.4), Sample(6.5, 0.45)], advanced_at=6.5, advanced_before=5.0, paused_at=6.0,
+            grown_at=6.5,
             notes=["time:80%:3600"], last_lines=["saving checkpoint"],
         ),
     )

@@ -1,12 +1,12 @@
 """What a monitor says while the job runs: started, progress, stalled, resumed, hung, time limit. Pure.
 
 Warnings (stalled, hang, time limit) take the error route with the chain's or job's failures;
-the optional start and progress messages take the success route. Each event's `note` is what
+the optional start and progress messages take the success route. Each event's `notes` are what
 the live checks remember having said for this run.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 from core.monitor.poller import CANCEL_NOTE
 from core.notify.events import Event, EventKind, Route
@@ -48,13 +48,13 @@ def start_event(record: JobRecord, nodes: str, waited: Optional[float]) -> Event
     if waited is not None:
         fields.append(Field("Queue wait", format_span(waited)))
     message = Message(title=f"{_who(record)} started", tone=Tone.INFO, fields=tuple(fields), footer=FOOTER)
-    return Event(EventKind.START, _next(record, EventKind.START), Route.SUCCESS, message, note="start")
+    return Event(EventKind.START, _next(record, EventKind.START), Route.SUCCESS, message, notes=("start",))
 
 
 def progress_event(record: JobRecord, milestone: str, progress: str, note: str) -> Event:
     """`milestone`: what was passed ("25% done", "6h running")."""
     message = Message(title=f"{_who(record)}: {milestone}", description=progress, tone=Tone.INFO, footer=FOOTER)
-    return Event(EventKind.PROGRESS, _next(record, EventKind.PROGRESS), Route.SUCCESS, message, note=note)
+    return Event(EventKind.PROGRESS, _next(record, EventKind.PROGRESS), Route.SUCCESS, message, notes=(note,))
 
 
 def stalled_event(record: JobRecord, idle: float, progress: str, lines: Sequence[str], cancel_after: Optional[float],
@@ -64,14 +64,15 @@ def stalled_event(record: JobRecord, idle: float, progress: str, lines: Sequence
     else:
         what = f"No progress for {format_span(idle)}; it is still running."
         if cancel_after is not None:
-            what += f" jobmon cancels it if it stays stuck for {format_span(cancel_after)} (health.cancel_on_stall)."
+            what += (f" jobmon cancels it if it is still stuck {format_span(cancel_after)} from now "
+                     "(health.cancel_on_stall).")
     sequence = _next(record, EventKind.STALLED)
     message = Message(
         title=f"{_who(record)} stalled" + (" and was cancelled" if cancelled else ""),
         description=f"{what}\nLast progress: {progress}", tone=Tone.WARNING,
         excerpt="\n".join(lines[-8:]), footer=FOOTER,
     )
-    return Event(EventKind.STALLED, sequence, Route.ERROR, message, note=f"stalled:{sequence}")
+    return Event(EventKind.STALLED, sequence, Route.ERROR, message, notes=(f"stalled:{sequence}",))
 
 
 def stall_cancel_event(record: JobRecord, idle: float, progress: str, lines: Sequence[str]) -> Event:
@@ -82,14 +83,14 @@ def stall_cancel_event(record: JobRecord, idle: float, progress: str, lines: Seq
                      f"(health.cancel_on_stall).\nLast progress: {progress}"),
         tone=Tone.FAILURE, excerpt="\n".join(lines[-8:]), footer=FOOTER,
     )
-    return Event(EventKind.STALLED, _next(record, EventKind.STALLED), Route.ERROR, message, note=CANCEL_NOTE)
+    return Event(EventKind.STALLED, _next(record, EventKind.STALLED), Route.ERROR, message, notes=(CANCEL_NOTE,))
 
 
 def resumed_event(record: JobRecord, sequence: int, stuck: float, progress: str) -> Event:
     message = Message(title=f"{_who(record)} resumed",
                       description=f"It moves again after {format_span(stuck)} without progress.\nNow: {progress}",
                       tone=Tone.INFO, footer=FOOTER)
-    return Event(EventKind.RESUMED, sequence, Route.ERROR, message, note=f"resumed:{sequence}")
+    return Event(EventKind.RESUMED, sequence, Route.ERROR, message, notes=(f"resumed:{sequence}",))
 
 
 def hang_event(record: JobRecord, category: str, hint: str, line: str, lines: Sequence[str]) -> Event:
@@ -99,10 +100,11 @@ def hang_event(record: JobRecord, category: str, hint: str, line: str, lines: Se
     message = Message(title=f"{_who(record)} looks hung: {category}", description=description, tone=Tone.FAILURE,
                       fields=(Field("Line", line[:300], inline=False),), excerpt="\n".join(lines[-8:]),
                       footer=FOOTER)
-    return Event(EventKind.HANG, _next(record, EventKind.HANG), Route.ERROR, message, note="hang")
+    return Event(EventKind.HANG, _next(record, EventKind.HANG), Route.ERROR, message, notes=("hang",))
 
 
-def time_limit_event(record: JobRecord, headline: str, limit: float, left: float, progress: str, note: str) -> Event:
+def time_limit_event(record: JobRecord, headline: str, limit: float, left: float, progress: str,
+                     notes: Tuple[str, ...]) -> Event:
     advice = (f"To give it more time: `scontrol update JobId={record.target} TimeLimit=<new limit>` where the "
               "site allows users to (usually only to lower it), or resubmit with a longer `-t`; "
               "`jobmon submit --escalate` doubles the limit after a TIMEOUT automatically.")
@@ -111,7 +113,7 @@ def time_limit_event(record: JobRecord, headline: str, limit: float, left: float
         description=f"Time left: {format_span(left)} of {format_span(limit)}.\nProgress: {progress}\n{advice}",
         tone=Tone.WARNING, footer=FOOTER,
     )
-    return Event(EventKind.TIME_LIMIT, _next(record, EventKind.TIME_LIMIT), Route.ERROR, message, note=note)
+    return Event(EventKind.TIME_LIMIT, _next(record, EventKind.TIME_LIMIT), Route.ERROR, message, notes=notes)
 
 
 def _next(record: JobRecord, kind: EventKind) -> int:

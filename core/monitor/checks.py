@@ -2,7 +2,7 @@
 
 Each check runs at every poll of a job that has not ended (see core.monitor.poller.Running).
 An event's key makes a repeat harmless; checks that say a thing once per run (a threshold
-crossed, a stall begun) remember it through the event's `note`, which the poller adds to the
+crossed, a stall begun) remember it through the event's `notes`, which the poller adds to the
 run's LiveState in the same write as the event. Messages are built on demand, so an idle daemon
 does not carry the message modules.
 """
@@ -49,7 +49,7 @@ def _progress_text(running: Running) -> str:
     from core.monitor.live import eta_of
 
     live = running.live
-    return describe_progress(live.reading if live else None, eta_of(live), running.now)
+    return describe_progress(live.reading if live else None, eta_of(live, running.now), running.now)
 
 
 def progress_every(health: HealthConfig) -> Check:
@@ -57,7 +57,7 @@ def progress_every(health: HealthConfig) -> Check:
 
     def check(running: Running) -> Sequence[Event]:
         live = running.live
-        if live is None:
+        if live is None or running.headline.state is not JobState.RUNNING:
             return ()
         if health.progress_every_fraction is not None:
             fraction = live.reading.fraction if live.reading is not None else None
@@ -83,7 +83,8 @@ def progress_every(health: HealthConfig) -> Check:
 
 def stalls(health: HealthConfig) -> Check:
     """One "stalled" message when progress stops for longer than its budget, one "resumed" when it moves;
-    with `cancel_on_stall`, one more when it stays stuck that long, and the monitor scancels it.
+    with `cancel_on_stall`, one more when it is still stuck that long after the stalled message, and the
+    monitor scancels it.
 
     A failed read of a log is never a stall (nor is a failed squeue: no check runs then)."""
 
@@ -94,25 +95,31 @@ def stalls(health: HealthConfig) -> Check:
         live = running.live
         if live is None or running.read_errors or running.headline.state is not JobState.RUNNING:
             return ()
+        if not any(log.inode for log in live.logs):
+            return ()  # no log seen from here (not created yet, or on a filesystem this host lacks): no source
         stall = open_stall(live.notes)
         idle = stalled_for(activity(live), health.stall, running.now)
         from core.monitor import alerts
 
-        if idle is not None and stall is None:
+        if stall is None:
+            if idle is None:
+                return ()
             return (alerts.stalled_event(running.record, idle, _progress_text(running), live.last_lines,
                                          health.cancel_on_stall),)
-        if (idle is not None and stall is not None and health.cancel_on_stall is not None
-                and idle >= health.cancel_on_stall and CANCEL_NOTE not in live.notes):
-            return (alerts.stall_cancel_event(running.record, idle, _progress_text(running), live.last_lines),)
-        if idle is None and stall is not None:
-            stuck = max(0.0, live.advanced_at - _stall_started(running, stall))
+        said_at = _stall_said_at(running, stall)
+        if live.advanced_at > said_at:  # progress moved (a checkpoint line alone does not end a stall)
+            stuck = live.advanced_at - live.advanced_before
             return (alerts.resumed_event(running.record, stall, stuck, _progress_text(running)),)
+        if (health.cancel_on_stall is not None and running.now - said_at >= health.cancel_on_stall
+                and CANCEL_NOTE not in live.notes):
+            stuck = running.now - max(live.advanced_at, live.started_at)
+            return (alerts.stall_cancel_event(running.record, stuck, _progress_text(running), live.last_lines),)
         return ()
 
     return check
 
 
-def _stall_started(running: Running, sequence: int) -> float:
+def _stall_said_at(running: Running, sequence: int) -> float:
     key = f"{running.record.job_id}:{EventKind.STALLED.value}:{sequence}"
     return next((entry.created_at for entry in running.record.outbox if entry.key == key), running.now)
 
@@ -150,24 +157,24 @@ def time_limits(health: HealthConfig) -> Check:
         if live is None or limit is None or left is None or entry.state is not JobState.RUNNING:
             return ()
         used = limit - left
-        crossed = [t for t in health.time_limit_warn if t.crossed(used, limit)]
-        fresh = [t for t in crossed if f"time:{t.label}:{limit:g}" not in live.notes]
+        fresh = [t for t in health.time_limit_warn
+                 if t.crossed(used, limit) and f"time:{t.label}:{limit:g}" not in live.notes]
         from core.monitor import alerts
         from core.monitor.live import eta_of
         from core.progress.eta import format_span
 
-        if fresh:
-            newest = max(fresh, key=lambda t: (t.fraction or 0.0, -(t.seconds_left or 0.0)))
+        if fresh:  # several at once (a late start, a lowered limit): one message, the furthest one named
+            newest = max(fresh, key=lambda t: t.fires_at(limit))
             headline = f"{newest.label} of its time limit used" if newest.fraction else f"{newest.label}"
-            note = f"time:{newest.label}:{limit:g}"
-            return (alerts.time_limit_event(running.record, headline, limit, left, _progress_text(running), note),)
-        eta = eta_of(live)
+            notes = tuple(f"time:{t.label}:{limit:g}" for t in fresh)
+            return (alerts.time_limit_event(running.record, headline, limit, left, _progress_text(running), notes),)
+        eta = eta_of(live, running.now)
         note = f"time:projected:{limit:g}"
         ends_at = running.now + left
         if eta is None or note in live.notes or eta.low_at <= ends_at:
             return ()
         headline = f"projected to finish {format_span(eta.end_at - ends_at)} after its time limit"
-        return (alerts.time_limit_event(running.record, headline, limit, left, _progress_text(running), note),)
+        return (alerts.time_limit_event(running.record, headline, limit, left, _progress_text(running), (note,)),)
 
     return check
 

@@ -8,6 +8,7 @@ grown: the daemon of a job that writes nothing stays small.
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, replace
 from typing import List, Optional, Sequence, Tuple
@@ -39,12 +40,38 @@ def follows_logs(record: JobRecord) -> bool:
     return not record.array_spec and len(record.targets) == 1
 
 
-def observe(record: JobRecord, now: float, custom: Sequence[re.Pattern[str]] = ()) -> Observed:
-    """Read what the running job's logs gained and fold it into its LiveState."""
+def observe(record: JobRecord, run_start: str, now: float, custom: Sequence[re.Pattern[str]] = ()) -> Observed:
+    """Read what the running job's logs gained and fold it into the LiveState of this run."""
     live = record.live
-    if live is None or live.target != record.target:
-        live = LiveState(target=record.target, started_at=now, logs=[FollowedLog(p) for p in record.log_paths])
+    if live is None or live.target != record.target or live.run_start != run_start:
+        live = new_run(record, run_start, now)
     return advance(live, follow(live.logs, now), now, custom)
+
+
+def new_run(record: JobRecord, run_start: str, now: float) -> LiveState:
+    """A fresh LiveState for a new run. A log the previous run wrote to and that was appended to since
+    (`--open-mode=append`, or the same `-o` without `%j` for a chain's next attempt) is read from where
+    the previous run stopped: its old lines (an old hang, old progress) are not this run's."""
+    before = {log.path: log for log in (record.live.logs if record.live is not None else [])}
+    logs = []
+    for path in record.log_paths:
+        old = before.get(path)
+        logs.append(replace(old, grown_at=0.0) if old is not None and _still_growing_from(old) else FollowedLog(path))
+    return LiveState(target=record.target, run_start=run_start, started_at=now, logs=logs)
+
+
+def _still_growing_from(log: FollowedLog) -> bool:
+    try:
+        info = os.stat(log.path)
+    except OSError:
+        return False
+    return (info.st_dev, info.st_ino) == (log.device, log.inode) and info.st_size >= log.offset
+
+
+def current(record: JobRecord) -> Optional[LiveState]:
+    """The record's LiveState if it is about the Slurm job watched now (not a previous attempt's)."""
+    live = record.live
+    return live if live is not None and live.target == record.target else None
 
 
 def advance(live: LiveState, followed: Followed, now: float, custom: Sequence[re.Pattern[str]] = ()) -> Observed:
@@ -89,7 +116,7 @@ def _note_reading(live: LiveState, reading: Reading, at: float, now: float) -> N
     live.reading, live.read_at = reading, at
     if previous is not None and not _moved(previous, reading):
         return
-    live.advanced_at = now
+    live.advanced_before, live.advanced_at = live.advanced_at, now
     value = reading.fraction if reading.fraction is not None else reading.done
     if live.samples and previous is not None and (previous.total != reading.total
                                                   or value < live.samples[-1].fraction):
@@ -107,15 +134,15 @@ def activity(live: LiveState) -> Activity:
     return Activity(live.samples, live.started_at, live.advanced_at, live.paused_at, live.grown_at, complete)
 
 
-def eta_of(live: Optional[LiveState]) -> Optional[Estimate]:
-    """When the run should reach 100 % (None without a total or before progress moved)."""
+def eta_of(live: Optional[LiveState], now: float) -> Optional[Estimate]:
+    """When the run should reach 100 %, as seen at `now` (None without a total or before progress moved)."""
     if live is None or live.reading is None or live.reading.fraction is None:
         return None
     reading = live.reading
     whole_run = reading.epoch is None or reading.epoch == reading.epochs  # else `remaining` is this epoch's
     if whole_run and reading.remaining is not None:
-        return estimate(live.samples, (live.read_at, reading.remaining))
-    return estimate(live.samples)
+        return estimate(live.samples, (live.read_at, reading.remaining), now)
+    return estimate(live.samples, now=now)
 
 
 def open_stall(notes: Sequence[str]) -> Optional[int]:

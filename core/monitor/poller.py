@@ -120,22 +120,22 @@ class Poller:
         events = tuple(event for check in self.checks for event in check(running))
         live = running.live
         if live is not None:
-            live.notes.extend(event.note for event in events if event.note)
+            live.notes.extend(note for event in events for note in event.notes)
         interval = self.config.pending_interval if entry.state is JobState.PENDING else self.config.running_interval
         delay = self.slurm.next_poll_delay(interval, record.target)
-        cancel = any(event.note == CANCEL_NOTE for event in events)
+        cancel = any(CANCEL_NOTE in event.notes for event in events)
         return Poll(observed, delay, events=events, note=f"{entry.state.value} {entry.reason}".strip(), live=live,
                     cancel=cancel)
 
     def _running(self, record: JobRecord, queue: Mapping[str, QueueEntry], entry: QueueEntry, now: float) -> Running:
         """What the checks see; a running single job's logs are followed first (imported only then)."""
-        if entry.state is not JobState.RUNNING:
-            return Running(record, queue, entry, now, live=record.live)
-        from core.monitor.live import follows_logs, observe
+        from core.monitor.live import current, follows_logs, observe
 
+        if entry.state is not JobState.RUNNING:
+            return Running(record, queue, entry, now, live=current(record))
         if not follows_logs(record):
             return Running(record, queue, entry, now)
-        seen = observe(record, now, self.progress_patterns)
+        seen = observe(record, entry.start_time, now, self.progress_patterns)
         for error in seen.errors:
             log.warning("job %s: cannot read %s", record.job_id, error)
         return Running(record, queue, entry, now, seen.live, seen.fresh, seen.errors)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Tuple
 
 from core.notify.message import Message
 
@@ -38,7 +39,7 @@ class Event:
     sequence: int  # the n-th event of its kind for this job: attempt or round number, 1 otherwise
     route: Route
     message: Message
-    note: str = ""  # for a check that says a thing once per run: what it must remember having said
+    notes: Tuple[str, ...] = ()  # for a check that says a thing once per run: what it must remember having said
 
     def key(self, job_id: str) -> str:
         """`123:final:1`, `123:escalation:2`: the same event always gets the same key."""

@@ -39,13 +39,15 @@ def rates(samples: Sequence[Sample], span: int = 1) -> List[float]:
     return [rate for rate in found if rate > 0]
 
 
-def estimate(samples: Sequence[Sample], remaining: Optional[Tuple[float, float]] = None) -> Optional[Estimate]:
+def estimate(samples: Sequence[Sample], remaining: Optional[Tuple[float, float]] = None,
+             now: Optional[float] = None) -> Optional[Estimate]:
     """The expected end from the samples (oldest first); None until progress has moved twice.
 
     The point estimate uses the median rate of single intervals (one slow step does not move it);
     the range and the confidence use stretches of SPAN intervals, whose rates do not swing with
     where the polls fell between two steps. `remaining` is the framework's own (seen at, seconds
-    left), when it printed one for the whole run.
+    left), when it printed one for the whole run. At `now`, an estimate whose samples stopped coming
+    (a stall) moves with the time: what is left still takes as long from now, and is not trusted.
     """
     own_end = remaining[0] + remaining[1] if remaining is not None else None
     single = rates(samples)
@@ -61,8 +63,12 @@ def estimate(samples: Sequence[Sample], remaining: Optional[Tuple[float, float]]
     gaps = [b.at - a.at for a, b in zip(samples, samples[1:])][-RECENT:]
     end = own_end if own_end is not None else last.at + left / _median(single)
     confident = intervals >= CONFIDENT_INTERVALS and fastest <= slowest * SPREAD
-    low = min(end, last.at + left / fastest * 0.9)
-    high = max(end, last.at + left / slowest * 1.1 + _median(gaps))
+    base = last.at
+    if now is not None and now - last.at > 2 * _median(gaps):  # no progress for a while: it ages
+        base, confident = now, False
+        end = max(end, now + left / _median(single))
+    low = min(end, base + left / fastest * 0.9)
+    high = max(end, base + left / slowest * 1.1 + _median(gaps))
     return Estimate(end, low, high, confident)
 
 

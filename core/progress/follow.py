@@ -2,13 +2,16 @@
 
 The cost of a poll follows the logs' growth, never their size: a log that grew by more than
 MAX_READ since the last poll is read from its last MAX_READ bytes only. A log that was replaced
-(another inode) or truncated is read again from its start; a missing log is waited for. What is
+(another inode) or truncated is read again from its start; a missing log is waited for, but one
+that vanished after it was seen, or that is no regular file (`-o /dev/null`), is reported as an
+error: what cannot be read is never taken for a job that stopped writing. What is
 read is split into complete lines and the unterminated end (`pending`: a progress bar redraws
 itself with `\\r` and writes no newline until it is done), which is kept, bounded, for the next poll.
 """
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, replace
 from typing import List, Optional, Sequence, Tuple
 
@@ -59,6 +62,8 @@ def follow(logs: Sequence[FollowedLog], now: float) -> Followed:
             new, chunk = _read(log, now)
         except FileNotFoundError:
             new, chunk = log, None
+            if log.inode:  # it was there: deleted or moved while the job may still write to it
+                errors.append(f"{log.path}: no longer there (deleted or moved)")
         except OSError as exc:
             errors.append(f"{log.path}: {exc.strerror or exc}")
             new, chunk = log, None
@@ -71,6 +76,8 @@ def follow(logs: Sequence[FollowedLog], now: float) -> Followed:
 def _read(log: FollowedLog, now: float) -> Tuple[FollowedLog, Optional[Chunk]]:
     with open(log.path, "rb") as handle:
         info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):  # /dev/null, a fifo: nothing to learn from, and it never grows
+            raise OSError("not a regular file")
         restarted = bool(log.inode) and ((info.st_dev, info.st_ino) != (log.device, log.inode)
                                          or info.st_size < log.offset)
         offset = 0 if restarted else log.offset
@@ -84,6 +91,8 @@ def _read(log: FollowedLog, now: float) -> Tuple[FollowedLog, Optional[Chunk]]:
         handle.seek(start)
         data = handle.read(size - start)
     data = data[:_complete_utf8(data)]  # a character cut by the writer's flush is read whole next time
+    if not data:  # only such a cut character: nothing new yet
+        return replace(log, device=info.st_dev, inode=info.st_ino, offset=offset, pending=pending), None
     text = pending + data.decode("utf-8", errors="replace")
     lines = text.split("\n")
     rest = lines.pop()

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+from core.progress.eta import RECENT, format_span
 from core.progress.reading import Sample
 
 
@@ -39,7 +40,7 @@ def stall_budget(activity: Activity, rule: StallRule) -> float:
     """How long progress may stand still before the job counts as stalled."""
     if activity.paused_at > activity.advanced_at or len(activity.samples) < 2:
         return rule.cap
-    gaps = [b.at - a.at for a, b in zip(activity.samples, activity.samples[1:])][-8:]
+    gaps = [b.at - a.at for a, b in zip(activity.samples, activity.samples[1:])][-RECENT:]
     return min(rule.cap, max(rule.floor, rule.factor * max(gaps)))
 
 
@@ -66,9 +67,13 @@ class Threshold:
     def label(self) -> str:
         if self.fraction is not None:
             return f"{self.fraction * 100:g}%"
-        return f"{(self.seconds_left or 0) / 60:g}m left"
+        return f"{format_span(self.seconds_left or 0.0)} left"
+
+    def fires_at(self, limit: float) -> float:
+        """The time used at which this threshold is crossed."""
+        if self.fraction is not None:
+            return self.fraction * limit
+        return limit - (self.seconds_left or 0.0)
 
     def crossed(self, used: float, limit: float) -> bool:
-        if self.fraction is not None:
-            return used >= self.fraction * limit
-        return limit - used <= (self.seconds_left or 0)
+        return used >= self.fires_at(limit)

@@ -241,15 +241,17 @@ MAX_SAMPLES = 32
 
 @dataclass
 class LiveState:
-    """What the monitor saw of the running job (one Slurm job: a chain's next attempt starts afresh)."""
+    """What the monitor saw of one run of the job (a chain's next attempt, or a requeue, starts afresh)."""
 
     target: str = ""
+    run_start: str = ""  # squeue's START_TIME of this run: a requeued job starts another run
     started_at: float = 0.0  # first seen running
     logs: List[FollowedLog] = field(default_factory=list)
     reading: Optional[Reading] = None  # the newest progress line understood
     read_at: float = 0.0  # when `reading` was seen
     samples: List[Sample] = field(default_factory=list)  # overall progress when it moved, oldest first
     advanced_at: float = 0.0  # progress last moved (0: never)
+    advanced_before: float = 0.0  # the advance before that one (how long a stall lasted, once it moves)
     paused_at: float = 0.0  # a checkpoint/eval/save line after the last advance
     grown_at: float = 0.0  # a log last grew
     notes: List[str] = field(default_factory=list)  # what was already said about this run ("start", "time:80%", ...)

@@ -15,6 +15,7 @@ from core.analysis.lines import clean_frame, last_complete_frame, last_frames
 from core.analysis.logtail import read_tail
 from core.daemon.liveness import this_host
 from core.errors import JobmonError
+from core.monitor.live import current
 from core.monitor.poller import SlurmView
 from core.progress.eta import format_span
 from core.progress.reading import Sample
@@ -243,7 +244,7 @@ def _summary(detail: JobDetail, width: int, glyphs: Glyphs) -> List[str]:
         lines.append(_eta_line(progress, glyphs))
     else:
         lines.append("progress: no progress line understood" + (" yet" if record and record.final is None else ""))
-    live = record.live if record is not None else None
+    live = current(record) if record is not None else None
     if live is not None and live.started_at:
         moved = f", last advanced {ago(now - live.advanced_at)}" if live.advanced_at else ", no advance seen yet"
         lines.append(f"running since {clock(live.started_at)}{moved}")
@@ -266,9 +267,9 @@ def _eta_line(progress: Dict[str, Any], glyphs: Glyphs) -> str:
 
 
 def _history(detail: JobDetail, width: int, most: int, glyphs: Glyphs) -> List[str]:
-    live = detail.record.live if detail.record is not None else None
-    if live is None or not live.samples:
-        return []
+    live = current(detail.record) if detail.record is not None else None
+    if live is None or not live.samples or live.reading is None or live.reading.fraction is None:
+        return []  # a bar without a total: its samples are counts, not shares
     samples = live.samples
     running = detail.record is not None and detail.record.final is None
     start, end = samples[0].at, max(samples[-1].at, detail.now if running else samples[-1].at)

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from core.daemon.liveness import Health, monitor_health, this_host
 from core.errors import JobmonError
-from core.monitor.live import eta_of, health_flags
+from core.monitor.live import current, eta_of, health_flags
 from core.monitor.poller import SlurmView
 from core.notify import outbox
 from core.notify.outbox import OutboxEntry
@@ -106,8 +106,8 @@ def status_row(record: JobRecord, queue: Dict[str, QueueEntry], host: str, now: 
         last_poll=(now - record.monitor.heartbeat) if record.monitor.heartbeat else None,
         notification=outbox.summary_status(record.outbox), categories=list(record.categories),
         problem=_problem(record, health), events=[_event(entry) for entry in record.outbox],
-        progress=progress_json(record.live, now, running=record.final is None),
-        flags=health_flags(record.live) if record.final is None else [],
+        progress=progress_json(current(record), now, running=record.final is None),
+        flags=health_flags(current(record)) if record.final is None else [],
     )
 
 
@@ -117,7 +117,7 @@ def progress_json(live: Optional[LiveState], now: float, running: bool) -> Optio
     if live is None or live.reading is None:
         return None
     reading = live.reading
-    eta = eta_of(live) if running else None
+    eta = eta_of(live, now) if running else None
 
     def left(at: Optional[float]) -> Optional[float]:
         return None if at is None else round(max(0.0, at - now), 1)

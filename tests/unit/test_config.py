@@ -432,7 +432,7 @@ def test_health_defaults_and_durations_with_units():
     }), "c.json", None).health
     assert health.stall == StallRule(3.0, 90.0, 7200.0, 1800.0)
     assert health.time_limit_warn == (Threshold(fraction=0.75), Threshold(seconds_left=600.0))
-    assert health.cancel_on_stall == 14400.0  # true: twice the cap
+    assert health.cancel_on_stall == 7200.0  # true: the cap, after the stalled message
     assert health.on_start and health.progress_every_seconds == 6 * 3600.0
     assert parse_config('{"notify": {"progress_every": "25%"}}', "c.json", None).health.progress_every_fraction == 0.25
     assert parse_config('{"health": {"cancel_on_stall": "3h"}}', "c.json", None).health.cancel_on_stall == 10800.0
@@ -447,6 +447,7 @@ def test_health_defaults_and_durations_with_units():
     ({"health": {"progress_patterns": ["(unclosed"]}}, r"progress_patterns\[0\] is not a valid regular expression"),
     ({"health": {"progress_patterns": [r"step \d+"]}}, r"progress_patterns\[0\] needs a named group \(\?P<done>"),
     ({"health": {"cancel_on_stall": "soon"}}, r"health\.cancel_on_stall must be seconds"),
+    ({"health": {"cancel_on_stall": 0}}, r"health\.cancel_on_stall must be false or a duration .* 0 would cancel"),
     ({"notify": {"on_start": "yes"}}, r"notify\.on_start must be true or false"),
     ({"notify": {"progress_every": "5s"}}, r"notify\.progress_every must be a percentage .* or at least a minute"),
     ({"health": []}, r"'health' must be an object"),

@@ -28,17 +28,24 @@ class RunningJob:
     """squeue under the real live header (tests/fixtures/slurm_headers/squeue_live.txt): RUNNING since
     START with `limit` seconds, COMPLETED at `ends_at`; sacct answers only then."""
 
-    def __init__(self, clock, limit: float, ends_at: float = float("inf"), end_state: str = "COMPLETED") -> None:
+    def __init__(self, clock, limit: float, ends_at: float = float("inf"), end_state: str = "COMPLETED",
+                 requeued: Tuple[float, float] = (float("inf"), float("inf"))) -> None:
         self.clock, self.limit, self.ends_at, self.end_state = clock, limit, ends_at, end_state
+        self.requeued = requeued  # (seconds after START it went back to PENDING, when it started again)
         self.queue_calls = 0
 
     def query_queue(self, job_ids: Sequence[str], *, not_before: float = 0.0) -> Dict[str, QueueEntry]:
         self.queue_calls += 1
         now = self.clock.time()
         state = "RUNNING" if now < self.ends_at else self.end_state
-        used = now - START
+        started, start_time = START, "2026-11-29T00:19:50"
+        if now >= START + self.requeued[1]:
+            started, start_time = START + self.requeued[1], "2026-11-29T01:04:50"
+        elif now >= START + self.requeued[0]:
+            state, start_time = "PENDING", "N/A"
+        used = now - started
         row = (f"{JOB}|{state}|None|{clock_time(used)}|{clock_time(self.limit)}|{clock_time(self.limit - used)}|"
-               f"2026-11-29T00:19:50|vm|2026-11-29T00:10:00\n")
+               f"{start_time}|vm|2026-11-29T00:10:00\n")
         return {entry.job_id: entry for entry in parse_squeue(header_line("squeue_live.txt") + row)}
 
     def query_accounting(self, job_ids: Sequence[str]) -> Dict[str, AccountingRecord]:
@@ -159,8 +166,8 @@ def test_cancel_on_stall_scancels_once_after_the_second_limit(story_store, patte
     stalls = [e for e in story_store.load(JOB).outbox if e.kind is EventKind.STALLED]
     assert [e.message.title.split(" stalled")[1] for e in stalls] == ["", " too long: cancelling it"]
     assert cancelled == [JOB]
-    assert stalls[1].created_at - START == pytest.approx(90.0 + 300.0, abs=11.0)
-    assert "jobmon cancels it if it stays stuck for 5m" in stalls[0].message.description
+    assert stalls[1].created_at - stalls[0].created_at == pytest.approx(300.0, abs=11.0)
+    assert "jobmon cancels it if it is still stuck 5m from now" in stalls[0].message.description
 
 
 def test_optional_start_and_progress_messages_take_the_success_route(story_store, patterns, log_path):
@@ -183,3 +190,70 @@ def test_progress_every_so_often(story_store, patterns, log_path):
     run(tale, log_path, steps(1, 100, 100, 4.0, 0.0), until=1000.0)
     entries = story_store.load(JOB).outbox
     assert [e.message.title for e in entries[:-1]] == [f"Job {JOB} (train): {n}m running" for n in (2, 4, 6, 8)]
+
+
+# -- what the review found ------------------------------------------------------------------------
+def test_a_log_deleted_while_the_job_runs_is_no_stall_and_no_reason_to_cancel(story_store, patterns, log_path):
+    import os
+
+    config = live_config(stall=StallRule(factor=3.0, floor=60.0, cap=600.0, quiet=300.0), cancel_on_stall=60.0)
+    cancelled: List[str] = []
+    tale = Story(story_store, JOB, None, patterns, config=config, scancel=cancelled.append)
+    tale.slurm = tale.monitor.poller.slurm = RunningJob(tale.clock, limit=36000.0)
+    run(tale, log_path, steps(1, 5, 100, 10.0, 0.0), until=60.0)
+    os.unlink(log_path)  # the job writes on into the unlinked file: jobmon cannot see it
+    run(tale, log_path, [], until=2000.0)
+    assert kinds(story_store) == [] and cancelled == []
+
+
+def test_a_requeued_job_starts_a_new_run(story_store, patterns, log_path):
+    config = live_config(stall=StallRule(factor=3.0, floor=60.0, cap=600.0, quiet=3600.0),
+                         time_limit_warn=(Threshold(fraction=0.5),))
+    tale = Story(story_store, JOB, None, patterns, config=config)
+    job = RunningJob(tale.clock, limit=400.0, requeued=(300.0, 3000.0))  # queued again for 45 minutes
+    tale.slurm = tale.monitor.poller.slurm = job
+    run(tale, log_path, steps(1, 25, 100, 10.0, 0.0), until=250.0)  # 50 % of the limit used: one warning
+    before = story_store.load(JOB).live
+    requeue = START + 3000.0
+    run(tale, log_path, [(3000.0 + t, text) for t, text in steps(1, 30, 100, 10.0, 0.0)], until=3300.0)
+    after = story_store.load(JOB).live
+    assert before.run_start != after.run_start and after.started_at >= requeue
+    titles = [e.message.title.split(": ")[1] for e in story_store.load(JOB).outbox]
+    assert titles == ["projected to finish 9m after its time limit", "50% of its time limit used"] * 2  # each run's
+    assert "stalled" not in kinds(story_store)  # the 45 minutes in the queue are no stall
+
+
+def test_thresholds_crossed_together_are_one_message_naming_the_furthest(story_store, patterns, log_path):
+    config = live_config(time_limit_warn=(Threshold(fraction=0.8), Threshold(fraction=0.9),
+                                          Threshold(seconds_left=30.0)))
+    tale = Story(story_store, JOB, None, patterns, config=config)
+    tale.slurm = tale.monitor.poller.slurm = RunningJob(tale.clock, limit=600.0)
+    tale.clock.now = START + 580.0  # a monitor (re)started late: all three are past
+    run(tale, log_path, [], until=700.0)
+    titles = [e.message.title for e in story_store.load(JOB).outbox]
+    assert titles == [f"Job {JOB} (train): 30s left"]
+
+
+def test_a_checkpoint_line_does_not_end_a_stall_only_progress_does(story_store, patterns, log_path):
+    config = live_config(stall=StallRule(factor=3.0, floor=60.0, cap=200.0, quiet=3600.0))
+    tale = Story(story_store, JOB, None, patterns, config=config)
+    tale.slurm = tale.monitor.poller.slurm = RunningJob(tale.clock, limit=36000.0)
+    writes = steps(1, 10, 100, 10.0, 0.0) + [(400.0, "Saving model checkpoint to /ckpt/step-10\n")] \
+        + steps(11, 12, 100, 10.0, 1000.0)
+    run(tale, log_path, writes, until=1100.0)
+    entries = story_store.load(JOB).outbox
+    assert [e.kind.value for e in entries] == ["stalled", "resumed"]
+    assert "after 15m without progress" in entries[1].message.description  # 90 s -> 1000 s
+
+
+def test_an_eta_ages_while_progress_stands_still():
+    from core.monitor.live import eta_of
+    from core.progress.reading import Reading, Sample, Source
+    from core.state.model import LiveState
+
+    live = LiveState(target=JOB, reading=Reading(10.0, 100.0, "step", Source.GENERIC),
+                     samples=[Sample(float(t), t / 1000) for t in range(0, 110, 10)])
+    fresh = eta_of(live, now=101.0)
+    stale = eta_of(live, now=3000.0)
+    assert fresh is not None and fresh.confident and fresh.end_at == pytest.approx(1000.0)
+    assert stale is not None and not stale.confident and stale.end_at == pytest.approx(3000.0 + 900.0)
