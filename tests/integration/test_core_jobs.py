@@ -131,6 +131,35 @@ def test_watch_of_a_finished_job_notifies_at_once(jm):
     assert [m["webhook"] for m in jm.receiver.messages()] == ["success"]
 
 
+GONE_ARRAY = """#!/bin/bash
+#SBATCH -J gone
+#SBATCH --array=0-2
+#SBATCH -o gone-%A_%a.out
+[ "$SLURM_ARRAY_TASK_ID" = 1 ] && echo "ModuleNotFoundError: No module named 'wandb'" && exit 1
+exit 0
+"""
+
+
+def test_watch_of_an_array_the_controller_forgot_gets_its_summary(jm):
+    script = jm.write_script("gone.sbatch", GONE_ARRAY)
+    done = jm.run("sbatch", "--parsable", script)
+    assert done.returncode == 0, done.stderr
+    job_id = done.stdout.strip()
+    deadline = time.monotonic() + 90
+    while jm.run("squeue", "-h", "-j", job_id).returncode == 0:  # until squeue says "Invalid job id" (MinJobAge)
+        assert time.monotonic() < deadline, "the array never left squeue"
+        time.sleep(1)
+    watched = jm.jobmon("watch", "--output", "gone-%A_%a.out", job_id)
+    assert watched.returncode == 0, watched.stdout + watched.stderr
+    assert "already ended" in watched.stdout and "sent" in watched.stdout
+    state = jm.state(job_id)
+    assert state["final"]["task_counts"] == {"COMPLETED": 2, "FAILED": 1}
+    assert state["categories"][0] == "import_error"
+    [message] = jm.receiver.messages()
+    assert message["webhook"] == "error"
+    assert embed(message)["title"] == f"Array {job_id} (gone): 2 COMPLETED, 1 FAILED"
+
+
 def test_watch_of_an_unknown_job_is_a_clear_error(jm):
     done = jm.jobmon("watch", "99999999")
     assert done.returncode != 0
