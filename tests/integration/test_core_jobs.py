@@ -7,7 +7,8 @@ import signal
 import subprocess
 import time
 
-from conftest import is_done, notification, slurm_local, wait_job_state
+import pytest
+from conftest import notification, wait_job_state
 
 CUDA_OOM_JOB = r"""#!/bin/bash
 #SBATCH -J cuda-oom
@@ -83,6 +84,7 @@ def test_real_out_of_memory_is_reported_as_slurm_oom(jm):
     assert "OUT_OF_MEMORY" in card["title"]
 
 
+@pytest.mark.long_running  # Slurm's TIMEOUT comes 60-90 s after the start
 def test_real_timeout(jm):
     script = jm.write_script("slow.sbatch", "#!/bin/bash\n#SBATCH -t 1\n#SBATCH -o slow-%j.out\nsleep 600\n")
     job_id = jm.submit(script)
@@ -220,23 +222,6 @@ def test_two_recovers_at_once_start_one_daemon(jm):
     jm.wait_done(job_id)
     time.sleep(2)
     assert len(jm.receiver.messages()) == 1
-
-
-def test_controller_outage_gives_no_false_end_then_the_right_one(jm):
-    job_id = jm.submit(jm.write_script("c.sbatch", "#!/bin/bash\n#SBATCH -o c-%j.out\nsleep 20\n"))
-    wait_job_state(job_id, ("RUNNING",), 30)
-    slurm_local("stop-ctld")
-    try:
-        jm.wait_state(job_id, lambda s: s["observation"]["controller_down_since"] > 0, 30, "outage noticed")
-        time.sleep(4)
-        state = jm.state(job_id)
-        assert state["final"] is None and not is_done(state)
-        assert jm.receiver.messages() == []
-    finally:
-        slurm_local("start-ctld")
-    state = jm.wait_done(job_id, timeout=90)
-    assert state["final"]["state"] == "COMPLETED"
-    assert [m["webhook"] for m in jm.receiver.messages()] == ["success"]
 
 
 def test_rate_limited_webhook_delivers_once(jm):
