@@ -17,10 +17,11 @@ from core.config import (
     config_permission_warning,
     load_config,
     load_patterns,
+    parse_config,
     read_text_file,
     resolve_paths,
 )
-from core.errors import JobmonError
+from core.errors import ConfigError, JobmonError
 
 if TYPE_CHECKING:  # each command imports what it needs: `jobmon --version` stays quick
     from core.notify.sink import Sink
@@ -83,6 +84,19 @@ class Context:
         if warning:
             self.warn(warning)
         return config
+
+    def config_or_defaults(self) -> Config:
+        """For the commands that send nothing (status, analyze): a broken config.json is one warning
+        line, and they go on with the defaults (and the environment's overrides)."""
+        try:
+            return self.config(require_webhook=False)
+        except ConfigError as exc:
+            self.warn(f"warning: {exc} (ignored here; submit, watch, recover and test-discord refuse to run "
+                      "until it is fixed)")
+        try:
+            return parse_config("{}", self.paths.config, None)
+        except ConfigError:  # a bad JOBMON_POLL_INTERVAL or the like: already said above
+            return Config()
 
 
 # -- init -----------------------------------------------------------------------------------
@@ -213,7 +227,7 @@ def _cmd_status(args: argparse.Namespace, ctx: Context) -> int:
     if not args.watch and (args.interval is not None or args.count is not None):
         raise JobmonError("--interval and --count go with --watch")
     store = ctx.store()
-    config = ctx.config(require_webhook=False)
+    config = ctx.config_or_defaults()
     if args.watch:
         return _watch_status(args, ctx, store, config)
     rows, warning = collect_status(store, ctx.shared_slurm(config), include_old=args.all)
@@ -403,7 +417,10 @@ def _add_recover(sub: Any) -> None:
 def _cmd_recover(args: argparse.Namespace, ctx: Context) -> int:
     from core.daemon.control import recover_all
 
-    config = ctx.config(require_webhook=False)
+    try:
+        config = ctx.config(require_webhook=False)
+    except ConfigError as exc:  # every monitor it would start trusts the file: nothing is touched before it is fixed
+        raise ConfigError(f"{exc}; nothing was recovered or changed: fix it, then run `jobmon recover` again") from None
     actions = recover_all(ctx.ready_paths(), ctx.store(), config)
     for line in actions:
         print(f"jobmon: {line}")
@@ -481,7 +498,7 @@ def _cmd_analyze(args: argparse.Namespace, ctx: Context) -> int:
         raise JobmonError(f"{path}: no such file")
     if not os.access(path, os.R_OK):
         raise JobmonError(f"{path}: permission denied")
-    lines = args.lines or ctx.config(require_webhook=False).tail_lines
+    lines = args.lines or ctx.config_or_defaults().tail_lines
     tail = read_tail(path, lines)
     analysis = analyze(tail.lines, load_patterns(ctx.paths))
     if args.json:

@@ -9,6 +9,9 @@ demo=${JOBMON_DEMO_DIR:-/tmp/jobmon-demo}
 say() { printf '\n== %s\n' "$*"; }
 
 say "1/5 local Slurm (scripts/slurm-local.sh setup)"
+# A minimal Debian 12 has no python3: the receiver and jobmon need it, jobmon's first run its venv
+# module (it pip-installs requests and filelock into ~/.local/share/jobmon/venv, over https).
+bash scripts/need-packages.sh python3 python3-venv ca-certificates
 bash scripts/slurm-local.sh setup
 sinfo
 

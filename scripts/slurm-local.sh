@@ -32,7 +32,8 @@ set -euo pipefail
 readonly PROG=slurm-local
 SCRIPT_PATH=$(readlink -f "${BASH_SOURCE[0]}")
 readonly SCRIPT_PATH
-readonly PACKAGES=(slurmctld slurmd slurmdbd slurm-client munge mariadb-server)
+# procps (pgrep) and iproute2 (ss, to name what holds a port) are missing from a minimal Debian 12.
+readonly PACKAGES=(slurmctld slurmd slurmdbd slurm-client munge mariadb-server procps iproute2)
 readonly DAEMONS_START_ORDER=(mariadbd munged slurmdbd slurmctld slurmd)
 readonly DAEMONS_STOP_ORDER=(slurmd slurmctld slurmdbd munged mariadbd)
 
@@ -192,6 +193,54 @@ log_of() {
     esac
 }
 
+port_of() {
+    case $1 in
+    mariadbd) echo 3306 ;;
+    slurmdbd) echo "$DBD_PORT" ;;
+    slurmctld) echo 6817 ;;
+    slurmd) echo 6818 ;;
+    esac
+}
+
+# Where a daemon's own stderr goes while it starts (before it opens its log file).
+start_err_of() { echo "$SLURM_LOG/$1.start.err"; }
+
+# After NAME failed to start: the end of its log, and the causes this script can detect itself.
+diagnose() {
+    local name=$1 file port holder usage
+    for file in "$(log_of "$name")" "$(start_err_of "$name")"; do
+        if [[ -s $file ]]; then
+            say "last lines of $file:"
+            tail -n 15 "$file" | sed 's/^/    /' >&2
+        fi
+    done
+    if ! getent hosts localhost >/dev/null 2>&1; then
+        say "likely cause: 'localhost' does not resolve (no /etc/hosts, or no '127.0.0.1 localhost' line in it);" \
+            "slurmdbd, slurmctld and MariaDB are configured with localhost"
+    fi
+    port=$(port_of "$name")
+    if [[ -n $port ]] && ! is_running "$name"; then
+        if command -v ss >/dev/null 2>&1; then
+            holder=$(ss -Hltnp "sport = :$port" 2>/dev/null | sed -n 's/.*users:((\(.*\)))/\1/p' | head -n 1)
+            [[ -z $holder ]] && holder=$(ss -Hltn "sport = :$port" 2>/dev/null | head -n 1)
+            [[ -n $holder ]] && say "likely cause: TCP port $port, which $name needs, is in use by: $holder"
+        elif (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            say "likely cause: TCP port $port, which $name needs, is in use by another process"
+        fi
+    fi
+    case $name in
+    slurmdbd | slurmctld | slurmd)
+        is_running munged || say "likely cause: munged is not running (slurm-local.sh start starts it first)"
+        ;;
+    esac
+    if [[ $name == slurmdbd ]] && ! mariadb_ready; then
+        say "likely cause: MariaDB does not answer (see $MARIADB_LOG)"
+    fi
+    usage=$(df -P "$SLURM_LOG" /var/lib 2>/dev/null | awk 'NR > 1 && $5 == "100%" { print $6 }' | sort -u)
+    [[ -n $usage ]] && say "likely cause: no space left on $(echo $usage)"
+    return 0
+}
+
 # ------------------------------------------------------------ start / stop --
 
 launch() {
@@ -219,7 +268,7 @@ launch() {
         ;;
     slurmdbd | slurmctld | slurmd)
         prepare_slurm_dirs
-        "/usr/sbin/$name" </dev/null >/dev/null 2>&1
+        "/usr/sbin/$name" </dev/null >/dev/null 2>"$(start_err_of "$name")"
         ;;
     esac
 }
@@ -248,17 +297,31 @@ start_one() {
         return 0
     fi
     t0=$(now_ms)
-    launch "$name" || die "$name failed to start (see $(log_of "$name"))"
+    if ! launch "$name"; then
+        diagnose "$name"
+        die "$name failed to start (see $(log_of "$name"))"
+    fi
     if [[ $name == slurmd ]]; then
         if ! wait_for 5 "$check"; then
             resume_node_if_needed
         fi
     fi
-    if ! wait_for "$WAIT_TIMEOUT" "$check"; then
+    if ! wait_for "$WAIT_TIMEOUT" ready_or_gone "$check" "$name" || ! "$check"; then
+        diagnose "$name"
         is_running "$name" || die "$name exited right after start (see $(log_of "$name"))"
         die "$name not ready after ${WAIT_TIMEOUT}s (see $(log_of "$name"))"
     fi
     say "started $name (pid $(daemon_pid "$name" || echo '?'), $(elapsed_since "$t0"))"
+}
+
+# Ready, or no longer running (looked at twice, 1 s apart: a daemon may still be forking). Lets
+# start_one say at once that a daemon died at start instead of waiting for the timeout.
+ready_or_gone() {
+    local check=$1 name=$2
+    "$check" && return 0
+    is_running "$name" && return 1
+    sleep 1
+    ! is_running "$name"
 }
 
 stop_one() {

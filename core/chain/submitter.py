@@ -221,12 +221,23 @@ def attach(
     else:
         accounting = slurm.query_accounting([job_id])
         found = accounting.get(job_id)
-        if found is None:
+        tasks = sorted(int(key[len(job_id) + 1:]) for key in accounting
+                       if key.startswith(f"{job_id}_") and key[len(job_id) + 1:].isdecimal())
+        if found is None and not tasks:
             raise UnknownJob(f"job {job_id} is unknown to Slurm (neither squeue nor sacct knows it); check the id")
+        if found is None:  # an array the controller forgot: sacct keys its tasks 92_0, 92_1, ...
+            found = accounting[f"{job_id}_{tasks[0]}"]
+            record.expected_tasks = tasks
+            record.array_spec = compress_ids(tasks)
+            record.log_options = LogOptions(output=os.path.abspath(stdout) if stdout else "",
+                                            error=os.path.abspath(stderr) if stderr else "")
         record.name = found.name
         record.submit_dir = found.work_dir
-        default = os.path.join(found.work_dir or os.getcwd(), f"slurm-{job_id}.out")
-        record.stdout_path = record.stderr_path = default
+        if record.array_spec:  # no -o/-e known: sbatch's default, slurm-%A_%a.out in the working directory
+            record.stdout_path = record.stderr_path = ""
+        else:
+            default = os.path.join(found.work_dir or os.getcwd(), f"slurm-{job_id}.out")
+            record.stdout_path = record.stderr_path = default
     if stdout:
         record.stdout_path = os.path.abspath(stdout)
         if not stderr and info is None:

@@ -93,8 +93,10 @@ def build_message(record: JobRecord, host: str = "") -> Message:
         description.append("The job can never start; cancel it with scancel and fix its dependency.")
     time_limit = explicit_time_limit(final.time_limit)
     limit = f" of {time_limit} limit" if time_limit else ""
-    requested = f" of {final.req_mem} requested" if final.req_mem else ""
-    peak = format_bytes(final.max_rss_bytes) if final.max_rss_bytes else "not sampled"
+    if final.max_rss_bytes:
+        peak = format_bytes(final.max_rss_bytes) + (f" of {final.req_mem} requested" if final.req_mem else "")
+    else:  # sacct has no MaxRSS: the job ended before Slurm's accounting sampled it, or it samples none here
+        peak = "not recorded by Slurm" + (f" ({final.req_mem} requested)" if final.req_mem else "")
     if final.is_group:
         fields = [Field("Tasks", final.state_text)]
         if final.failed_tasks:
@@ -111,7 +113,7 @@ def build_message(record: JobRecord, host: str = "") -> Message:
             Field("Elapsed", f"{final.elapsed or '?'}{limit}"),
         ]
     fields += [
-        Field("Peak memory", f"{peak}{requested}"),
+        Field("Peak memory", peak),
         Field("Node(s)", final.nodes or "none"),
         Field("Partition", final.partition or "?"),
         Field("Working dir", final.work_dir or record.submit_dir or "?", inline=False),

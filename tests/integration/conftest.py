@@ -4,9 +4,15 @@
 checkout is copied to a world-readable folder so that user runs it exactly as README's "folder
 on PATH" install: the `jobmon` entry point, with the system python3 (which lacks requests and
 filelock, so the first run builds the user's private venv).
+
+The tests run in parallel (scripts/test.sh: pytest-xdist, `-n 4 --dist loadgroup`): each test takes a
+shared turn on the one Slurm, and a test marked `alone` (it stops a Slurm daemon: test_outages.py) takes
+it exclusively. The unit tests come first and the `long_running` ones next, so that the unit tests run
+while the outage tests have the Slurm to themselves and the longest waits start early.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pwd
@@ -16,8 +22,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional, Set
 
 import pytest
 
@@ -32,6 +39,8 @@ from core.state.migrate import upgrade  # noqa: E402
 from core.state.model import JobRecord  # noqa: E402
 
 USER_PATH = "/usr/local/bin:/usr/bin:/bin"
+#: Lock files every pytest process on this machine shares: xdist's workers, and a second run at the same time.
+MACHINE_LOCKS = os.path.join(tempfile.gettempdir(), "jobmon-it")
 
 
 def as_record(state: dict) -> JobRecord:
@@ -49,11 +58,69 @@ def notification(state: dict) -> str:
 
 
 def pytest_collection_modifyitems(items) -> None:
-    """Every test in this folder needs the real Slurm: `-m "not integration"` skips them all."""
+    """Every test in this folder needs the real Slurm: `-m "not integration"` skips them all. Order:
+    the unit tests, then the `long_running` Slurm tests, then the others (a stable sort: each module's
+    tests stay together and in their order, only the long ones start early)."""
     here = os.path.dirname(os.path.abspath(__file__))
     for item in items:
         if str(item.fspath).startswith(here + os.sep):
             item.add_marker(pytest.mark.integration)
+
+    def start_order(item) -> int:
+        if not item.get_closest_marker("integration"):
+            return 0
+        return 1 if item.get_closest_marker("long_running") else 2
+
+    items.sort(key=start_order)
+
+
+def _open_lock(name: str) -> int:
+    path = f"{MACHINE_LOCKS}.{name}.lock"
+    try:
+        return os.open(path, os.O_RDONLY)  # O_CREAT on another user's file in /tmp is refused (protected_regular)
+    except FileNotFoundError:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+        os.fchmod(fd, 0o644)
+        return fd
+
+
+#: The machine locks this process holds exclusively (a test module holding one for all its tests).
+_HELD_EXCLUSIVE: Set[str] = set()
+
+
+@contextmanager
+def machine_lock(name: str, *, exclusive: bool = True) -> Iterator[None]:
+    """A readers-writer lock across processes that prefers writers: one waiting for the exclusive turn
+    holds the gate while it waits, so no new shared turn starts before it has had its own. Taking a
+    lock this process already holds exclusively is a no-op."""
+    if name in _HELD_EXCLUSIVE:
+        yield
+        return
+    gate, lock = _open_lock(name + "-gate"), _open_lock(name)
+    try:
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        finally:
+            fcntl.flock(gate, fcntl.LOCK_UN)
+        if exclusive:
+            _HELD_EXCLUSIVE.add(name)
+        try:
+            yield
+        finally:
+            _HELD_EXCLUSIVE.discard(name)
+    finally:
+        os.close(lock)  # closing releases the flock
+        os.close(gate)
+
+
+@pytest.fixture(autouse=True)
+def slurm_turn(request) -> Iterator[None]:
+    """Parallel tests share the Slurm; a test marked `alone` (it stops slurmctld or slurmdbd) has it to itself,
+    from before its jobs are submitted until its daemons are stopped (test_outages.py holds it for the
+    whole module)."""
+    with machine_lock("slurm", exclusive=request.node.get_closest_marker("alone") is not None):
+        yield
 
 
 def _slurm_up() -> bool:
@@ -122,8 +189,10 @@ def app(base_dir, account) -> str:
         for name in files:
             path = os.path.join(folder, name)
             os.chmod(path, 0o755 if os.access(path, os.X_OK) else 0o644)
-    # First run: builds the user's private venv when the system python3 lacks the dependencies.
-    done = _run_as(account, [os.path.join(target, "jobmon"), "--version"], {}, timeout=300)
+    # First run: builds the user's private venv when the system python3 lacks the dependencies (one
+    # worker at a time: they would all build the same ~/.local/share/jobmon/venv).
+    with machine_lock("user-venv"):
+        done = _run_as(account, [os.path.join(target, "jobmon"), "--version"], {}, timeout=300)
     assert done.returncode == 0, done.stderr
     return target
 
@@ -288,3 +357,27 @@ def slurm_local(command: str) -> None:
     script = os.path.join(ROOT, "scripts", "slurm-local.sh")
     done = subprocess.run(["bash", script, command], capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr
+
+
+def wait_for_accounting(timeout: float = 120) -> None:
+    """Wait until sacct is current again: a new job's own record (not sacct's placeholder) is there.
+
+    After slurmdbd or slurmctld restarts, sacct lags: the records queued meanwhile arrive ~17 s
+    later, and until then a job that just ended may have only its placeholder. A test that restarted
+    a daemon waits for this before it lets the other tests have the Slurm again.
+    """
+    name = "jobmon-it-accounting-check"
+    done = subprocess.run(["sbatch", "--parsable", "-J", name, "-o", "/dev/null", "--wrap", "true"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    job_id = done.stdout.strip().split(";")[0]
+    deadline = time.monotonic() + timeout
+    row = ""
+    while time.monotonic() < deadline:
+        row = subprocess.run(["sacct", "-X", "-n", "-P", "-j", job_id, "--format=JobName,State,ReqMem"],
+                             capture_output=True, text=True, timeout=60).stdout.strip()
+        fields = row.split("|")
+        if len(fields) == 3 and fields[0] == name and fields[1] == "COMPLETED" and not fields[2].endswith("?"):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"sacct did not catch up within {timeout}s (job {job_id}: {row!r})")

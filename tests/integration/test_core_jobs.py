@@ -7,7 +7,8 @@ import signal
 import subprocess
 import time
 
-from conftest import is_done, notification, slurm_local, wait_job_state
+import pytest
+from conftest import notification, wait_job_state
 
 CUDA_OOM_JOB = r"""#!/bin/bash
 #SBATCH -J cuda-oom
@@ -83,6 +84,7 @@ def test_real_out_of_memory_is_reported_as_slurm_oom(jm):
     assert "OUT_OF_MEMORY" in card["title"]
 
 
+@pytest.mark.long_running  # Slurm's TIMEOUT comes 60-90 s after the start
 def test_real_timeout(jm):
     script = jm.write_script("slow.sbatch", "#!/bin/bash\n#SBATCH -t 1\n#SBATCH -o slow-%j.out\nsleep 600\n")
     job_id = jm.submit(script)
@@ -129,6 +131,35 @@ def test_watch_of_a_finished_job_notifies_at_once(jm):
     assert watched.returncode == 0, watched.stderr
     assert "already ended" in watched.stdout and "sent" in watched.stdout
     assert [m["webhook"] for m in jm.receiver.messages()] == ["success"]
+
+
+GONE_ARRAY = """#!/bin/bash
+#SBATCH -J gone
+#SBATCH --array=0-2
+#SBATCH -o gone-%A_%a.out
+[ "$SLURM_ARRAY_TASK_ID" = 1 ] && echo "ModuleNotFoundError: No module named 'wandb'" && exit 1
+exit 0
+"""
+
+
+def test_watch_of_an_array_the_controller_forgot_gets_its_summary(jm):
+    script = jm.write_script("gone.sbatch", GONE_ARRAY)
+    done = jm.run("sbatch", "--parsable", script)
+    assert done.returncode == 0, done.stderr
+    job_id = done.stdout.strip()
+    deadline = time.monotonic() + 90
+    while jm.run("squeue", "-h", "-j", job_id).returncode == 0:  # until squeue says "Invalid job id" (MinJobAge)
+        assert time.monotonic() < deadline, "the array never left squeue"
+        time.sleep(1)
+    watched = jm.jobmon("watch", "--output", "gone-%A_%a.out", job_id)
+    assert watched.returncode == 0, watched.stdout + watched.stderr
+    assert "already ended" in watched.stdout and "sent" in watched.stdout
+    state = jm.state(job_id)
+    assert state["final"]["task_counts"] == {"COMPLETED": 2, "FAILED": 1}
+    assert state["categories"][0] == "import_error"
+    [message] = jm.receiver.messages()
+    assert message["webhook"] == "error"
+    assert embed(message)["title"] == f"Array {job_id} (gone): 2 COMPLETED, 1 FAILED"
 
 
 def test_watch_of_an_unknown_job_is_a_clear_error(jm):
@@ -193,23 +224,6 @@ def test_two_recovers_at_once_start_one_daemon(jm):
     assert len(jm.receiver.messages()) == 1
 
 
-def test_controller_outage_gives_no_false_end_then_the_right_one(jm):
-    job_id = jm.submit(jm.write_script("c.sbatch", "#!/bin/bash\n#SBATCH -o c-%j.out\nsleep 20\n"))
-    wait_job_state(job_id, ("RUNNING",), 30)
-    slurm_local("stop-ctld")
-    try:
-        jm.wait_state(job_id, lambda s: s["observation"]["controller_down_since"] > 0, 30, "outage noticed")
-        time.sleep(4)
-        state = jm.state(job_id)
-        assert state["final"] is None and not is_done(state)
-        assert jm.receiver.messages() == []
-    finally:
-        slurm_local("start-ctld")
-    state = jm.wait_done(job_id, timeout=90)
-    assert state["final"]["state"] == "COMPLETED"
-    assert [m["webhook"] for m in jm.receiver.messages()] == ["success"]
-
-
 def test_rate_limited_webhook_delivers_once(jm):
     jm.receiver.enqueue(("ratelimit", 1.5))
     job_id = jm.submit(jm.write_script("rl.sbatch", "#!/bin/bash\n#SBATCH -o rl-%j.out\necho ok\n"))
@@ -223,20 +237,30 @@ def test_rate_limited_webhook_delivers_once(jm):
 def test_daemon_survives_the_hangup_of_its_session(jm):
     script = jm.write_script("hup.sbatch", "#!/bin/bash\n#SBATCH -o hup-%j.out\nsleep 5\n")
     jobmon = os.path.join(jm.app, "jobmon")
-    # A login session: its own process group, killed with SIGHUP like a dropped SSH connection.
-    session = subprocess.Popen(
-        ["runuser", "-u", jm.account.name, "--", "env", "-i",
-         *[f"{k}={v}" for k, v in {**jm.env, "HOME": jm.account.home, "PATH": "/usr/bin:/bin"}.items()],
-         "bash", "-c", f"cd {jm.work} && {jobmon} submit {script} && sleep 60"] if not jm.account.is_self else
-        ["bash", "-c", f"cd {jm.work} && {jobmon} submit {script} && sleep 60"],
-        stdout=subprocess.PIPE, text=True, start_new_session=True, env=None if not jm.account.is_self else
-        {**os.environ, **jm.env},
-    )
-    line = session.stdout.readline()
-    job_id = line.split("Submitted batch job ", 1)[1].split()[0]
-    jm.wait_state(job_id, lambda s: s["monitor"]["pid"] > 0, 20, "daemon claimed the job")
-    os.killpg(session.pid, signal.SIGHUP)
-    session.wait(timeout=10)
+    shell = ["bash", "-c", f"cd {jm.work} && {jobmon} submit {script} && sleep 60"]
+    # A login session: its own process group, killed with SIGHUP like a dropped SSH connection. In a real
+    # session SIGHUP has its default action; a test runner started under nohup (or by a CI agent) ignores
+    # it, and an ignored signal stays ignored across exec, so the session would never hang up: reset it.
+    if jm.account.is_self:
+        argv, env = ["env", "--default-signal=HUP", *shell], {**os.environ, **jm.env}
+    else:
+        user_env = {**jm.env, "HOME": jm.account.home, "PATH": "/usr/bin:/bin"}
+        argv = ["runuser", "-u", jm.account.name, "--", "env", "-i", "--default-signal=HUP",
+                *[f"{k}={v}" for k, v in user_env.items()], *shell]
+        env = None
+    session = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, start_new_session=True, env=env)
+    try:
+        line = session.stdout.readline()
+        job_id = line.split("Submitted batch job ", 1)[1].split()[0]
+        jm.wait_state(job_id, lambda s: s["monitor"]["pid"] > 0, 20, "daemon claimed the job")
+        os.killpg(session.pid, signal.SIGHUP)
+        session.wait(timeout=10)
+    finally:
+        if session.poll() is None:
+            os.killpg(session.pid, signal.SIGKILL)
+            session.wait()
+        session.stdout.close()
+    assert session.returncode in (128 + signal.SIGHUP, -signal.SIGHUP)  # runuser reports 129, bash dies of it
     state = jm.wait_done(job_id)
     assert state["final"]["state"] == "COMPLETED"
     assert len(jm.receiver.messages()) == 1

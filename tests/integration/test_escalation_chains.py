@@ -7,6 +7,7 @@ import signal
 import subprocess
 import time
 
+import pytest
 from conftest import USER_PATH
 
 HUNGRY_JOB = r"""#!/bin/bash
@@ -90,6 +91,7 @@ def test_a_plain_failure_and_a_cuda_oom_are_not_resubmitted(jm):
     assert len(jm.receiver.messages()) == 1
 
 
+@pytest.mark.long_running  # two TIMEOUTs: ~150 s
 def test_timeout_escalates_time_and_the_second_attempt_completes(jm):
     script = jm.write_script("slowfit.sbatch", "#!/bin/bash\n#SBATCH -o slowfit-%j.out\n#SBATCH -t 1\nsleep 75\n")
     job_id = jm.submit("--escalate", script)

@@ -136,6 +136,7 @@ def test_a_hang_signature_alerts_while_the_job_still_runs(jm):
     assert jm.jobmon("cancel", job_id).returncode == 0
 
 
+@pytest.mark.long_running  # Slurm's TIMEOUT comes 2-3 minutes after the start
 def test_progress_that_will_not_make_the_time_limit_is_warned_once_before_the_timeout(jm):
     jm.write_config(health={"time_limit_warn": []})
     job_id = jm.submit(jm.write_script("slow.sbatch", SLOW_JOB))

@@ -246,6 +246,60 @@ def test_recover_checks_the_config_before_starting_a_daemon_that_trusts_it(home,
     assert StateStore(str(home / "state")).load("41").monitor.pid == 0  # nothing was started
 
 
+#: config.json cut off mid-write (a full disk, an editor killed): not valid JSON.
+TRUNCATED_CONFIG = '{"discord": {"success_webhook": "http://127.0.0.1:9/api/webhooks/1/tok", "error_web'
+
+
+@pytest.mark.parametrize("config", [TRUNCATED_CONFIG, ""])
+def test_recover_with_a_broken_config_says_so_fails_and_changes_nothing(home, capsys, config):
+    from core.state.model import JobRecord
+    from core.state.store import StateStore
+
+    (home / "state").mkdir()
+    StateStore(str(home / "state")).create(JobRecord("42", created_at=1_790_000_000.0))  # no monitor: DEAD
+    record = home / "state" / "42.json"
+    before = record.read_bytes()
+    write_config(home, config)
+    code, out, err = run(capsys, "recover")
+    assert code != 0
+    assert "config.json is not valid JSON" in err and "nothing was recovered or changed" in err
+    assert err.count("\n") == 1 and "nothing to recover" not in out
+    assert record.read_bytes() == before and not (home / "logs" / "42.monitor.log").exists()
+
+
+def test_status_runs_with_one_warning_when_the_config_is_broken(home, capsys, monkeypatch):
+    from core.state.model import JobRecord
+    from core.state.store import StateStore
+
+    monkeypatch.setenv("PATH", "/nonexistent")  # squeue cannot answer: status shows what the record knows
+    (home / "state").mkdir()
+    StateStore(str(home / "state")).create(JobRecord("43", name="train", created_at=1_790_000_000.0))
+    write_config(home, TRUNCATED_CONFIG)
+    code, out, err = run(capsys, "status", "--json")
+    assert code == 0
+    assert [row["job_id"] for row in json.loads(out)["jobs"]] == ["43"]
+    warnings = [line for line in err.splitlines() if "config.json" in line]
+    assert len(warnings) == 1 and "not valid JSON" in warnings[0] and "ignored here" in warnings[0]
+    assert "tok" not in err
+
+
+def test_analyze_runs_with_one_warning_when_the_config_is_broken(home, capsys):
+    write_config(home, TRUNCATED_CONFIG)
+    log = home / "train.err"
+    log.write_text("Traceback (most recent call last):\nModuleNotFoundError: No module named 'flash_attn'\n")
+    code, out, err = run(capsys, "analyze", "--json", str(log))
+    assert code == 0 and json.loads(out)["categories"][0] == "import_error"
+    assert err.count("\n") == 1 and "not valid JSON" in err and "ignored here" in err
+
+
+def test_submit_still_refuses_a_broken_config(home, capsys, monkeypatch):
+    write_config(home, TRUNCATED_CONFIG)
+    (home / "job.sbatch").write_text("#!/bin/bash\necho hi\n")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    code, _, err = run(capsys, "submit", "job.sbatch")
+    assert code != 0 and "not valid JSON" in err and "ignored" not in err
+
+
 def test_cancel_job_also_cancels_the_jobs_of_a_round_being_submitted(home, capsys, monkeypatch):
     from core.state.model import Action, Attempt, Chain, JobRecord, Level, PendingRound, PendingSubmission
     from core.state.store import StateStore

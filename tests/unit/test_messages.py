@@ -2,6 +2,8 @@
 events) and core.analysis.logs' secret masking and excerpt windows."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from core.analysis.finding import Finding
@@ -92,7 +94,7 @@ def test_build_message_fields():
     assert "OUT_OF_MEMORY" in fields["State"] and "OutOfMemory" in fields["State"]
     assert fields["Exit code"] == "0:125"  # 125 is not a signal: shown raw
     assert "00:10:00" in fields["Elapsed"] and "01:00:00" in fields["Elapsed"]
-    assert "56.8 MiB" in fields["Peak memory"] and "1G" in fields["Peak memory"]
+    assert fields["Peak memory"] == "56.8 MiB of 1G requested"
     assert fields["Node(s)"] == "gpu-node07"
     assert fields["Partition"] == "gpu"
     assert fields["Working dir"] == "/scratch/alice/run1"
@@ -125,11 +127,17 @@ def test_unknown_memory_and_missing_details():
     record = failed_record(final=final("FAILED", 1), findings=[], categories=[], stdout_path="", stderr_path="")
     message = build_message(record)
     fields = fields_of(message)
-    assert "not sampled" in fields["Peak memory"]
+    assert fields["Peak memory"] == "not recorded by Slurm"
     assert fields["Node(s)"] == "none"
     assert fields["Working dir"] == "/home/alice/proj"  # falls back to the submit folder
     assert "Findings" not in fields and "Log" not in fields
     assert "No known error pattern" in message.description
+
+
+def test_peak_memory_slurm_did_not_record_is_said_plainly():
+    """The demo's OOM job is killed before Slurm samples its memory: sacct has no MaxRSS."""
+    record = failed_record(final=dataclasses.replace(failed_record().final, max_rss_bytes=0, req_mem="100M"))
+    assert fields_of(build_message(record))["Peak memory"] == "not recorded by Slurm (100M requested)"
 
 
 def test_success_message():

@@ -321,3 +321,47 @@ def test_a_record_kept_in_memory_is_written_back_under_the_lock_keeping_a_stop_r
     on_disk = store.load(JOB)
     assert not records.in_memory and written.observation.seen_at == 5.0
     assert on_disk.observation.reason == "in memory" and on_disk.monitor.stop_requested
+
+
+class ForgottenBySqueue:
+    """`watch` of a job the controller has purged: scontrol and squeue no longer know it, sacct does."""
+
+    def __init__(self, rows):
+        self.rows = rows
+
+    def show_jobs(self, job_id):
+        return []
+
+    def query_accounting(self, job_ids):
+        return self.rows
+
+
+def test_watch_of_an_array_squeue_forgot_attaches_it_and_sends_one_summary(tmp_path, patterns):
+    from core.chain.submitter import attach
+
+    store = StateStore(str(tmp_path / "state"))
+    (tmp_path / "state").mkdir()
+    rows = accounting("sacct_array.txt")  # array 7: tasks 7_0..7_5, 7_4 FAILED; no row is keyed "7"
+    assert "7" not in rows
+    record, finished = attach(store, ForgottenBySqueue(rows), "7", stdout=None, stderr=None)
+    assert finished and record.array_spec == "0-5" and record.expected_tasks == list(range(6))
+    assert record.submit_dir == "/tmp/jobmon-fixtures" and record.name == "arr"
+    (tmp_path / "work").mkdir()
+    store.update("7", lambda r: setattr(r, "submit_dir", str(tmp_path / "work")))
+    (tmp_path / "work" / "slurm-7_4.out").write_text("ModuleNotFoundError: No module named 'wandb'\n")
+    tale = Story(store, "7", ScriptedSlurm([{}], [rows]), patterns)
+    tale.run()
+    final = store.load("7").final
+    assert final.task_counts == {"COMPLETED": 5, "FAILED": 1} and final.failed_tasks == "4"
+    assert store.load("7").categories == ["import_error"]  # sbatch's default log name, slurm-%A_%a.out
+    [message] = tale.all_delivered()
+    assert message.title.startswith("Array 7 (arr): 5 COMPLETED, 1 FAILED")
+
+
+def test_watch_of_an_unknown_id_is_still_an_error(tmp_path):
+    from core.chain.submitter import attach
+    from core.errors import UnknownJob
+
+    (tmp_path / "state").mkdir()
+    with pytest.raises(UnknownJob, match="unknown to Slurm"):
+        attach(StateStore(str(tmp_path / "state")), ForgottenBySqueue({}), "70", stdout=None, stderr=None)
