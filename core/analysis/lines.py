@@ -173,3 +173,20 @@ def last_complete_frame(physical: str, terminated: bool) -> str:
     end = len(text) if terminated else text.rfind("\r")
     found = _newest_frames(text, end, 1) if end > 0 else []
     return found[0] if found else ""
+
+
+def shown_text(physical: str, terminated: bool = True) -> str:
+    """What a terminal showed last of a physical log line: its newest frame (a `\\r`-redrawn bar keeps
+    only the last one; the end of a log still being written keeps its newest *whole* frame), escapes
+    and backspaces applied, indentation kept."""
+    if "\r" in physical:
+        if terminated:
+            newest = last_frames(physical, 1)
+            frame = newest[0] if newest else ""
+        else:
+            frame = last_complete_frame(physical, terminated=False)
+    else:
+        frame = physical
+    text = clean_frame(frame)
+    indent = len(frame) - len(frame.lstrip(" ")) if text else 0
+    return " " * indent + text

@@ -81,7 +81,7 @@ def advance(live: LiveState, followed: Followed, now: float, custom: Sequence[re
     if not followed.chunks:
         return Observed(new, (), followed.errors)
     new.grown_at = now
-    from core.analysis.lines import last_complete_frame  # the text tools load once a log has something to read
+    from core.analysis.lines import last_complete_frame, shown_text  # loaded once a log has something to read
     from core.progress.parsers import announces_pause, latest
 
     fresh: List[str] = []
@@ -98,17 +98,9 @@ def advance(live: LiveState, followed: Followed, now: float, custom: Sequence[re
     pause_at = max((i for i, line in enumerate(candidates) if announces_pause(line)), default=-1)
     if pause_at >= 0 and latest(candidates[pause_at + 1:], None, custom) is None:
         new.paused_at = now  # nothing moved since the announcement
-    shown = [text for text in map(readable, fresh[-LAST_LINES:]) if text]
+    shown = [text.strip() for text in map(shown_text, fresh[-LAST_LINES:]) if text.strip()]
     new.last_lines = [line[:MAX_LINE] for line in (new.last_lines + shown)[-LAST_LINES:]]
     return Observed(new, tuple(fresh), followed.errors)
-
-
-def readable(raw: str) -> str:
-    """What a terminal showed last of a log line (a progress bar's newest frame included)."""
-    from core.analysis.lines import clean_frame, last_frames
-
-    newest = last_frames(raw, 1)
-    return clean_frame(newest[0]).strip() if newest else ""
 
 
 def _note_reading(live: LiveState, reading: Reading, at: float, now: float) -> None:

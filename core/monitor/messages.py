@@ -132,11 +132,8 @@ def build_message(record: JobRecord, host: str = "") -> Message:
         fields.append(Field("Wasted core-hours", f"{wasted:.2f}"))
         if chain.attempts[-1].decision and not final.is_success:
             description.append(f"Chain ended: {chain.attempts[-1].decision}.")
-    log_paths = [record.stderr_path] if record.stderr_path else []
-    if record.stdout_path and record.stdout_path != record.stderr_path:
-        log_paths.append(record.stdout_path)
-    if log_paths:
-        fields.append(Field("Log", "\n".join(log_paths), inline=False))
+    if record.log_paths:
+        fields.append(Field("Log", "\n".join(record.log_paths), inline=False))
     return Message(title=title, description="\n".join(description), tone=tone_for(final), fields=tuple(fields),
                    excerpt=record.excerpt, footer="jobmon" + (f" on {host}" if host else ""))
 

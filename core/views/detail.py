@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from core.analysis.lines import clean_frame, last_complete_frame, last_frames
+from core.analysis.lines import shown_text
 from core.analysis.logtail import read_tail
 from core.daemon.liveness import this_host
 from core.errors import JobmonError
@@ -81,7 +81,7 @@ def read_log(path: str, max_lines: int) -> LogTail:
     tail = read_tail(path, max_lines, max_bytes=TAIL_BYTES)
     ended = _ends_with_newline(path)
     count = len(tail.lines)
-    folded = (fold_line(line, terminated=ended or index < count - 1) for index, line in enumerate(tail.lines))
+    folded = (shown_text(line, terminated=ended or index < count - 1) for index, line in enumerate(tail.lines))
     lines = [text for text in folded if text.strip()]
     return LogTail(path, tuple(lines[-max_lines:]))
 
@@ -96,23 +96,6 @@ def _ends_with_newline(path: str) -> bool:
             return handle.read(1) == b"\n"
     except OSError:
         return True
-
-
-def fold_line(physical: str, terminated: bool = True) -> str:
-    """What a terminal showed last of a physical log line: its newest frame (a `\\r`-redrawn bar keeps
-    only the last one; the end of a log still being written keeps its newest *whole* frame), escapes
-    and backspaces applied, indentation kept."""
-    if "\r" in physical:
-        if terminated:
-            newest = last_frames(physical, 1)
-            frame = newest[0] if newest else ""
-        else:
-            frame = last_complete_frame(physical, terminated=False)
-    else:
-        frame = physical
-    text = clean_frame(frame)
-    indent = len(frame) - len(frame.lstrip(" ")) if text else 0
-    return " " * indent + text
 
 
 def load_detail(store: StateStore, row: StatusRow, log_lines: int) -> JobDetail:

@@ -20,6 +20,7 @@ import pytest
 
 import jobmon
 from core.analysis.finding import Finding
+from core.analysis.lines import shown_text
 from core.daemon.liveness import this_host
 from core.notify.events import EventKind, Route
 from core.notify.message import Message
@@ -36,7 +37,6 @@ from core.views.detail import (
     LogTail,
     bar,
     clip,
-    fold_line,
     read_log,
     render_detail,
     sparkline,
@@ -118,8 +118,8 @@ def test_bar_clip_and_sparkline():
     ("50%\x08\x08\x0860%", True, "60%"),
     ("\r   \r", True, ""),
 ])
-def test_fold_line_keeps_what_the_terminal_showed_last(physical, terminated, expected):
-    assert fold_line(physical, terminated) == expected
+def test_shown_text_keeps_what_the_terminal_showed_last(physical, terminated, expected):
+    assert shown_text(physical, terminated) == expected
 
 
 def test_read_log_folds_frames_and_says_when_a_log_is_missing(tmp_path):
