@@ -197,7 +197,7 @@ def render_detail(detail: JobDetail, width: int, height: Optional[int] = None, g
     sections = [_history(detail, width, most, glyphs), _findings(detail, most, glyphs), _events(detail, most)]
     lines = head + [line for section in sections for line in section]
     room = None if height is None else height - len(lines)
-    lines += _logs(detail, room)
+    lines += _logs(detail, room, width, glyphs)
     if detail.row.problem:
         lines.append(f"problem: {detail.row.problem}")
     if detail.problem:
@@ -299,8 +299,16 @@ def _events(detail: JobDetail, most: int) -> List[str]:
     return lines
 
 
-def _logs(detail: JobDetail, room: Optional[int]) -> List[str]:
-    """Each log's last lines under a heading; with `room`, as many as fit, shared between the logs."""
+def _heading(path: str, suffix: str, width: int, glyphs: Glyphs) -> str:
+    room = width - len(suffix)
+    if len(path) > room > 1:
+        path = glyphs.ellipsis + path[-(room - 1):]
+    return path + suffix
+
+
+def _logs(detail: JobDetail, room: Optional[int], width: int, glyphs: Glyphs) -> List[str]:
+    """Each log's last lines under a heading (a long path loses its start, not its file name); with `room`,
+    as many as fit, shared between the logs."""
     logs = list(detail.logs)
     if not logs:
         return [] if detail.record is None else ["logs: none known"]
@@ -317,13 +325,13 @@ def _logs(detail: JobDetail, room: Optional[int]) -> List[str]:
     lines: List[str] = []
     for log in logs:
         if log.missing:
-            lines.append(f"{log.path}: not there (yet)")
+            lines.append(_heading(log.path, ": not there (yet)", width, glyphs))
             continue
         if not log.lines:
-            lines.append(f"{log.path}: empty")
+            lines.append(_heading(log.path, ": empty", width, glyphs))
             continue
         count = budget[log.path]
         shown = list(log.lines) if count is None else (list(log.lines[-count:]) if count > 0 else [])
-        lines.append(f"{log.path} (last {len(shown)} lines)")
+        lines.append(_heading(log.path, f" (last {len(shown)} lines)", width, glyphs))
         lines.extend(f"  {line}" for line in shown)
     return lines

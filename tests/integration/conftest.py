@@ -133,7 +133,9 @@ def _slurm_up() -> bool:
 
 @pytest.fixture(scope="session")
 def slurm_cluster() -> None:
-    if not _slurm_up():
+    with machine_lock("slurm", exclusive=False):  # not while a test that stops a Slurm daemon has it
+        up = _slurm_up()
+    if not up:
         if os.environ.get("JOBMON_TEST_USER"):
             pytest.fail("Slurm is not running although scripts/test.sh set it up: see /var/log/slurm/")
         pytest.skip("no running Slurm: run scripts/test.sh as root (it starts a local cluster)")

@@ -243,7 +243,7 @@ def test_the_detail_shows_progress_history_findings_events_and_folded_log_lines(
     assert "  45.0%  +5.0% in 1m" in text
     assert "findings (1)\n  nccl_timeout: Watchdog caught collective operation timeout" in text
     assert "stalled: Job 1001 stalled: no progress for 40m  [discord-error delivered]" in text
-    assert f"{tmp_path}/run.err (last 3 lines)" in text
+    assert "/run.err (last 3 lines)" in text  # a long path keeps its end
     assert "   45%|####5     | 45/100 [00:20<00:25,  2.2it/s]" in lines
     assert '    File "train.py", line 3' in lines  # indentation kept
     assert "  epoch 1 done" in lines and "\x1b" not in text and "\r" not in text
