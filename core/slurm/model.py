@@ -139,6 +139,9 @@ class AccountingRecord:
     end: str
     user: str
     alloc_cpus: int = 0
+    total_cpu: str = ""  # CPU time of all steps (`00:19.746`); "" in captures without the column
+    used_mem_bytes: Optional[int] = None  # the largest step's MaxRSS x its NTasks (what efficiency counts)
+    alloc_nodes: int = 0
 
     @property
     def is_placeholder(self) -> bool:
