@@ -117,12 +117,12 @@ def sacct_header() -> str:
 
 def sacct_row(job_id: str, state: str, exit_code: str = "0:0", *, name: str = "train", req_mem: str = "1G",
               user: str = "alice", elapsed: str = "00:01:00", max_rss: str = "58180K", time_limit: str = "01:00:00",
-              cpus: str = "1") -> str:
+              cpus: str = "1", total_cpu: str = "") -> str:
     """A job row and its .batch step, in the column order of SACCT_FIELDS (for stories no capture covers)."""
     fields = [job_id, job_id, name, state, exit_code, elapsed, time_limit, "", req_mem, "vm", "debug", "/w",
-              "2026-11-21T20:00:00", "2026-11-21T20:01:00", user, cpus]
+              "2026-11-21T20:00:00", "2026-11-21T20:01:00", user, cpus, total_cpu, "", "1"]
     step = [f"{job_id}.batch", f"{job_id}.batch", "batch", state.split()[0], exit_code, elapsed, "", max_rss, "",
-            "vm", "", "", "", "", "", cpus]
+            "vm", "", "", "", "", "", cpus, total_cpu, "1", "1"]
     return SACCT_DELIMITER.join(fields) + "\n" + SACCT_DELIMITER.join(step) + "\n"
 
 

@@ -103,3 +103,23 @@ def test_cpu_bound_job_uses_its_cpu_and_a_sleeping_one_does_not(jm):
         field = [f["value"] for f in json.loads(texts[job_id])["fields"] if f["name"] == "Efficiency"]
         print(f"job {job_id}: the final message says Efficiency: {field}")
         assert field and field[0].startswith("CPU ")
+
+
+FAILING_JOB = r"""#!/bin/bash
+#SBATCH -J eff-fail
+#SBATCH -t 1
+#SBATCH -o fail-%j.out
+for i in $(seq 1 5); do echo "step $i/10 loss=0.5"; sleep 1; done
+sleep 3
+echo "RuntimeError: boom" >&2
+exit 1
+"""
+
+
+def test_a_failed_job_says_how_far_its_progress_got(jm):
+    job_id = jm.submit(jm.write_script("fail.sbatch", FAILING_JOB))
+    state = jm.wait_done(job_id, timeout=90)
+    assert state["final"]["state"] == "FAILED", jm.monitor_log(job_id)
+    [card] = [m["payload"]["embeds"][0] for m in jm.receiver.messages()]
+    print(f"job {job_id}: the final message's description: {card['description']!r}")
+    assert "Reached 50%, 5/10 step." in card["description"]

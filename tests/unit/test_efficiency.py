@@ -25,7 +25,8 @@ from core.state.history import summarize as history_summary
 from core.state.model import FinalRecord, JobRecord, LiveState
 from core.views.history import history_row, report_rows
 from core.views.table import render
-from tests.support import HEADERS, read_text, slurm_output
+from tests.support import HEADERS, read_text, sacct_row, slurm_output
+from tests.unit.test_chains import JOB, PerJobSlurm, chain_story, chained
 
 K = 1024
 M = K * K
@@ -236,3 +237,21 @@ def test_a_job_still_running_has_no_efficiency_yet():
     record = JobRecord(job_id="7")
     assert report_rows(record)[0]["efficiency"] is None
     assert history_row(history_summary(record))["efficiency"] is None
+
+
+def test_each_attempt_of_a_chain_keeps_its_own_efficiency(story_store, patterns):
+    chained(story_store)
+    slurm = PerJobSlurm({
+        JOB: sacct_row(JOB, "OUT_OF_MEMORY", "0:125", req_mem="100M", max_rss="100M", elapsed="00:02:00",
+                       time_limit="00:10:00", total_cpu="00:01:00"),
+        "500": sacct_row("500", "COMPLETED", req_mem="200M", max_rss="50M", elapsed="00:05:00",
+                         time_limit="00:10:00", total_cpu="00:04:30"),
+    })
+    chain_story(story_store, patterns, slurm, resubmit=lambda *args: ("500", "", "")).run()
+    record = story_store.load(JOB)
+    first, second = (a.efficiency for a in record.chain.attempts)
+    assert first == Efficiency(cpu_percent=50.0, memory_percent=100.0, time_percent=20.0)
+    assert second == Efficiency(cpu_percent=90.0, memory_percent=25.0, time_percent=50.0)
+    rows = report_rows(record)
+    assert [row["efficiency"]["cpu_percent"] for row in rows] == [50.0, 90.0]
+    assert history_row(history_summary(record))["efficiency"]["memory_percent"] == 25.0  # the chain's last job
