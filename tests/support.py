@@ -120,9 +120,9 @@ def sacct_row(job_id: str, state: str, exit_code: str = "0:0", *, name: str = "t
               cpus: str = "1", total_cpu: str = "") -> str:
     """A job row and its .batch step, in the column order of SACCT_FIELDS (for stories no capture covers)."""
     fields = [job_id, job_id, name, state, exit_code, elapsed, time_limit, "", req_mem, "vm", "debug", "/w",
-              "2026-11-21T20:00:00", "2026-11-21T20:01:00", user, cpus, total_cpu, "", "1"]
+              "2026-11-21T20:00:00", "2026-11-21T20:01:00", user, cpus, total_cpu, "", "1", f"cpu={cpus},node=1", ""]
     step = [f"{job_id}.batch", f"{job_id}.batch", "batch", state.split()[0], exit_code, elapsed, "", max_rss, "",
-            "vm", "", "", "", "", "", cpus, total_cpu, "1", "1"]
+            "vm", "", "", "", "", "", cpus, total_cpu, "1", "1", f"cpu={cpus},node=1", ""]
     return SACCT_DELIMITER.join(fields) + "\n" + SACCT_DELIMITER.join(step) + "\n"
 
 
@@ -405,11 +405,12 @@ def full_record(job_id: str = "123") -> JobRecord:
                           nodes="vm", partition="debug", work_dir="/home/alice", start="s", end="e",
                           reason="NonZeroExitCode", source=FinalSource.SQUEUE, incomplete=True, decided_at=8.0,
                           alloc_cpus=2, task_counts={"COMPLETED": 1, "FAILED": 2}, failed_tasks="1-2",
-                          slowest_task="2", total_cpu="00:07.500", used_mem_bytes=2 * 58180 * 1024, alloc_nodes=1),
+                          slowest_task="2", total_cpu="00:07.500", used_mem_bytes=2 * 58180 * 1024, alloc_nodes=1,
+                          alloc_gpus=2, gpu_util=150.0),
         tasks=[TaskOutcome(task_id="1", job_id=f"{job_id}_1", raw_id="124", state=JobState.FAILED, exit_code=3,
                            signal=6, elapsed="00:00:01", max_rss_bytes=1024, categories=["cuda_oom"],
                            req_mem="1G", time_limit="01:00:00", alloc_cpus=2, total_cpu="00:01.250",
-                           used_mem_bytes=2048, alloc_nodes=1)],
+                           used_mem_bytes=2048, alloc_nodes=1, alloc_gpus=1, gpu_util=87.0)],
         chain=Chain(
             ladder=[Level(mem="1G"), level_big], max_retries=5, mem_option="--mem-per-cpu", current_job="130",
             level_index=1, level=level_big,

@@ -7,7 +7,10 @@ Each rule is defined once here, over the values sacct gives (kept as its own str
   `200M`, captured in tests/fixtures/slurm_headers/sacct_19_fields.txt) and per node (`4Gn`) or
   per CPU (`4Gc`) on older Slurm;
 - time: Elapsed / Timelimit;
-- GPU: only where the site accounts it (not on Slurm 22.05): always None here for now.
+- GPU: the highest step average of `gres/gpuutil` (TRESUsageInAve: Slurm >= 23.02 with NVML or RSMI),
+  per GPU of AllocTRES's `gres/gpu`. Before 24.05 Slurm counts only a job's last GPU, from 24.05 the
+  sum over its GPUs, and sacct does not say which: with several GPUs a value above 100 is a sum (divided
+  by the GPUs), one of at most 100 could be either and gives None. Slurm 22.05 accounts none: None.
 A value is None when Slurm gave nothing to compute it from. An array is summarised by the spread
 of its tasks' values (min / median / max).
 """
@@ -95,13 +98,23 @@ def time_percent(elapsed: str, time_limit: str) -> Optional[float]:
     return _percent(parse_duration(elapsed), limit)
 
 
+def gpu_percent(gpu_util: Optional[float], gpus: int) -> Optional[float]:
+    """Average utilisation per allocated GPU; None where Slurm accounts none or the value is ambiguous."""
+    if gpu_util is None or gpus <= 0:
+        return None
+    if gpus == 1:
+        return round(gpu_util, 1)
+    return round(gpu_util / gpus, 1) if gpu_util > 100 else None
+
+
 def compute(*, elapsed: str, time_limit: str, total_cpu: str, alloc_cpus: int, used_mem_bytes: Optional[int],
-            req_mem: str, nodes: int = 0) -> Efficiency:
+            req_mem: str, nodes: int = 0, gpu_util: Optional[float] = None, gpus: int = 0) -> Efficiency:
     """All of a job's efficiency values from what sacct recorded."""
     return Efficiency(
         cpu_percent=cpu_percent(total_cpu, elapsed, alloc_cpus),
         memory_percent=memory_percent(used_mem_bytes, req_mem, alloc_cpus, nodes),
         time_percent=time_percent(elapsed, time_limit),
+        gpu_percent=gpu_percent(gpu_util, gpus),
     )
 
 

@@ -100,6 +100,8 @@ class FinalRecord:
     total_cpu: str = ""  # sacct's TotalCPU ("" when sacct did not give it)
     used_mem_bytes: Optional[int] = None  # the largest step's MaxRSS x its tasks
     alloc_nodes: int = 0
+    alloc_gpus: int = 0
+    gpu_util: Optional[float] = None  # the highest step average of gres/gpuutil (None: not accounted)
 
     @property
     def is_success(self) -> bool:
@@ -110,7 +112,8 @@ class FinalRecord:
         """CPU, memory and time used of what was asked (one job; a group's is its tasks' spread)."""
         return efficiency_rules.compute(
             elapsed=self.elapsed, time_limit=self.time_limit, total_cpu=self.total_cpu, alloc_cpus=self.alloc_cpus,
-            used_mem_bytes=self.used_mem_bytes, req_mem=self.req_mem, nodes=self.alloc_nodes)
+            used_mem_bytes=self.used_mem_bytes, req_mem=self.req_mem, nodes=self.alloc_nodes,
+            gpu_util=self.gpu_util, gpus=self.alloc_gpus)
 
     @property
     def advice(self) -> List[str]:
@@ -151,6 +154,8 @@ class TaskOutcome:
     total_cpu: str = ""
     used_mem_bytes: Optional[int] = None
     alloc_nodes: int = 0
+    alloc_gpus: int = 0
+    gpu_util: Optional[float] = None
 
     @property
     def is_failure(self) -> bool:
@@ -160,7 +165,8 @@ class TaskOutcome:
     def efficiency(self) -> Efficiency:
         return efficiency_rules.compute(
             elapsed=self.elapsed, time_limit=self.time_limit, total_cpu=self.total_cpu, alloc_cpus=self.alloc_cpus,
-            used_mem_bytes=self.used_mem_bytes, req_mem=self.req_mem, nodes=self.alloc_nodes)
+            used_mem_bytes=self.used_mem_bytes, req_mem=self.req_mem, nodes=self.alloc_nodes,
+            gpu_util=self.gpu_util, gpus=self.alloc_gpus)
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,14 @@ from core.slurm.efficiency import (
     Efficiency,
     advice,
     cpu_percent,
+    gpu_percent,
     memory_percent,
     req_mem_bytes,
     spread_of,
     time_percent,
 )
 from core.slurm.model import JobState
-from core.slurm.parse import parse_sacct
+from core.slurm.parse import SACCT_DELIMITER, parse_sacct, tres_number
 from core.state.history import summarize as history_summary
 from core.state.model import FinalRecord, JobRecord, LiveState
 from core.views.history import history_row, report_rows
@@ -49,11 +50,13 @@ def captured(name: str):
         ("888", "00:00.148", 2 * 125684 * K, 0.7, 61.4, 8.3),  # srun -n 2, each task holding 120 MiB
     ],
 )
-def test_efficiency_of_real_jobs(job_id, total_cpu, used, cpu, memory, time):
-    record = captured("sacct_19_fields.txt")[job_id]
+@pytest.mark.parametrize("capture", ["sacct_19_fields.txt", "sacct_21_fields.txt"])
+def test_efficiency_of_real_jobs(capture, job_id, total_cpu, used, cpu, memory, time):
+    record = captured(capture)[job_id]
     assert record.total_cpu == total_cpu and record.used_mem_bytes == used and record.alloc_nodes == 1
+    assert record.alloc_gpus == 0 and record.gpu_util is None  # Slurm 22.05 here: no GPU, no GPU accounting
     final = final_from_accounting(record, now=0.0)
-    assert final.efficiency == Efficiency(cpu_percent=cpu, memory_percent=memory, time_percent=time)
+    assert final.efficiency == Efficiency(cpu_percent=cpu, memory_percent=memory, time_percent=time, gpu_percent=None)
 
 
 def test_a_step_of_two_tasks_counts_twice_its_maxrss_but_the_peak_stays_one_task():
@@ -129,6 +132,44 @@ def test_memory_percent(used, req_mem, cpus, expected):
 )
 def test_time_percent(elapsed, limit, expected):
     assert time_percent(elapsed, limit) == expected
+
+
+@pytest.mark.parametrize(
+    "util, gpus, expected",
+    [
+        (None, 1, None),  # the site accounts no GPU use (Slurm 22.05, or no NVML/RSMI)
+        (87.0, 1, 87.0),
+        (350.0, 4, 87.5),  # above 100 with 4 GPUs: a sum over them (Slurm >= 24.05)
+        (90.0, 4, None),  # one GPU's value (before 24.05) or a sum (from 24.05): sacct does not say
+        (50.0, 0, None),  # no GPU in AllocTRES
+    ],
+)
+def test_gpu_percent(util, gpus, expected):
+    assert gpu_percent(util, gpus) == expected
+
+
+#: TRES strings as real sites printed them, copied from public pages (no GPU here to capture them):
+#: AllocTRES of job 8117678, pasted in neilmunday/slurm-mail issue #142 (2024-10-08);
+GPU_ALLOC_TRES = "billing=192,cpu=16,gres/cpu=16,gres/gpu:h100=1,gres/gpu=1,mem=180G,node=1"
+#: TRESUsageInAve of job 18194943's steps in CU Boulder's docs (ResearchComputing/Documentation PR #498).
+GPU_BATCH_AVE = ("cpu=00:56:24,energy=0,fs/disk=350130624578,gres/gpumem=40777023488,gres/gpuutil=100,"
+                 "mem=10621726720,pages=3465,vmem=10439041024")
+GPU_EXTERN_AVE = "cpu=00:00:00,energy=0,fs/disk=5273,gres/gpumem=0,gres/gpuutil=0,mem=262144,pages=0,vmem=0"
+
+
+def test_gpu_use_is_read_from_the_steps_where_the_site_accounts_it():
+    assert tres_number(GPU_ALLOC_TRES, "gres/gpu") == 1.0  # not the typed `gres/gpu:h100`
+    assert tres_number(GPU_BATCH_AVE, "gres/gpuutil") == 100.0 and tres_number(GPU_BATCH_AVE, "gres/gpu") is None
+    header = read_text(HEADERS, "sacct_21_fields.txt").splitlines()[0]
+    job = ["7", "7", "train", "COMPLETED", "0:0", "01:00:00", "02:00:00", "", "180G", "g1", "gpu", "/w",
+           "s", "e", "alice", "16", "14:00:00", "", "1", GPU_ALLOC_TRES, ""]
+    batch = ["7.batch", "7.batch", "batch", "COMPLETED", "0:0", "01:00:00", "", "10372780K", "", "g1", "", "",
+             "s", "e", "", "16", "14:00:00", "1", "1", "cpu=16,gres/gpu=1,mem=180G,node=1", GPU_BATCH_AVE]
+    extern = ["7.extern", *batch[1:7], "256K", *batch[8:20], GPU_EXTERN_AVE]
+    text = "\n".join([header, *(SACCT_DELIMITER.join(row) for row in (job, batch, extern))]) + "\n"
+    (record,) = parse_sacct(text)
+    assert (record.alloc_gpus, record.gpu_util) == (1, 100.0)
+    assert final_from_accounting(record, now=0.0).efficiency.gpu_percent == 100.0
 
 
 def test_spread_of_leaves_unknown_values_out():

@@ -34,7 +34,7 @@ from tests.support import HEADERS, SLURM_FIXTURES, header_line, read_text, slurm
 K = 1024
 #: The header lines squeue and sacct print for jobmon's own formats (real captures).
 SQUEUE_HEADER = header_line("squeue_itrM.txt")  # JOBID|STATE|REASON|TIME
-SACCT_HEADER = header_line("sacct_19_fields.txt")
+SACCT_HEADER = header_line("sacct_21_fields.txt")
 
 
 def capture(name: str) -> str:
@@ -304,6 +304,7 @@ def test_parse_sacct_real_output_with_its_header():
 
 def test_real_sacct_header_names_the_columns_jobmon_asks_for():
     assert SACCT_HEADER.rstrip("\n").split(SACCT_DELIMITER) == list(SACCT_FIELDS)
+    assert header_line("sacct_19_fields.txt").rstrip("\n").split(SACCT_DELIMITER) == list(SACCT_FIELDS[:19])
     assert header_line("sacct_16_fields.txt").rstrip("\n").split(SACCT_DELIMITER) == list(SACCT_FIELDS[:16])
     assert header_line("sacct_15_fields.txt").rstrip("\n").split(SACCT_DELIMITER) == list(SACCT_FIELDS[:15])
 
