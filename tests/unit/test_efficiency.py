@@ -296,3 +296,11 @@ def test_each_attempt_of_a_chain_keeps_its_own_efficiency(story_store, patterns)
     rows = report_rows(record)
     assert [row["efficiency"]["cpu_percent"] for row in rows] == [50.0, 90.0]
     assert history_row(history_summary(record))["efficiency"]["memory_percent"] == 25.0  # the chain's last job
+
+
+def test_final_message_adds_the_advice_under_the_values():
+    final = FinalRecord(state=JobState.COMPLETED, state_text="COMPLETED", elapsed="02:00:00", time_limit="04:00:00",
+                        total_cpu="00:57:36", alloc_cpus=16, used_mem_bytes=int(1.2 * G), req_mem="32G")
+    value = fields_of(build_message(JobRecord(job_id="8", final=final)))["Efficiency"]
+    assert value.splitlines() == ["CPU 3 %, memory 4 %, time 50 %", "used 1.2G of 32G: 2G would do",
+                                  "used 3 % of 16 CPUs"]
