@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from core.config import (
@@ -78,8 +79,8 @@ class Context:
     def warn(self, message: str) -> None:
         print(f"jobmon: {message}", file=sys.stderr)
 
-    def config(self, *, require_webhook: bool) -> Config:
-        config = load_config(self.paths, require_webhook=require_webhook)
+    def config(self, *, require_webhook: bool, need_secrets: bool = True) -> Config:
+        config = load_config(self.paths, require_webhook=require_webhook, need_secrets=need_secrets)
         warning = config_permission_warning(self.paths)
         if warning:
             self.warn(warning)
@@ -89,9 +90,9 @@ class Context:
         """For the commands that send nothing (status, analyze): a broken config.json is one warning
         line, and they go on with the defaults (and the environment's overrides)."""
         try:
-            return self.config(require_webhook=False)
+            return self.config(require_webhook=False, need_secrets=False)
         except ConfigError as exc:
-            self.warn(f"warning: {exc} (ignored here; submit, watch, recover and test-discord refuse to run "
+            self.warn(f"warning: {exc} (ignored here; submit, watch, recover and test-notify refuse to run "
                       "until it is fixed)")
         try:
             return parse_config("{}", self.paths.config, None)
@@ -429,36 +430,50 @@ def _cmd_recover(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
-# -- test-discord ---------------------------------------------------------------------------
-def _add_test_discord(sub: Any) -> None:
-    parser = sub.add_parser("test-discord", help="send a test message to each configured webhook")
-    parser.set_defaults(handler=_cmd_test_discord)
+# -- test-notify ----------------------------------------------------------------------------
+def _add_test_notify(sub: Any) -> None:
+    for command, summary in (("test-notify", "send a test message to each configured sink (or those named)"),
+                             ("test-discord", "the same as test-notify (its former name)")):
+        parser = sub.add_parser(command, help=summary)
+        parser.add_argument("sinks", nargs="*", metavar="SINK", help="sink names from config.json (default: all)")
+        parser.set_defaults(handler=_cmd_test_notify)
 
 
-def _cmd_test_discord(args: argparse.Namespace, ctx: Context) -> int:
+def _cmd_test_notify(args: argparse.Namespace, ctx: Context) -> int:
+    from core.config import ERROR_SINK, SUCCESS_SINK
     from core.daemon.delivery import build_sinks
     from core.daemon.liveness import this_host
     from core.notify.deliver import send_once
-    from core.notify.events import Route
-    from core.notify.message import Field, Message, Tone
+    from core.notify.events import EventKind, Route, RouteFacts
+    from core.notify.message import Envelope, Field, Message, Tone
     from core.notify.outbox import Answer
 
     config = ctx.config(require_webhook=True)
+    configured = config.sinks
+    unknown = [name for name in args.sinks if name not in configured]
+    if unknown:
+        raise ConfigError(f"no sink named {unknown[0]!r} in {ctx.paths.config} (configured: {', '.join(configured)})")
+    chosen = {name: sink for name, sink in configured.items() if not args.sinks or name in args.sinks}
     by_destination: Dict[str, List[Sink]] = {}
-    for sink in build_sinks(config.sinks).values():
+    for sink in build_sinks(chosen).values():
         by_destination.setdefault(sink.destination, []).append(sink)
     failures = 0
-    for sinks in by_destination.values():  # one message per webhook, whichever routes it serves
+    for sinks in by_destination.values():  # one message per destination, whichever names or routes it serves
         names = {sink.name for sink in sinks}
-        label = "+".join(route.value for route in Route if names & set(config.sinks_for(route))) or "no route"
+        if names <= {SUCCESS_SINK, ERROR_SINK}:  # the discord shorthand: say which routes the webhook serves
+            label = "+".join(route.value for route in Route
+                             if names & set(config.sinks_for(RouteFacts(EventKind.FINAL, route)))) or "no route"
+        else:
+            label = "+".join(sorted(names))
         message = Message(
             title="jobmon test message",
-            description=f"This webhook receives jobmon's {label} messages.",
+            description=f"This destination receives jobmon's messages for {label}.",
             tone=Tone.SUCCESS if label == Route.SUCCESS.value else Tone.INFO,
-            fields=(Field("Host", this_host()), Field("Routes", label)),
-            footer="jobmon test-discord",
+            fields=(Field("Host", this_host()), Field("Sink", label)),
+            footer=f"jobmon {args.command or 'test-notify'}",
         )
-        outcome = send_once(sinks[0], message)
+        now = time.time()
+        outcome = send_once(sinks[0], message, envelope=Envelope(f"test:{now:.0f}", "test", now))
         if outcome.answer is Answer.DELIVERED:
             print(f"{label}: OK ({sinks[0].describe()})")
         else:
@@ -524,7 +539,7 @@ def _cmd_analyze(args: argparse.Namespace, ctx: Context) -> int:
 
 COMMANDS: Sequence[Callable[[Any], None]] = (
     _add_init, _add_submit, _add_watch, _add_status, _add_show, _add_cancel, _add_recover, _add_report, _add_history,
-    _add_test_discord, _add_analyze,
+    _add_test_notify, _add_analyze,
 )
 
 

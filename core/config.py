@@ -1,16 +1,17 @@
 """Where jobmon keeps its files, and config.json: loaded, validated, with environment overrides."""
 from __future__ import annotations
 
+import enum
 import json
 import math
 import os
 import re
 import stat
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from core.errors import ConfigError
-from core.notify.events import Route
+from core.notify.events import EventKind, Route, RouteFacts
 from core.progress.health import StallRule, Threshold
 
 if TYPE_CHECKING:
@@ -89,13 +90,59 @@ def resolve_paths() -> Paths:
     return Paths(os.path.abspath(os.path.expanduser(home)))
 
 
+class SinkKind(str, enum.Enum):
+    """The services jobmon can deliver to (config `notify.sinks.<name>.type`)."""
+
+    DISCORD = "discord"
+    SLACK = "slack"
+    TEAMS = "teams"
+    NTFY = "ntfy"
+    EMAIL = "email"
+    WEBHOOK = "webhook"
+
+
 @dataclass(frozen=True)
 class SinkConfig:
-    """One destination as configured (only Discord webhooks so far)."""
+    """One destination as configured, secrets resolved (`${VAR}`); only the keys of its kind are set.
 
-    kind: str
-    url: str
-    username: str = "jobmon"
+    Lives only in memory: config.json keeps the `${VAR}` text, the environment keeps the value.
+    """
+
+    kind: SinkKind
+    url: str = ""  # discord, slack, teams, ntfy (the topic URL), webhook
+    username: str = "jobmon"  # discord
+    token: str = ""  # ntfy: an access token, sent as a bearer token
+    secret: str = ""  # webhook: signs each body (X-Jobmon-Signature)
+    source: str = ""  # webhook: the CloudEvents `source`
+    smtp: str = ""  # email: host:port; empty with `sendmail`
+    sendmail: str = ""  # email: the local sendmail program instead of SMTP
+    sender: str = ""  # email: From
+    to: Tuple[str, ...] = ()  # email: recipients
+    starttls: bool = False  # email: STARTTLS on a plain connection
+    ssl: bool = False  # email: TLS from the start (port 465)
+    user: str = ""  # email: SMTP login
+    password: str = ""
+
+    def secrets(self) -> Tuple[str, ...]:
+        """What must never be shown: the token, shared secret and password (URLs are redacted separately)."""
+        return tuple(value for value in (self.token, self.secret, self.password) if value)
+
+
+@dataclass(frozen=True)
+class RouteRule:
+    """One entry of `notify.routes`: which events go to which sinks. An empty filter matches everything."""
+
+    sinks: Tuple[str, ...]
+    events: Tuple[EventKind, ...] = ()
+    states: Tuple[str, ...] = ()
+    names: str = ""  # a regular expression searched in the job name
+    routes: Tuple[Route, ...] = ()  # only the `discord` shorthand uses this (success/error webhooks)
+
+    def matches(self, facts: RouteFacts) -> bool:
+        return ((not self.events or facts.kind in self.events)
+                and (not self.states or facts.state.upper() in self.states)
+                and (not self.names or re.search(self.names, facts.name) is not None)
+                and (not self.routes or facts.route in self.routes))
 
 
 #: The sink names the `discord` shorthand defines, one per webhook key.
@@ -130,23 +177,37 @@ class Config:
     notify_first_failure: bool = False
     escalation: Dict[str, Any] = field(default_factory=dict)  # validated by core.chain.policy.parse_policy
     health: HealthConfig = HealthConfig()
+    named_sinks: Dict[str, SinkConfig] = field(default_factory=dict)  # notify.sinks
+    routes: Tuple[RouteRule, ...] = ()  # notify.routes (all named sinks hear everything when it is absent)
 
     @property
     def sinks(self) -> Dict[str, SinkConfig]:
         """Every configured destination by name: `discord.success_webhook` is the sink "discord-success",
-        `discord.error_webhook` the sink "discord-error"."""
+        `discord.error_webhook` the sink "discord-error", then those of `notify.sinks`."""
         found = {}
         if self.success_webhook:
-            found[SUCCESS_SINK] = SinkConfig("discord", self.success_webhook, self.username)
+            found[SUCCESS_SINK] = SinkConfig(SinkKind.DISCORD, self.success_webhook, self.username)
         if self.error_webhook:
-            found[ERROR_SINK] = SinkConfig("discord", self.error_webhook, self.username)
+            found[ERROR_SINK] = SinkConfig(SinkKind.DISCORD, self.error_webhook, self.username)
+        found.update(self.named_sinks)
         return found
 
-    def sinks_for(self, route: Route) -> Tuple[str, ...]:
-        """The sinks that hear a route: its own webhook, else the other one (one URL may serve both)."""
-        own, other = (SUCCESS_SINK, ERROR_SINK) if route is Route.SUCCESS else (ERROR_SINK, SUCCESS_SINK)
-        sinks = self.sinks
-        return (own,) if own in sinks else (other,) if other in sinks else ()
+    @property
+    def rules(self) -> Tuple[RouteRule, ...]:
+        """The `discord` shorthand's rules (each route to its own webhook, else to the other one: one URL
+        may serve both), then `notify.routes` in order."""
+        shorthand: List[RouteRule] = []
+        if self.success_webhook and self.error_webhook:
+            shorthand = [RouteRule((SUCCESS_SINK,), routes=(Route.SUCCESS,)),
+                         RouteRule((ERROR_SINK,), routes=(Route.ERROR,))]
+        elif self.success_webhook or self.error_webhook:
+            shorthand = [RouteRule((SUCCESS_SINK if self.success_webhook else ERROR_SINK,))]
+        configured = self.routes or ((RouteRule(tuple(self.named_sinks)),) if self.named_sinks else ())
+        return (*shorthand, *configured)
+
+    def sinks_for(self, facts: RouteFacts) -> Tuple[str, ...]:
+        """The sinks that hear an event: those of every rule it matches, in order, each once."""
+        return tuple(dict.fromkeys(name for rule in self.rules if rule.matches(facts) for name in rule.sinks))
 
 
 def _section(data: Dict[str, Any], name: str, path: str) -> Dict[str, Any]:
@@ -176,11 +237,209 @@ def _env_interval(name: str, default: float) -> float:
     return value
 
 
-def parse_config(text: str, path: str, validate_url: Optional[Callable[..., str]]) -> Config:
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def resolve_env(value: Any, env: Mapping[str, str], where: str, missing: Optional[List[str]] = None) -> Any:
+    """`value` (parsed JSON) with every `${VAR}` in its strings replaced from `env`.
+
+    A variable that is not set is a ConfigError naming the key and the variable, unless `missing` is
+    given: then its name is added there and it is left as written (for commands that send nothing).
+    """
+    if isinstance(value, dict):
+        return {key: resolve_env(item, env, f"{where}.{key}" if where else str(key), missing)
+                for key, item in value.items()}
+    if isinstance(value, list):
+        return [resolve_env(item, env, f"{where}[{n}]", missing) for n, item in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def lookup(match: re.Match) -> str:
+        name = match.group(1)
+        if name in env:
+            return env[name]
+        if missing is None:
+            raise ConfigError(f"{where}: ${{{name}}} is not set in this environment; export {name} before "
+                              "`jobmon submit` (the monitor keeps its value in memory only, never on disk)")
+        missing.append(name)
+        return match.group(0)
+
+    return _ENV_REFERENCE.sub(lookup, value)
+
+
+_SINK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+#: The keys each kind of sink takes besides `type` (the first ones are required).
+_SINK_KEYS: Dict[SinkKind, Tuple[Tuple[str, ...], Tuple[str, ...]]] = {
+    SinkKind.DISCORD: (("url",), ("username",)),
+    SinkKind.SLACK: (("url",), ()),
+    SinkKind.TEAMS: (("url",), ()),
+    SinkKind.NTFY: (("url",), ("token",)),
+    SinkKind.WEBHOOK: (("url",), ("secret", "source")),
+    SinkKind.EMAIL: (("from", "to"), ("smtp", "sendmail", "starttls", "ssl", "user", "password")),
+}
+_URL_HINTS = {
+    SinkKind.DISCORD: "copy it from Discord: channel settings > Integrations > Webhooks > Copy Webhook URL",
+    SinkKind.SLACK: "copy it from your Slack app: Incoming Webhooks > Webhook URL (https://hooks.slack.com/...)",
+    SinkKind.TEAMS: "copy it from the Teams workflow 'Post to a channel when a webhook request is received'",
+    SinkKind.NTFY: "the topic's URL, like https://ntfy.sh/my-topic",
+    SinkKind.WEBHOOK: "the https:// address that receives jobmon's CloudEvents",
+}
+_EMAIL_ADDRESS = re.compile(r"[^@\s<>,;]+@[^@\s<>,;]+")
+
+
+def _text(entry: Dict[str, Any], key: str, where: str, default: str = "") -> str:
+    value = entry.get(key, default)
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}.{key} must be a string")
+    return value.strip()
+
+
+def _flag(entry: Dict[str, Any], key: str, where: str) -> bool:
+    value = entry.get(key, False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}.{key} must be true or false")
+    return value
+
+
+def _smtp_address(text: str, where: str) -> None:
+    host, _, port = text.rpartition(":") if ":" in text else (text, "", "")
+    if not host or (port and not (port.isdigit() and 0 < int(port) < 65536)):
+        raise ConfigError(f"{where}.smtp must be host:port, like \"smtp.example.org:587\"; got {text!r}")
+
+
+def parse_sink(entry: Any, where: str, check_urls: bool) -> SinkConfig:
+    """One `notify.sinks.<name>` object; every mistake is a ConfigError naming its key."""
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where} must be an object with a \"type\"")
+    kinds = ", ".join(kind.value for kind in SinkKind)
+    try:
+        kind = SinkKind(entry.get("type"))
+    except ValueError:
+        raise ConfigError(f"{where}.type must be one of {kinds}; got {entry.get('type')!r}") from None
+    required, optional = _SINK_KEYS[kind]
+    unknown = sorted(set(entry) - {"type", *required, *optional})
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} for a {kind.value} sink "
+                          f"(it takes {', '.join((*required, *optional))})")
+    for key in required:
+        if key not in entry or entry[key] in ("", [], None):
+            raise ConfigError(f"{where}.{key} is required for a {kind.value} sink")
+    if kind is SinkKind.EMAIL:
+        return _parse_email(entry, where)
+    url = _text(entry, "url", where)
+    if check_urls:
+        from core.notify.http import validate_url
+
+        url = validate_url(url, name=f"{where}.url", hint=_URL_HINTS[kind])
+    username = _text(entry, "username", where, "jobmon") or "jobmon"
+    return SinkConfig(kind, url, username=username, token=_text(entry, "token", where),
+                      secret=_text(entry, "secret", where), source=_text(entry, "source", where))
+
+
+def _parse_email(entry: Dict[str, Any], where: str) -> SinkConfig:
+    sender = _text(entry, "from", where)
+    recipients = entry["to"] if isinstance(entry["to"], list) else [entry["to"]]
+    for n, address in enumerate([sender, *recipients]):
+        if not isinstance(address, str) or not _EMAIL_ADDRESS.fullmatch(address.strip()):
+            key = "from" if n == 0 else f"to[{n - 1}]" if isinstance(entry["to"], list) else "to"
+            raise ConfigError(f"{where}.{key} must be an e-mail address like me@example.org; got {address!r}")
+    smtp = _text(entry, "smtp", where)
+    sendmail = entry.get("sendmail", False)
+    if sendmail is True:
+        sendmail = "/usr/sbin/sendmail"
+    if sendmail is False:
+        sendmail = ""
+    if not isinstance(sendmail, str):
+        raise ConfigError(f"{where}.sendmail must be true or the path of the sendmail program")
+    if bool(smtp) == bool(sendmail):
+        raise ConfigError(f"{where}: give either \"smtp\": \"host:port\" or \"sendmail\": true")
+    if smtp:
+        _smtp_address(smtp, where)
+    starttls, ssl = _flag(entry, "starttls", where), _flag(entry, "ssl", where)
+    if starttls and ssl:
+        raise ConfigError(f"{where}: starttls and ssl exclude each other (ssl: TLS from the start, port 465; "
+                          "starttls: upgrade a plain connection, port 587)")
+    user, password = _text(entry, "user", where), _text(entry, "password", where)
+    if bool(user) != bool(password):
+        raise ConfigError(f"{where}: give both user and password (from the environment: \"${{SMTP_PASSWORD}}\"), "
+                          "or neither")
+    return SinkConfig(SinkKind.EMAIL, smtp=smtp, sendmail=sendmail, sender=sender,
+                      to=tuple(address.strip() for address in recipients), starttls=starttls, ssl=ssl,
+                      user=user, password=password)
+
+
+def parse_route(entry: Any, where: str, known_sinks: Tuple[str, ...]) -> RouteRule:
+    """One `notify.routes[n]` object: `sinks` (required), optional filters `events`, `states`, `names`."""
+    from core.slurm.model import JobState
+
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where} must be an object like {{\"events\": [\"final\"], \"sinks\": [\"team\"]}}")
+    unknown = sorted(set(entry) - {"sinks", "events", "states", "names"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (a route takes sinks, events, states, names)")
+    sinks = entry.get("sinks")
+    if not isinstance(sinks, list) or not sinks or not all(isinstance(name, str) for name in sinks):
+        raise ConfigError(f"{where}.sinks must be a non-empty list of sink names")
+    for n, name in enumerate(sinks):
+        if name not in known_sinks:
+            shown = ", ".join(known_sinks) or "none"
+            raise ConfigError(f"{where}.sinks[{n}]: no sink named {name!r} (configured: {shown})")
+    events: List[EventKind] = []
+    for n, name in enumerate(_string_list(entry, "events", where)):
+        try:
+            events.append(EventKind(name))
+        except ValueError:
+            raise ConfigError(f"{where}.events[{n}]: unknown event {name!r} (events: "
+                              f"{', '.join(kind.value for kind in EventKind)})") from None
+    states = tuple(state.strip().upper() for state in _string_list(entry, "states", where))
+    for n, state in enumerate(states):
+        if state not in JobState.__members__:
+            raise ConfigError(f"{where}.states[{n}]: {state!r} is no Slurm job state (like FAILED, "
+                              "OUT_OF_MEMORY, TIMEOUT, COMPLETED)")
+    names = entry.get("names", "")
+    if not isinstance(names, str):
+        raise ConfigError(f"{where}.names must be a regular expression (a string) matched against the job name")
+    try:
+        re.compile(names)
+    except re.error as exc:
+        raise ConfigError(f"{where}.names is not a valid regular expression: {exc}") from None
+    return RouteRule(tuple(dict.fromkeys(sinks)), tuple(events), states, names)
+
+
+def _string_list(entry: Dict[str, Any], key: str, where: str) -> List[str]:
+    value = entry.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ConfigError(f"{where}.{key} must be a list of strings")
+    return value
+
+
+def parse_notify_sinks(notify: Dict[str, Any], where: str, shorthand: Tuple[str, ...],
+                       check_urls: bool) -> Tuple[Dict[str, SinkConfig], Tuple[RouteRule, ...]]:
+    """`notify.sinks` and `notify.routes`: the named sinks, and the routes (checked against every sink name)."""
+    sinks = notify.get("sinks", {})
+    if not isinstance(sinks, dict):
+        raise ConfigError(f"{where}.sinks must be an object: sink name -> {{\"type\": ..., ...}}")
+    named: Dict[str, SinkConfig] = {}
+    for name, entry in sinks.items():
+        if not _SINK_NAME.fullmatch(name):
+            raise ConfigError(f"{where}.sinks: {name!r} is not a usable sink name (letters, digits, - _ .)")
+        if name in shorthand:
+            raise ConfigError(f"{where}.sinks.{name}: that name is taken by the discord section's webhook")
+        named[name] = parse_sink(entry, f"{where}.sinks.{name}", check_urls)
+    routes = notify.get("routes", [])
+    if not isinstance(routes, list):
+        raise ConfigError(f"{where}.routes must be a list of routes")
+    known = (*shorthand, *named)
+    return named, tuple(parse_route(entry, f"{where}.routes[{n}]", known) for n, entry in enumerate(routes))
+
+
+def parse_config(text: str, path: str, validate_url: Optional[Callable[..., str]],
+                 env: Optional[Mapping[str, str]] = None, missing: Optional[List[str]] = None) -> Config:
     """Validate config.json text; `validate_url(url, name=...)` checks each webhook.
 
     With no `validate_url`, webhook URLs and the escalation section are taken as they are: see
-    load_config's `trusted`.
+    load_config's `trusted`. `${VAR}` in any string is taken from `env` (default: this process's
+    environment); see resolve_env for `missing`.
     """
     try:
         data = json.loads(text)
@@ -188,6 +447,10 @@ def parse_config(text: str, path: str, validate_url: Optional[Callable[..., str]
         raise ConfigError(f"{path} is not valid JSON: {exc}; compare with config.json.example") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a JSON object; compare with config.json.example")
+    try:
+        data = resolve_env(data, os.environ if env is None else env, "", missing)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     discord = _section(data, "discord", path)
     webhooks = {}
     for key in ("success_webhook", "error_webhook"):
@@ -220,7 +483,13 @@ def parse_config(text: str, path: str, validate_url: Optional[Callable[..., str]
         parse_policy(escalation, path)
     running = _number(poll, "running_interval", DEFAULT_RUNNING_INTERVAL, "poll", 0.1)
     pending = _number(poll, "pending_interval", DEFAULT_PENDING_INTERVAL, "poll", 0.1)
+    shorthand = tuple(name for name, key in ((SUCCESS_SINK, "success_webhook"), (ERROR_SINK, "error_webhook"))
+                      if webhooks[key])
+    named, routes = parse_notify_sinks(_section(data, "notify", path), f"{path}: notify", shorthand,
+                                       validate_url is not None)
     return Config(
+        named_sinks=named,
+        routes=routes,
         success_webhook=webhooks["success_webhook"],
         error_webhook=webhooks["error_webhook"],
         username=username.strip(),
@@ -329,13 +598,17 @@ def parse_health(data: Dict[str, Any], path: str) -> HealthConfig:
     return HealthConfig(stall, thresholds, cancel_after, tuple(patterns), on_start, every_fraction, every_seconds)
 
 
-def load_config(paths: Paths, *, require_webhook: bool, trusted: bool = False) -> Config:
+def load_config(paths: Paths, *, require_webhook: bool, trusted: bool = False, need_secrets: bool = True) -> Config:
     """Read config.json; without one, monitoring still works only if no webhook is required.
 
     `trusted` is for the daemon: start_monitor has just loaded this file with every check before
     starting it, and skipping the URL and ladder checks keeps the Discord sink and escalation modules out of
     an idle daemon's memory (a bad URL would still fail, and be recorded, when sending).
+
+    Without `need_secrets` (commands that send nothing), a `${VAR}` missing from the environment is no
+    error (it stays as written) and URLs are not checked.
     """
+    missing: Optional[List[str]] = None if need_secrets else []
     validate_url: Optional[Callable[..., str]] = None
     if not trusted:
         from core.notify.discord import validate_webhook_url as validate_url
@@ -351,9 +624,10 @@ def load_config(paths: Paths, *, require_webhook: bool, trusted: bool = False) -
         return parse_config("{}", paths.config, validate_url)
     except OSError as exc:
         raise ConfigError(f"cannot read {paths.config}: {exc.strerror or exc}") from None
-    config = parse_config(text, paths.config, validate_url)
+    config = parse_config(text, paths.config, validate_url if need_secrets else None, missing=missing)
     if require_webhook and not config.sinks:
-        raise ConfigError(f"{paths.config}: set discord.success_webhook and/or discord.error_webhook")
+        raise ConfigError(f"{paths.config}: set discord.success_webhook and/or discord.error_webhook, "
+                          "or name sinks under notify.sinks")
     return config
 
 

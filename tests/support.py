@@ -18,8 +18,8 @@ from core.monitor.dispatcher import Dispatcher
 from core.monitor.monitor import Identity, Monitor
 from core.monitor.poller import Check, Poller
 from core.monitor.records import Records
-from core.notify.events import Event, EventKind, Route
-from core.notify.message import Field, Message, Tone
+from core.notify.events import Event, EventKind, Route, RouteFacts
+from core.notify.message import Envelope, Facts, Field, Message, Tone
 from core.notify.outbox import Answer, DeliveryStatus, OutboxEntry, Outcome, SinkDelivery, add_events
 from core.notify.sink import Sink
 from core.progress.follow import FollowedLog
@@ -212,7 +212,7 @@ class FakeSink(Sink):
     def describe(self) -> str:
         return f"fake {self.name}"
 
-    def render(self, message: Message) -> Message:
+    def render(self, message: Message, envelope: Optional[Envelope] = None) -> Message:
         return message
 
     def deliver(self, payload: Any, timeout: float) -> Outcome:
@@ -255,15 +255,17 @@ class MemoryOutbox:
 
 
 class Routes:
-    """A `sinks_for` that maps each route to fixed sink names and counts its calls."""
+    """A `sinks_for` that maps each route to fixed sink names and counts its calls (by route)."""
 
     def __init__(self, table: Dict[Route, Sequence[str]]) -> None:
         self.table = {route: tuple(names) for route, names in table.items()}
         self.calls: List[Route] = []
+        self.facts: List[RouteFacts] = []
 
-    def __call__(self, route: Route) -> Sequence[str]:
-        self.calls.append(route)
-        return self.table.get(route, ())
+    def __call__(self, facts: RouteFacts) -> Sequence[str]:
+        self.calls.append(facts.route)
+        self.facts.append(facts)
+        return self.table.get(facts.route, ())
 
 
 class FakeResponse:
@@ -388,7 +390,9 @@ def full_record(job_id: str = "123") -> JobRecord:
     """A record with every field and every nested structure set to a non-default value."""
     message = Message(title=f"Job {job_id} (train): FAILED", description="exit 3", tone=Tone.FAILURE,
                       fields=(Field("Exit code", "3"), Field("Node", "vm", inline=False)), excerpt="boom\n",
-                      footer="jobmon", url="https://example.invalid/x")
+                      footer="jobmon", url="https://example.invalid/x",
+                      facts=Facts(job_id=job_id, name="train", state="FAILED", exit_code="3", findings=("cuda_oom",),
+                                  efficiency="peak 1 GiB of 2G", progress="40%"))
     level_big = Level(mem="4G", time="02:00:00", partition="big", gres="gpu:2", cpus=8)
     return JobRecord(
         job_id=job_id, name="train", cluster="localcluster", user="alice", script="/home/alice/job.sh",

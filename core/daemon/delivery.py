@@ -9,7 +9,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Callable, Dict, Mapping, Optional
 
-from core.config import Config, Paths, SinkConfig
+from core.config import Config, Paths, SinkConfig, SinkKind
 from core.daemon.process import child_env, module_argv, run_child
 from core.errors import StateError
 from core.monitor.monitor import DELIVERY_BUDGET
@@ -30,11 +30,39 @@ LOCK_WAIT = 2.0
 BUSY_RETRY = 5.0
 
 
-def build_sinks(configured: Mapping[str, SinkConfig]) -> Dict[str, Sink]:
-    """The configured sinks by name (Discord webhooks are the only kind so far); imports their libraries."""
+def build_sink(name: str, config: SinkConfig) -> Sink:
+    """One configured sink; imports its module (and so its libraries) only now."""
+    if config.kind is SinkKind.SLACK:
+        from core.notify.slack import SlackSink
+
+        return SlackSink(name, config.url)
+    if config.kind is SinkKind.TEAMS:
+        from core.notify.teams import TeamsSink
+
+        return TeamsSink(name, config.url)
+    if config.kind is SinkKind.NTFY:
+        from core.notify.ntfy import NtfySink
+
+        return NtfySink(name, config.url, config.token)
+    if config.kind is SinkKind.WEBHOOK:
+        from core.notify.webhook import WebhookSink
+
+        return WebhookSink(name, config.url, config.secret, config.source)
+    if config.kind is SinkKind.EMAIL:
+        from core.daemon.process import run_sendmail
+        from core.notify.mail import MailSink
+
+        return MailSink(name, sender=config.sender, to=config.to, smtp=config.smtp, starttls=config.starttls,
+                        ssl=config.ssl, user=config.user, password=config.password, sendmail=config.sendmail,
+                        send_local=run_sendmail)
     from core.notify.discord import DiscordSink
 
-    return {name: DiscordSink(name, config.url, config.username) for name, config in configured.items()}
+    return DiscordSink(name, config.url, config.username)
+
+
+def build_sinks(configured: Mapping[str, SinkConfig]) -> Dict[str, Sink]:
+    """The configured sinks by name."""
+    return {name: build_sink(name, config) for name, config in configured.items()}
 
 
 class InProcessDelivery:

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Callable, Dict, List, Optional, TextIO
+from typing import Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
 from core.config import Paths
 from core.errors import JobmonError
@@ -88,3 +88,12 @@ def run_child(argv: List[str], env: Dict[str, str], timeout: float, should_stop:
         except subprocess.TimeoutExpired:
             if should_stop() or time.monotonic() > deadline:
                 return None
+
+
+def run_sendmail(argv: Sequence[str], message: bytes, timeout: float) -> Tuple[int, str]:
+    """Hand one e-mail to the local sendmail program: (exit code, its stderr); -1 when it timed out."""
+    try:
+        done = subprocess.run(list(argv), input=message, capture_output=True, timeout=timeout, cwd="/")
+    except subprocess.TimeoutExpired:
+        return -1, f"no answer within {timeout:g}s"
+    return done.returncode, done.stderr.decode("utf-8", "replace")

@@ -10,7 +10,7 @@ from typing import Optional, Sequence, Tuple
 
 from core.monitor.poller import CANCEL_NOTE
 from core.notify.events import Event, EventKind, Route
-from core.notify.message import Field, Message, Tone
+from core.notify.message import Facts, Field, Message, Tone
 from core.progress.eta import Estimate, format_span
 from core.progress.reading import Reading
 from core.state.model import JobRecord
@@ -22,6 +22,11 @@ def _who(record: JobRecord) -> str:
     name = f" ({record.name})" if record.name else ""
     attempt = f", attempt {record.target}" if record.target != record.job_id else ""
     return f"Job {record.job_id}{name}{attempt}"
+
+
+def _facts(record: JobRecord, progress: str = "") -> Facts:
+    """Live news is about a running job (route filters on `states` see RUNNING)."""
+    return Facts(job_id=record.job_id, name=record.name, state="RUNNING", progress=progress)
 
 
 def describe_progress(reading: Optional[Reading], eta: Optional[Estimate], now: float) -> str:
@@ -47,13 +52,15 @@ def start_event(record: JobRecord, nodes: str, waited: Optional[float]) -> Event
     fields = [Field("Node", nodes or "unknown")]
     if waited is not None:
         fields.append(Field("Queue wait", format_span(waited)))
-    message = Message(title=f"{_who(record)} started", tone=Tone.INFO, fields=tuple(fields), footer=FOOTER)
+    message = Message(title=f"{_who(record)} started", tone=Tone.INFO, fields=tuple(fields), footer=FOOTER,
+                      facts=_facts(record))
     return Event(EventKind.START, _next(record, EventKind.START), Route.SUCCESS, message, notes=("start",))
 
 
 def progress_event(record: JobRecord, milestone: str, progress: str, note: str) -> Event:
     """`milestone`: what was passed ("25% done", "6h running")."""
-    message = Message(title=f"{_who(record)}: {milestone}", description=progress, tone=Tone.INFO, footer=FOOTER)
+    message = Message(title=f"{_who(record)}: {milestone}", description=progress, tone=Tone.INFO, footer=FOOTER,
+                      facts=_facts(record, progress))
     return Event(EventKind.PROGRESS, _next(record, EventKind.PROGRESS), Route.SUCCESS, message, notes=(note,))
 
 
@@ -70,7 +77,7 @@ def stalled_event(record: JobRecord, idle: float, progress: str, lines: Sequence
     message = Message(
         title=f"{_who(record)} stalled" + (" and was cancelled" if cancelled else ""),
         description=f"{what}\nLast progress: {progress}", tone=Tone.WARNING,
-        excerpt="\n".join(lines[-8:]), footer=FOOTER,
+        excerpt="\n".join(lines[-8:]), footer=FOOTER, facts=_facts(record, progress),
     )
     return Event(EventKind.STALLED, sequence, Route.ERROR, message, notes=(f"stalled:{sequence}",))
 
@@ -81,7 +88,7 @@ def stall_cancel_event(record: JobRecord, idle: float, progress: str, lines: Seq
         title=f"{_who(record)} stalled too long: cancelling it",
         description=(f"No progress for {format_span(idle)}: jobmon runs `scancel {record.target}` "
                      f"(health.cancel_on_stall).\nLast progress: {progress}"),
-        tone=Tone.FAILURE, excerpt="\n".join(lines[-8:]), footer=FOOTER,
+        tone=Tone.FAILURE, excerpt="\n".join(lines[-8:]), footer=FOOTER, facts=_facts(record, progress),
     )
     return Event(EventKind.STALLED, _next(record, EventKind.STALLED), Route.ERROR, message, notes=(CANCEL_NOTE,))
 
@@ -89,7 +96,7 @@ def stall_cancel_event(record: JobRecord, idle: float, progress: str, lines: Seq
 def resumed_event(record: JobRecord, sequence: int, stuck: float, progress: str) -> Event:
     message = Message(title=f"{_who(record)} resumed",
                       description=f"It moves again after {format_span(stuck)} without progress.\nNow: {progress}",
-                      tone=Tone.INFO, footer=FOOTER)
+                      tone=Tone.INFO, footer=FOOTER, facts=_facts(record, progress))
     return Event(EventKind.RESUMED, sequence, Route.ERROR, message, notes=(f"resumed:{sequence}",))
 
 
@@ -99,7 +106,7 @@ def hang_event(record: JobRecord, category: str, hint: str, line: str, lines: Se
                    f"(or `scancel {record.target}`).")
     message = Message(title=f"{_who(record)} looks hung: {category}", description=description, tone=Tone.FAILURE,
                       fields=(Field("Line", line[:300], inline=False),), excerpt="\n".join(lines[-8:]),
-                      footer=FOOTER)
+                      footer=FOOTER, facts=_facts(record))
     return Event(EventKind.HANG, _next(record, EventKind.HANG), Route.ERROR, message, notes=("hang",))
 
 
@@ -111,7 +118,7 @@ def time_limit_event(record: JobRecord, headline: str, limit: float, left: float
     message = Message(
         title=f"{_who(record)}: {headline}",
         description=f"Time left: {format_span(left)} of {format_span(limit)}.\nProgress: {progress}\n{advice}",
-        tone=Tone.WARNING, footer=FOOTER,
+        tone=Tone.WARNING, footer=FOOTER, facts=_facts(record, progress),
     )
     return Event(EventKind.TIME_LIMIT, _next(record, EventKind.TIME_LIMIT), Route.ERROR, message, notes=notes)
 

@@ -8,7 +8,7 @@ from typing import Callable, Iterable, Optional, Protocol, Sequence
 
 from core.monitor.records import Records
 from core.notify import outbox
-from core.notify.events import Event, EventKind, Route
+from core.notify.events import Event, EventKind, RouteFacts
 from core.notify.message import Message
 from core.notify.outbox import OutboxEntry
 from core.state.model import JobRecord
@@ -29,9 +29,9 @@ class Deliverer(Protocol):
 
 
 class Dispatcher:
-    def __init__(self, deliverer: Deliverer, sinks_for: Callable[[Route], Sequence[str]], host: str) -> None:
+    def __init__(self, deliverer: Deliverer, sinks_for: Callable[[RouteFacts], Sequence[str]], host: str) -> None:
         self.deliverer = deliverer
-        self.sinks_for = sinks_for  # the sinks each route names (config.json)
+        self.sinks_for = sinks_for  # the sinks an event goes to (config.json's routes)
         self.host = host
 
     def deliver(self, records: Records, record: JobRecord, now: float) -> Optional[float]:
@@ -46,10 +46,10 @@ class Dispatcher:
         return self.deliverer.deliver(records)
 
     def _prepare(self, record: JobRecord, now: float) -> None:
-        outbox.route_new(record.outbox, self.sinks_for, now)
         for entry in record.outbox:
             if entry.message is None and not outbox.is_delivered([entry]):
                 entry.message = self._carried_over(record, entry)
+        outbox.route_new(record.outbox, self.sinks_for, now)
 
     def _carried_over(self, record: JobRecord, entry: OutboxEntry) -> Message:
         """A message undelivered when jobmon's schema 1 wrote the record kept no text: render it now."""

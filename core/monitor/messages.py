@@ -11,7 +11,7 @@ from typing import List, Optional, Sequence
 
 from core.monitor.alerts import describe_progress
 from core.notify.events import Event, EventKind, Route
-from core.notify.message import Field, Message, Tone
+from core.notify.message import Facts, Field, Message, Tone
 from core.slurm import efficiency as efficiency_rules
 from core.slurm.arrays import format_task_counts
 from core.slurm.model import JobState, is_clean_end
@@ -65,6 +65,12 @@ def kind_label(record: JobRecord) -> str:
     if record.array_spec or any(t.task_id.isdecimal() for t in record.tasks):
         return "Array"
     return "Het job" if record.tasks else "Job"
+
+
+def job_facts(record: JobRecord, state: str, **more: str) -> Facts:
+    """What route filters and machine-readable sinks see of a job: id, name, state, findings (and `more`)."""
+    findings = tuple(dict.fromkeys(finding.category for finding in record.findings))
+    return Facts(job_id=record.job_id, name=record.name, state=state, findings=findings, **more)
 
 
 def final_event(record: JobRecord, host: str = "") -> Event:
@@ -144,8 +150,10 @@ def build_message(record: JobRecord, host: str = "") -> Message:
             description.append(f"Chain ended: {chain.attempts[-1].decision}.")
     if record.log_paths:
         fields.append(Field("Log", "\n".join(record.log_paths), inline=False))
+    facts = job_facts(record, final.state.value, exit_code="" if final.is_group else exit_label(final),
+                      efficiency=f"peak memory {peak}")
     return Message(title=title, description="\n".join(description), tone=tone_for(final), fields=tuple(fields),
-                   excerpt=record.excerpt, footer="jobmon" + (f" on {host}" if host else ""))
+                   excerpt=record.excerpt, footer="jobmon" + (f" on {host}" if host else ""), facts=facts)
 
 
 def efficiency_text(record: JobRecord) -> str:
@@ -210,7 +218,7 @@ def escalation_event(record: JobRecord, chain: Chain, previous: Attempt) -> Even
                   f"→ resubmitted {ended.retried_tasks} as {jobs}",
             description="\n".join([f"Round {chain.round} of at most {chain.max_retries + 1}.", *lines,
                                    f"Decision: {ended.decision}."]),
-            tone=Tone.WARNING, footer="jobmon escalation",
+            tone=Tone.WARNING, footer="jobmon escalation", facts=job_facts(record, ""),
         )
         return Event(EventKind.ROUND, ended.number, Route.ERROR, message)
     used = previous.resources.mem or previous.resources.time or "its resources"
@@ -220,6 +228,7 @@ def escalation_event(record: JobRecord, chain: Chain, previous: Attempt) -> Even
               f"with {chain.level.describe()}",
         description=f"Attempt {len(chain.attempts)} of at most {chain.max_retries + 1}. {previous.decision}.",
         tone=Tone.WARNING, footer="jobmon escalation",
+        facts=job_facts(record, previous.state.value if previous.state else ""),
     )
     return Event(EventKind.ESCALATION, len(chain.attempts), Route.ERROR, message)
 
@@ -245,6 +254,6 @@ def first_failure_event(record: JobRecord, failed_members: Sequence[str]) -> Eve
     message = Message(
         title=f"{kind_label(record)} {record.job_id}{name}: first task failure",
         description=f"Failed so far: {shown}. The other tasks keep running; a summary follows when all have ended.",
-        tone=Tone.FAILURE, footer="jobmon",
+        tone=Tone.FAILURE, footer="jobmon", facts=job_facts(record, JobState.FAILED.value),
     )
     return Event(EventKind.FIRST_FAILURE, 1, Route.ERROR, message)

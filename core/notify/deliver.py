@@ -12,8 +12,8 @@ import logging
 import time
 from typing import Callable, List, Mapping, Optional, Protocol, Sequence, Set, Tuple
 
-from core.notify.events import Route
-from core.notify.message import Message
+from core.notify.events import RouteFacts
+from core.notify.message import Envelope, Message
 from core.notify.outbox import (
     Answer,
     DeliveryStatus,
@@ -41,7 +41,7 @@ class OutboxAccess(Protocol):
 
 
 def deliver_due(
-    access: OutboxAccess, sinks: Mapping[str, Sink], sinks_for: Callable[[Route], Sequence[str]], *,
+    access: OutboxAccess, sinks: Mapping[str, Sink], sinks_for: Callable[[RouteFacts], Sequence[str]], *,
     pacer_folder: str, owner: str, clock: Callable[[], float] = time.time,
     pacer_sleep: Callable[[float], None] = time.sleep,
 ) -> int:
@@ -54,26 +54,27 @@ def deliver_due(
         work = _next_delivery(access.load_outbox(), clock(), attempted)
         if work is None:
             return len(attempted)
-        key, message, name = work
-        attempted.add((key, name))
-        _attempt(access, key, message, name, sinks.get(name), pacer_folder, owner, clock, pacer_sleep)
+        envelope, message, name = work
+        attempted.add((envelope.key, name))
+        _attempt(access, envelope, message, name, sinks.get(name), pacer_folder, owner, clock, pacer_sleep)
 
 
 def _next_delivery(
     entries: List[OutboxEntry], now: float, attempted: Set[Tuple[str, str]],
-) -> Optional[Tuple[str, Message, str]]:
-    """(key, message, sink) of the oldest delivery due and not yet tried in this run."""
+) -> Optional[Tuple[Envelope, Message, str]]:
+    """(envelope, message, sink) of the oldest delivery due and not yet tried in this run."""
     for entry, name in due(entries, now):
         if name is not None and entry.message is not None and (entry.key, name) not in attempted:
-            return entry.key, entry.message, name
+            return entry.envelope(), entry.message, name
     return None
 
 
 def _attempt(
-    access: OutboxAccess, key: str, message: Message, name: str, sink: Optional[Sink], pacer_folder: str,
+    access: OutboxAccess, envelope: Envelope, message: Message, name: str, sink: Optional[Sink], pacer_folder: str,
     owner: str, clock: Callable[[], float], pacer_sleep: Callable[[float], None],
 ) -> None:
     """Claim one delivery, make one paced attempt, record how it went."""
+    key = envelope.key
     access.update_outbox(lambda entries: _claim(entries, key, name, owner))
     if sink is None:
         outcome = Outcome(Answer.GONE, f"sink {name!r} is not in config.json any more")
@@ -81,7 +82,7 @@ def _attempt(
         pacer = Pacer(pacer_folder, clock=clock, sleep=pacer_sleep, min_spacing=sink.min_spacing,
                       per_minute=sink.per_minute)
         try:
-            payload = sink.render(message)
+            payload = sink.render(message, envelope)
             outcome = pacer.run(sink.destination, lambda: sink.deliver(payload, REQUEST_TIMEOUT))
         except Exception as exc:  # a sink's bug costs this attempt, not the deliveries after it
             # Only the type is kept: a library's exception text may carry the URL and its token.
@@ -108,9 +109,10 @@ def _settle(entries: List[OutboxEntry], key: str, sink: str, outcome: Outcome, n
         record_outcome(entry.deliveries[sink], outcome, now)
 
 
-def send_once(sink: Sink, message: Message, attempts: int = 2, sleep: Callable[[float], None] = time.sleep) -> Outcome:
-    """Deliver a message right now, outside any outbox (`jobmon test-discord`): a retry or two, then the answer."""
-    payload = sink.render(message)
+def send_once(sink: Sink, message: Message, attempts: int = 2, sleep: Callable[[float], None] = time.sleep,
+              envelope: Optional[Envelope] = None) -> Outcome:
+    """Deliver a message right now, outside any outbox (`jobmon test-notify`): a retry or two, then the answer."""
+    payload = sink.render(message, envelope)
     outcome = Outcome(Answer.RETRY, "no attempt made")
     for attempt in range(attempts):
         outcome = sink.deliver(payload, REQUEST_TIMEOUT)

@@ -22,19 +22,23 @@ description, the footer, field names and finally the title.
 """
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
-import socket
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from core.errors import ConfigError
-from core.notify.message import Message, Tone
+from core.notify.http import describe_transport as _describe_transport
+from core.notify.http import header as _header
+from core.notify.http import one_line as _one_line
+from core.notify.http import redact_url, validate_url
+from core.notify.http import seconds as _seconds
+from core.notify.message import Envelope, Message, Tone
 from core.notify.outbox import Answer, Outcome
 from core.notify.sink import Sink
+
+__all__ = ["DiscordSink", "classify", "redact_url", "render_payload", "validate_webhook_url"]
 
 COLORS: Dict[Tone, int] = {
     Tone.SUCCESS: 0x2ECC71,
@@ -64,7 +68,6 @@ _ZWJ = "\u200d"
 _ALWAYS_SPECIAL = frozenset("\\*_~`|[]<")
 _LINE_START_SPECIAL = frozenset("#>-")
 
-_DETAIL_LIMIT = 300
 
 _Row = Tuple[str, str, bool]
 
@@ -238,63 +241,10 @@ def render_payload(
 # -------------------------------------------------------------------------- URLs
 
 
-def _is_loopback(host: str) -> bool:
-    if host.lower().rstrip(".") == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def validate_webhook_url(url: str, *, name: str) -> str:
     """Return the URL without surrounding blanks, or raise ConfigError naming the key ``name``."""
-    hint = "copy it from Discord: channel settings > Integrations > Webhooks > Copy Webhook URL"
-    text = url.strip() if isinstance(url, str) else ""
-    if not text:
-        raise ConfigError(f"{name} is empty; {hint}")
-    shown = redact_url(text)
-    if any(ch.isspace() or not ch.isprintable() for ch in text):
-        raise ConfigError(f"{name} contains spaces or control characters ({shown}); {hint}")
-    try:
-        parts = urlsplit(text)
-        host = parts.hostname or ""
-        parts.port  # noqa: B018 - raises ValueError on a malformed port
-    except ValueError:
-        raise ConfigError(f"{name} is not a valid URL ({shown}); {hint}") from None
-    scheme = parts.scheme.lower()
-    if scheme not in ("https", "http"):
-        raise ConfigError(f"{name} must start with https:// ({shown}); {hint}")
-    if not host:
-        raise ConfigError(f"{name} has no host name ({shown}); {hint}")
-    if scheme == "http" and not _is_loopback(host):
-        raise ConfigError(
-            f"{name} must use https:// ({shown}); plain http is only allowed to 127.0.0.1, ::1 or localhost"
-        )
-    return text
-
-
-def redact_url(url: str) -> str:
-    """Show where a webhook points (scheme, host, webhook id) without its token or query."""
-    try:
-        parts = urlsplit(url.strip())
-        host = parts.hostname or ""
-        port = parts.port
-    except (ValueError, AttributeError, TypeError):
-        return "****"
-    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", parts.scheme) or not re.fullmatch(r"[A-Za-z0-9.:-]+", host):
-        return "****"
-    shown = f"[{host}]" if ":" in host else host
-    if port is not None:
-        shown += f":{port}"
-    webhook = re.match(r"(/api(?:/v\d+)?/webhooks/\d+)(?:/|$)", parts.path)
-    if webhook:
-        path = webhook.group(1) + "/****"
-    elif parts.path not in ("", "/") or parts.query or parts.fragment:
-        path = "/****"
-    else:
-        path = ""
-    return f"{parts.scheme}://{shown}{path}"
+    return validate_url(url, name=name, hint="copy it from Discord: channel settings > Integrations > Webhooks > "
+                                             "Copy Webhook URL")
 
 
 def _with_wait(url: str) -> str:
@@ -308,37 +258,12 @@ def _with_wait(url: str) -> str:
 # ------------------------------------------------------------------------ sending
 
 
-def _header(headers: Any, name: str) -> Optional[str]:
-    """Case-insensitive header lookup that also works on a plain dict."""
-    if not headers:
-        return None
-    lowered = name.lower()
-    for key, value in headers.items():
-        if str(key).lower() == lowered:
-            return str(value).strip()
-    return None
-
-
-def _seconds(value: Any) -> Optional[float]:
-    """A non-negative finite number of seconds, or None."""
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        return None
-    return seconds if 0 <= seconds < float("inf") else None
-
-
 def _json_body(response: Any) -> Mapping[str, Any]:
     try:
         body = response.json()
     except ValueError:
         return {}
     return body if isinstance(body, dict) else {}
-
-
-def _one_line(text: str, limit: int = _DETAIL_LIMIT) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - len(ELLIPSIS)] + ELLIPSIS
 
 
 def _secrets_of(url: str) -> List[str]:
@@ -362,45 +287,6 @@ def _discord_error(response: Any, secrets: List[str]) -> str:
     for secret in secrets:
         message = message.replace(secret, "****")
     return _one_line(message)
-
-
-def _causes(exc: BaseException) -> List[BaseException]:
-    """The exception and everything it wraps (requests hides the real cause deep down)."""
-    found: List[BaseException] = []
-    stack: List[Any] = [exc]
-    while stack:
-        item = stack.pop()
-        if not isinstance(item, BaseException) or any(item is seen for seen in found):
-            continue
-        found.append(item)
-        stack.extend([item.__cause__, item.__context__, getattr(item, "reason", None), *item.args])
-    return found
-
-
-def _describe_transport(exc: BaseException, timeout: float) -> str:
-    """Name the network problem from exception types only: their text may contain the token."""
-    import ssl  # here, not at the top: an idle daemon should not pay for TLS until it sends
-    from http.client import RemoteDisconnected
-
-    causes = _causes(exc)
-
-    def has(kind: type) -> bool:
-        return any(isinstance(cause, kind) for cause in causes)
-
-    names = {cls.__name__ for cls in type(exc).__mro__}
-    if has(ConnectionRefusedError):
-        return "connection refused (is the host and port right, is the server up?)"
-    if has(socket.gaierror):
-        return "host name could not be resolved (DNS)"
-    if has(ssl.SSLError):
-        return "TLS handshake failed"
-    if "ConnectTimeout" in names:
-        return f"could not connect within {timeout:g}s"
-    if "ReadTimeout" in names or has(socket.timeout) or has(TimeoutError):
-        return f"no answer within {timeout:g}s"
-    if has(ConnectionResetError) or has(RemoteDisconnected):
-        return "connection closed by the server before it answered"
-    return f"network error ({type(exc).__name__})"
 
 
 def _retry_after(response: Any) -> Optional[float]:
@@ -448,7 +334,7 @@ class DiscordSink(Sink):
     def describe(self) -> str:
         return f"discord {redact_url(self.url)}"
 
-    def render(self, message: Message) -> Dict[str, Any]:
+    def render(self, message: Message, envelope: Optional[Envelope] = None) -> Dict[str, Any]:
         return render_payload(message, username=self.username)
 
     def deliver(self, payload: Any, timeout: float) -> Outcome:
@@ -457,11 +343,9 @@ class DiscordSink(Sink):
             secrets = _secrets_of(self.url)
         except ValueError:  # e.g. an unclosed IPv6 bracket
             return Outcome(Answer.GONE, f"not a usable webhook URL: {redact_url(self.url)}")
-        post = self._post
-        if post is None:
-            import requests  # here: only a process that sends pays for it
+        from core.notify.http import default_post
 
-            post = requests.post
+        post = self._post or default_post()
         try:
             response = post(target, json=payload, timeout=timeout)
         except (OSError, ValueError) as exc:  # requests' exceptions derive from OSError too

@@ -34,6 +34,16 @@ class Route(str, enum.Enum):
 
 
 @dataclass(frozen=True)
+class RouteFacts:
+    """What routing may look at: the event's kind and route, the job's state and name (config `notify.routes`)."""
+
+    kind: EventKind
+    route: Route
+    state: str = ""
+    name: str = ""
+
+
+@dataclass(frozen=True)
 class Event:
     kind: EventKind
     sequence: int  # the n-th event of its kind for this job: attempt or round number, 1 otherwise

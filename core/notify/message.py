@@ -34,6 +34,29 @@ class Field:
 
 
 @dataclass(frozen=True)
+class Facts:
+    """What a message is about, as plain values: route filters match `state` and `name`, and sinks that
+    speak to machines (the generic webhook, an email subject) send them. Empty when not known."""
+
+    job_id: str = ""
+    name: str = ""
+    state: str = ""  # FAILED, OUT_OF_MEMORY ... for an ending; RUNNING for news while the job runs
+    exit_code: str = ""
+    findings: Tuple[str, ...] = ()  # categories, root cause first
+    efficiency: str = ""  # e.g. peak memory of requested
+    progress: str = ""
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """Which event a message tells (from its outbox entry): its stable key, its kind and when it happened."""
+
+    key: str
+    kind: str
+    created_at: float
+
+
+@dataclass(frozen=True)
 class Message:
     """A title, a few lines of description, labelled fields, an optional log excerpt and a footer."""
 
@@ -44,6 +67,7 @@ class Message:
     excerpt: str = ""
     footer: str = ""
     url: str = ""
+    facts: Facts = Facts()
 
     def __post_init__(self) -> None:
         # A list passed in would leave the frozen message mutable from outside.

@@ -1,11 +1,12 @@
 """The outbox: every event a job produced, with its delivery to each sink. Pure rules, no I/O.
 
 An entry is written to the job's state (with its message) before it is sent. When it is first
-delivered it is *routed*: its route (success/error) names the sinks it goes to, each getting a
-delivery of its own, so a sink that failed is retried alone and one that accepted is never sent
-the same event again. A delivery is PENDING until a sink accepts it (DELIVERED), refuses it for
-good (GONE: deleted webhook, bad token, sink no longer configured) or has failed for
-DELIVERY_GIVE_UP seconds (FAILED); `jobmon recover` reopens GONE and FAILED deliveries.
+delivered it is *routed*: its route facts (kind, success/error route, the job's state and name)
+choose the sinks it goes to (config.json's routes), each getting a delivery of its own, so a sink
+that failed is retried alone and one that accepted is never sent the same event again. A delivery
+is PENDING until a sink accepts it (DELIVERED), refuses it for good (GONE: deleted webhook, bad
+token, sink no longer configured) or has failed for DELIVERY_GIVE_UP seconds (FAILED); `jobmon
+recover` reopens GONE and FAILED deliveries.
 """
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from core.notify.events import Event, EventKind, Route
-from core.notify.message import Message
+from core.notify.events import Event, EventKind, Route, RouteFacts
+from core.notify.message import Envelope, Message
 
 #: A delivery that keeps failing is retried by its monitor this long; afterwards `recover` retries it.
 DELIVERY_GIVE_UP = 6 * 3600.0
@@ -55,6 +56,14 @@ class OutboxEntry:
     message: Optional[Message] = None  # None only for an entry carried over from schema 1, until re-rendered
     routed_at: float = 0.0  # 0: its sinks are not chosen yet
     deliveries: Dict[str, SinkDelivery] = field(default_factory=dict)
+
+    def route_facts(self) -> RouteFacts:
+        """What routing looks at: the kind and route, and the job's state and name the message carries."""
+        facts = self.message.facts if self.message is not None else None
+        return RouteFacts(self.kind, self.route, facts.state if facts else "", facts.name if facts else "")
+
+    def envelope(self) -> Envelope:
+        return Envelope(self.key, self.kind.value, self.created_at)
 
 
 class Answer(str, enum.Enum):
@@ -98,11 +107,11 @@ def route_entry(entry: OutboxEntry, sinks: Sequence[str], now: float) -> None:
     entry.routed_at = now
 
 
-def route_new(outbox: List[OutboxEntry], sinks_for: Callable[[Route], Sequence[str]], now: float) -> None:
+def route_new(outbox: List[OutboxEntry], sinks_for: Callable[[RouteFacts], Sequence[str]], now: float) -> None:
     """Route every entry not routed yet to the sinks its route names now."""
     for entry in outbox:
         if not entry.routed_at:
-            route_entry(entry, sinks_for(entry.route), now)
+            route_entry(entry, sinks_for(entry.route_facts()), now)
 
 
 def retry_delay(attempts: int) -> float:
@@ -144,7 +153,7 @@ def fail_due(outbox: List[OutboxEntry], now: float, detail: str) -> None:
             record_outcome(entry.deliveries[name], Outcome(Answer.RETRY, detail), now)
 
 
-def reopen(outbox: List[OutboxEntry], sinks_for: Callable[[Route], Sequence[str]]) -> None:
+def reopen(outbox: List[OutboxEntry], sinks_for: Callable[[RouteFacts], Sequence[str]]) -> None:
     """`jobmon recover`: send again what did not arrive, to the sinks its route names now.
 
     GONE and FAILED deliveries to those sinks become pending afresh (new give-up time, backoff from
@@ -154,7 +163,7 @@ def reopen(outbox: List[OutboxEntry], sinks_for: Callable[[Route], Sequence[str]
     for entry in outbox:
         if not entry.routed_at:
             continue
-        route_sinks = list(sinks_for(entry.route))
+        route_sinks = list(sinks_for(entry.route_facts()))
         for name, delivery in list(entry.deliveries.items()):
             if delivery.status is DeliveryStatus.DELIVERED:
                 continue

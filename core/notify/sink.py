@@ -1,4 +1,4 @@
-"""The Sink interface: one destination for messages (a Discord webhook today; Slack, ntfy, email next).
+"""The Sink interface: one destination for messages (Discord, Slack, Teams, ntfy, email, a generic webhook).
 
 A sink renders a message within its own service's limits (it truncates, never fails), makes one
 delivery attempt, and classifies the answer (core.notify.outbox.Outcome): delivered, retry later
@@ -9,9 +9,9 @@ Slurm or of job records, and never puts a secret (a URL's token) into what it re
 from __future__ import annotations
 
 import abc
-from typing import Any
+from typing import Any, Optional
 
-from core.notify.message import Message
+from core.notify.message import Envelope, Message
 from core.notify.outbox import Outcome
 
 
@@ -36,8 +36,11 @@ class Sink(abc.ABC):
         """Where it goes, safe to print (`discord https://discord.com/api/webhooks/123/****`)."""
 
     @abc.abstractmethod
-    def render(self, message: Message) -> Any:
-        """The service's request body for this message, within the service's documented limits."""
+    def render(self, message: Message, envelope: Optional[Envelope] = None) -> Any:
+        """The service's request body for this message, within the service's documented limits.
+
+        `envelope` names the event (its outbox key, kind and time) for sinks that send it along; a test
+        message outside any outbox has none."""
 
     @abc.abstractmethod
     def deliver(self, payload: Any, timeout: float) -> Outcome:

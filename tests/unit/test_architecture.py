@@ -126,12 +126,13 @@ def test_sinks_know_nothing_of_slurm_or_job_records():
             assert not foreign, f"core/{module}.py imports {sorted(foreign)}"
 
 
-def test_only_the_discord_sink_imports_requests_and_only_when_it_sends():
+def test_only_the_sinks_http_module_imports_requests_and_only_when_it_sends():
     for module in core_modules():
         tree = parse(module)
         top_level = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
         assert "requests" not in imported(ast.Module(body=top_level, type_ignores=[])), module
-        if module != "notify.discord":
+        assert not {"smtplib", "ssl"} & imported(ast.Module(body=top_level, type_ignores=[])), module
+        if module != "notify.http":
             assert "requests" not in imported(tree), f"core/{module}.py imports requests"
 
 

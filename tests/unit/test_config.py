@@ -25,7 +25,7 @@ from core.config import (
 )
 from core.errors import ConfigError, PatternError
 from core.notify.discord import validate_webhook_url
-from core.notify.events import Route
+from core.notify.events import EventKind, Route, RouteFacts
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.json.example"
 SUCCESS_URL = "https://discord.com/api/webhooks/111111111111111111/success-token-abc"
@@ -63,8 +63,8 @@ def test_good_config():
     assert (config.tail_lines, config.send_excerpt) == (200, False)
     assert config.sinks == {"discord-success": SinkConfig("discord", SUCCESS_URL, "bot"),
                             "discord-error": SinkConfig("discord", ERROR_URL, "bot")}
-    assert config.sinks_for(Route.SUCCESS) == ("discord-success",)
-    assert config.sinks_for(Route.ERROR) == ("discord-error",)
+    assert config.sinks_for(RouteFacts(EventKind.FINAL, Route.SUCCESS)) == ("discord-success",)
+    assert config.sinks_for(RouteFacts(EventKind.FINAL, Route.ERROR)) == ("discord-error",)
 
 
 def test_example_config_parses():
@@ -85,7 +85,7 @@ def test_missing_sections_take_defaults(data):
     assert config.accounting_wait == DEFAULT_ACCOUNTING_WAIT
     assert config.tail_lines == DEFAULT_TAIL_LINES
     assert config.send_excerpt is True
-    assert config.sinks == {} and config.sinks_for(Route.ERROR) == ()
+    assert config.sinks == {} and config.sinks_for(RouteFacts(EventKind.FINAL, Route.ERROR)) == ()
 
 
 @pytest.mark.parametrize(
@@ -187,7 +187,8 @@ def test_webhook_is_stripped():
 def test_one_webhook_serves_both_routes(key, sink):
     config = parse({"discord": {key: SUCCESS_URL}})
     assert list(config.sinks) == [sink] and config.sinks[sink].url == SUCCESS_URL
-    assert config.sinks_for(Route.SUCCESS) == config.sinks_for(Route.ERROR) == (sink,)
+    success, error = RouteFacts(EventKind.FINAL, Route.SUCCESS), RouteFacts(EventKind.FINAL, Route.ERROR)
+    assert config.sinks_for(success) == config.sinks_for(error) == (sink,)
 
 
 # --- environment overrides --------------------------------------------------------------
