@@ -9,7 +9,7 @@ import argparse
 import json
 import os
 import sys
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence, Tuple
 
 from core.config import (
     Config,
@@ -24,7 +24,6 @@ from core.config import (
 from core.errors import ConfigError, JobmonError
 
 if TYPE_CHECKING:  # each command imports what it needs: `jobmon --version` stays quick
-    from core.notify.sink import Sink
     from core.slurm.client import Slurm
     from core.slurm.shared import SharedSlurm
     from core.state.store import StateStore
@@ -436,35 +435,43 @@ def _add_test_discord(sub: Any) -> None:
 
 
 def _cmd_test_discord(args: argparse.Namespace, ctx: Context) -> int:
-    from core.daemon.delivery import build_sinks
-    from core.daemon.liveness import this_host
-    from core.notify.deliver import send_once
-    from core.notify.events import Route
-    from core.notify.message import Field, Message, Tone
-    from core.notify.outbox import Answer
+    from core.doctor.sinks import send_test_messages
 
-    config = ctx.config(require_webhook=True)
-    by_destination: Dict[str, List[Sink]] = {}
-    for sink in build_sinks(config.sinks).values():
-        by_destination.setdefault(sink.destination, []).append(sink)
     failures = 0
-    for sinks in by_destination.values():  # one message per webhook, whichever routes it serves
-        names = {sink.name for sink in sinks}
-        label = "+".join(route.value for route in Route if names & set(config.sinks_for(route))) or "no route"
-        message = Message(
-            title="jobmon test message",
-            description=f"This webhook receives jobmon's {label} messages.",
-            tone=Tone.SUCCESS if label == Route.SUCCESS.value else Tone.INFO,
-            fields=(Field("Host", this_host()), Field("Routes", label)),
-            footer="jobmon test-discord",
-        )
-        outcome = send_once(sinks[0], message)
-        if outcome.answer is Answer.DELIVERED:
-            print(f"{label}: OK ({sinks[0].describe()})")
-        else:
+    for report in send_test_messages(ctx.config(require_webhook=True)):
+        if report.error:
             failures += 1
-            print(f"{label}: FAILED ({sinks[0].describe()}): {outcome.detail}")
+            print(f"{report.label}: FAILED ({report.described}): {report.error}")
+        else:
+            print(f"{report.label}: OK ({report.described})")
     return 1 if failures else 0
+
+
+# -- doctor ---------------------------------------------------------------------------------
+def _add_doctor(sub: Any) -> None:
+    parser = sub.add_parser(
+        "doctor", help="check what will and will not work here (Slurm, files, webhooks, logout)",
+        description="One line per check, OK/WARN/FAIL, with what to do. Exits 1 when a check FAILs.",
+    )
+    parser.add_argument("--send", action="store_true", help="send a test message to each webhook "
+                        "(default: only check that its host answers)")
+    parser.set_defaults(handler=_cmd_doctor)
+
+
+def _cmd_doctor(args: argparse.Namespace, ctx: Context) -> int:
+    from core.doctor.diagnose import run_doctor
+    from core.doctor.model import Level, worst
+
+    checks = run_doctor(ctx.paths, ctx.slurm(), send=args.send)
+    width = max(len(check.name) for check in checks)
+    for check in checks:
+        print(f"{check.level.value:<4}  {check.name:<{width}}  {check.detail}")
+        if check.advice:
+            print(f"{'':<4}  {'':<{width}}  -> {check.advice}")
+    verdict = worst(checks)
+    counts = {level: sum(check.level is level for check in checks) for level in Level}
+    print(f"jobmon {__version__}: {counts[Level.OK]} OK, {counts[Level.WARN]} WARN, {counts[Level.FAIL]} FAIL")
+    return 1 if verdict is Level.FAIL else 0
 
 
 # -- analyze --------------------------------------------------------------------------------
@@ -524,7 +531,7 @@ def _cmd_analyze(args: argparse.Namespace, ctx: Context) -> int:
 
 COMMANDS: Sequence[Callable[[Any], None]] = (
     _add_init, _add_submit, _add_watch, _add_status, _add_show, _add_cancel, _add_recover, _add_report, _add_history,
-    _add_test_discord, _add_analyze,
+    _add_test_discord, _add_analyze, _add_doctor,
 )
 
 

@@ -471,3 +471,12 @@ class DiscordSink(Sink):
                 return Outcome(Answer.GONE, f"not a usable webhook URL: {redact_url(self.url)}")
             return Outcome(Answer.RETRY, _describe_transport(exc, timeout))
         return classify(response, secrets)
+
+
+def transport_info() -> Tuple[str, str]:
+    """(requests' version, the CA bundle it verifies TLS with): `jobmon doctor` checks that this
+    interpreter can import it, and reaches the webhooks' hosts with the same certificates."""
+    import requests
+    import requests.certs
+
+    return str(requests.__version__), str(requests.certs.where())
