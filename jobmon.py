@@ -98,9 +98,20 @@ class Context:
             return Config()
 
 
+def _command(sub: Any, name: str, example: str, *, epilog: str = "", **kwargs: Any) -> argparse.ArgumentParser:
+    """A subcommand whose help ends with one example (and `epilog`, wrapped, before it)."""
+    import textwrap
+
+    notes = textwrap.fill(epilog, 100) + "\n\n" if epilog else ""
+    parser: argparse.ArgumentParser = sub.add_parser(name, epilog=f"{notes}example:\n  {example}",
+                                                     formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+    return parser
+
+
 # -- init -----------------------------------------------------------------------------------
 def _add_init(sub: Any) -> None:
-    parser = sub.add_parser("init", help="create config.json (mode 0600) with your webhooks")
+    parser = _command(sub, "init", 'jobmon init --success-webhook https://discord.com/api/webhooks/ID/TOKEN',
+                      help="create config.json (mode 0600) with your webhooks")
     parser.add_argument("--success-webhook", default="", metavar="URL", help="webhook for clean completions")
     parser.add_argument("--error-webhook", default="", metavar="URL", help="webhook for everything else")
     parser.add_argument("--force", action="store_true", help="replace an existing config.json")
@@ -122,8 +133,9 @@ def _cmd_init(args: argparse.Namespace, ctx: Context) -> int:
 
 # -- submit ---------------------------------------------------------------------------------
 def _add_submit(sub: Any) -> None:
-    parser = sub.add_parser(
-        "submit", help="sbatch a script and start its monitor",
+    parser = _command(
+        sub, "submit", 'jobmon submit --mem=32G --gres=gpu:1 train.sbatch --lr 3e-4',
+        help="sbatch a script and start its monitor",
         description="Run sbatch with all flags unchanged, then start a detached monitor for the job.",
         usage="jobmon submit [sbatch flags...] SCRIPT [script args...]",
     )
@@ -157,7 +169,8 @@ def _cmd_submit(args: argparse.Namespace, ctx: Context) -> int:
 
 # -- watch ----------------------------------------------------------------------------------
 def _add_watch(sub: Any) -> None:
-    parser = sub.add_parser("watch", help="monitor a job submitted with plain sbatch")
+    parser = _command(sub, "watch", 'jobmon watch 48213 --output slurm-48213.out',
+                      help="monitor a job submitted with plain sbatch")
     parser.add_argument("job_id")
     parser.add_argument("--error", metavar="PATH", help="the job's stderr file (default: from scontrol)")
     parser.add_argument("--output", metavar="PATH", help="the job's stdout file (default: from scontrol)")
@@ -192,8 +205,8 @@ def _cmd_watch(args: argparse.Namespace, ctx: Context) -> int:
 
 # -- status ---------------------------------------------------------------------------------
 def _add_status(sub: Any) -> None:
-    parser = sub.add_parser(
-        "status", help="one row per monitored job",
+    parser = _command(
+        sub, "status", 'jobmon status --watch', help="one row per monitored job",
         epilog="--watch: q quits, arrows or j/k select, Enter shows the selected job's detail (Esc goes back). "
                "Colours follow NO_COLOR. When stdout is not a terminal, the table is printed again every "
                "interval under a timestamp line until Ctrl-C (or --count refreshes).",
@@ -308,7 +321,8 @@ def _on_terminal() -> bool:
 
 # -- show -----------------------------------------------------------------------------------
 def _add_show(sub: Any) -> None:
-    parser = sub.add_parser("show", help="one job's detail: progress, its history, findings, events, log tails")
+    parser = _command(sub, "show", 'jobmon show 48213 --lines 50',
+                      help="one job's detail: progress, its history, findings, events, log tails")
     parser.add_argument("job_id", help="the job's id, or the id of any attempt of its chain")
     parser.add_argument("--lines", type=_positive_int, default=20, metavar="N",
                         help="the last N lines of each log (default 20)")
@@ -333,7 +347,8 @@ def _cmd_show(args: argparse.Namespace, ctx: Context) -> int:
 
 # -- cancel / recover -----------------------------------------------------------------------
 def _add_cancel(sub: Any) -> None:
-    parser = sub.add_parser("cancel", help="stop monitoring a job or chain (the Slurm job keeps running)")
+    parser = _command(sub, "cancel", 'jobmon cancel --job 48213',
+                      help="stop monitoring a job or chain (the Slurm job keeps running)")
     parser.add_argument("job_id", help="the job's id, or the id of any attempt of its chain")
     parser.add_argument("--job", action="store_true", help="also scancel the job (the chain's current attempt)")
     parser.set_defaults(handler=_cmd_cancel)
@@ -361,7 +376,8 @@ def _cmd_cancel(args: argparse.Namespace, ctx: Context) -> int:
 
 # -- report / history -----------------------------------------------------------------------
 def _add_report(sub: Any) -> None:
-    parser = sub.add_parser("report", help="attempts, levels, states and runtimes of a job or chain")
+    parser = _command(sub, "report", 'jobmon report 48213 --markdown',
+                      help="attempts, levels, states and runtimes of a job or chain")
     parser.add_argument("job_id", help="the job's id, or the id of any attempt of its chain")
     _add_format_flags(parser, markdown=True)
     parser.set_defaults(handler=_cmd_report)
@@ -387,7 +403,8 @@ def _cmd_report(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _add_history(sub: Any) -> None:
-    parser = sub.add_parser("history", help="past jobs and chains with their outcome and causes")
+    parser = _command(sub, "history", 'jobmon history --since 7d --csv',
+                      help="past jobs and chains with their outcome and causes")
     parser.add_argument("--since", default="", metavar="WHEN", help="e.g. 7d, 12h, 2026-11-01")
     _add_format_flags(parser, markdown=False)
     parser.set_defaults(handler=_cmd_history)
@@ -409,7 +426,7 @@ def _cmd_history(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _add_recover(sub: Any) -> None:
-    parser = sub.add_parser("recover", help="restart dead monitors and deliver pending notifications")
+    parser = _command(sub, "recover", 'jobmon recover', help="restart dead monitors and deliver pending notifications")
     parser.set_defaults(handler=_cmd_recover)
 
 
@@ -430,7 +447,7 @@ def _cmd_recover(args: argparse.Namespace, ctx: Context) -> int:
 
 # -- test-discord ---------------------------------------------------------------------------
 def _add_test_discord(sub: Any) -> None:
-    parser = sub.add_parser("test-discord", help="send a test message to each configured webhook")
+    parser = _command(sub, "test-discord", 'jobmon test-discord', help="send a test message to each configured webhook")
     parser.set_defaults(handler=_cmd_test_discord)
 
 
@@ -449,13 +466,35 @@ def _cmd_test_discord(args: argparse.Namespace, ctx: Context) -> int:
 
 # -- doctor ---------------------------------------------------------------------------------
 def _add_doctor(sub: Any) -> None:
-    parser = sub.add_parser(
-        "doctor", help="check what will and will not work here (Slurm, files, webhooks, logout)",
+    parser = _command(
+        sub, "doctor", 'jobmon doctor --send',
+        help="check what will and will not work here (Slurm, files, webhooks, logout)",
         description="One line per check, OK/WARN/FAIL, with what to do. Exits 1 when a check FAILs.",
     )
     parser.add_argument("--send", action="store_true", help="send a test message to each webhook "
                         "(default: only check that its host answers)")
     parser.set_defaults(handler=_cmd_doctor)
+
+
+# -- completion -----------------------------------------------------------------------------
+def _add_completion(sub: Any) -> None:
+    from core.views.completion import SHELLS
+
+    parser = _command(sub, "completion", 'eval "$(jobmon completion bash)"   # in ~/.bashrc',
+                      help="print a bash or zsh completion script",
+                      epilog="bash: put the example line in ~/.bashrc, or save the output as "
+                             "~/.local/share/bash-completion/completions/jobmon. "
+                             "zsh: eval \"$(jobmon completion zsh)\" in ~/.zshrc after compinit, "
+                             "or save it as _jobmon in a folder of your $fpath.")
+    parser.add_argument("shell", choices=SHELLS)
+    parser.set_defaults(handler=_cmd_completion)
+
+
+def _cmd_completion(args: argparse.Namespace, ctx: Context) -> int:
+    from core.views.completion import completion_script
+
+    print(completion_script(build_parser(), args.shell) or "", end="")
+    return 0
 
 
 def _cmd_doctor(args: argparse.Namespace, ctx: Context) -> int:
@@ -476,7 +515,8 @@ def _cmd_doctor(args: argparse.Namespace, ctx: Context) -> int:
 
 # -- analyze --------------------------------------------------------------------------------
 def _add_analyze(sub: Any) -> None:
-    parser = sub.add_parser("analyze", help="run the error analyzer on a log file")
+    parser = _command(sub, "analyze", 'jobmon analyze slurm-48190.out --lines 2000',
+                      help="run the error analyzer on a log file")
     parser.add_argument("logfile")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--lines", type=_positive_int, default=None, metavar="N",
@@ -531,7 +571,7 @@ def _cmd_analyze(args: argparse.Namespace, ctx: Context) -> int:
 
 COMMANDS: Sequence[Callable[[Any], None]] = (
     _add_init, _add_submit, _add_watch, _add_status, _add_show, _add_cancel, _add_recover, _add_report, _add_history,
-    _add_test_discord, _add_analyze, _add_doctor,
+    _add_test_discord, _add_analyze, _add_doctor, _add_completion,
 )
 
 
@@ -539,7 +579,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jobmon",
         description="Monitor Slurm jobs and get a Discord message saying how and why they ended.",
-        epilog="Files live in $JOBMON_HOME (see README). Example: jobmon submit --mem=8G train.sbatch",
+        epilog="New here? `jobmon doctor` checks what works on this machine. Files live in $JOBMON_HOME "
+               "(see README). Example: jobmon submit --mem=8G train.sbatch",
     )
     parser.add_argument("--version", action="version", version=f"jobmon {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
