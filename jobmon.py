@@ -174,6 +174,9 @@ def _add_watch(sub: Any) -> None:
     parser.add_argument("job_id")
     parser.add_argument("--error", metavar="PATH", help="the job's stderr file (default: from scontrol)")
     parser.add_argument("--output", metavar="PATH", help="the job's stdout file (default: from scontrol)")
+    parser.add_argument("--resend", action="store_true",
+                        help="watch an array task on its own even when jobmon already covers its array (a second "
+                             "message about it)")
     parser.set_defaults(handler=_cmd_watch)
 
 
@@ -186,6 +189,8 @@ def _cmd_watch(args: argparse.Namespace, ctx: Context) -> int:
     config = ctx.config(require_webhook=True)
     load_patterns(ctx.paths)
     ctx.ready_paths()
+    if not args.resend and _covered_by_its_array(ctx.store(), args.job_id):
+        return 0
     record, finished = attach(ctx.store(), ctx.slurm(), args.job_id, stdout=args.output, stderr=args.error)
     if not finished:
         pid = start_monitor(ctx.paths, record.job_id)
@@ -201,6 +206,29 @@ def _cmd_watch(args: argparse.Namespace, ctx: Context) -> int:
     trouble = problems(record.outbox)
     print(f"jobmon: notification {summary_status(record.outbox)}" + (f": {'; '.join(trouble)}" if trouble else ""))
     return 0 if record.done else 1
+
+
+def _covered_by_its_array(store: StateStore, job_id_text: str) -> bool:
+    """A task of an array jobmon already watches or summarised: say so, and start nothing (defect: a second
+    message about a task the summary already told)."""
+    from core.notify.outbox import summary_status
+    from core.slurm.jobscript import validate_job_id
+    from core.views.history import covering_array
+
+    job_id = validate_job_id(job_id_text)
+    array = covering_array(store, job_id)
+    if array is None:
+        return False
+    if array.final is not None:
+        print(f"jobmon: task {job_id} belongs to array {array.job_id}, which jobmon already summarised "
+              f"({array.final.state.value}); its notification: {summary_status(array.outbox)}. Nothing was sent. "
+              f"`jobmon show {array.job_id}` shows it; `jobmon watch --resend {job_id}` sends a message about "
+              "this task alone")
+    else:
+        print(f"jobmon: task {job_id} belongs to array {array.job_id}, which jobmon monitors already: its summary "
+              f"will cover this task. Nothing was started; `jobmon watch --resend {job_id}` watches the task on "
+              "its own (a second message)")
+    return True
 
 
 # -- status ---------------------------------------------------------------------------------
