@@ -34,6 +34,9 @@ __version__ = "0.1.0"
 #: the last known states (a controller going down can leave squeue hanging until its own timeout).
 CLI_SLURM_TIMEOUT = 20.0
 CLI_LOCK_WAIT = 10.0
+#: `status` and `show` refresh the shared squeue snapshot when it is older than this (seconds); the monitors
+#: refresh it at their poll interval, and `status --watch` reads theirs.
+STATUS_FRESHNESS = 5.0
 #: `status --watch` refreshes this often by default (seconds); its detail shows this many lines of each log.
 WATCH_INTERVAL = 3.0
 WATCH_LOG_LINES = 40
@@ -65,13 +68,16 @@ class Context:
 
         return Slurm()
 
-    def shared_slurm(self, config: Config) -> SharedSlurm:
+    def shared_slurm(self, config: Config, *, fresh: bool = False) -> SharedSlurm:
         """Slurm queries through the snapshots every monitor shares (see core/slurm/shared.py), as a
-        person waiting for an answer needs them: squeue given 20 s, another process's refresh 10 s."""
+        person waiting for an answer needs them: squeue given 20 s, another process's refresh 10 s.
+        `fresh`: a snapshot older than STATUS_FRESHNESS is refreshed (one squeue for every row, under
+        the lock the monitors take, so never two refreshes at once; the monitors then use it too)."""
         from core.slurm.client import Slurm
         from core.slurm.shared import SharedSlurm
 
-        return SharedSlurm(Slurm(timeout=CLI_SLURM_TIMEOUT), self.ready_paths().state, max_age=config.running_interval,
+        max_age = min(STATUS_FRESHNESS, config.running_interval) if fresh else config.running_interval
+        return SharedSlurm(Slurm(timeout=CLI_SLURM_TIMEOUT), self.ready_paths().state, max_age=max_age,
                            lock_timeout=CLI_LOCK_WAIT, impatient=True)
 
     def warn(self, message: str) -> None:
@@ -270,7 +276,7 @@ def _cmd_status(args: argparse.Namespace, ctx: Context) -> int:
     config = ctx.config_or_defaults()
     if args.watch:
         return _watch_status(args, ctx, store, config)
-    rows, warning = collect_status(store, ctx.shared_slurm(config), include_old=args.all)
+    rows, warning = collect_status(store, ctx.shared_slurm(config, fresh=True), include_old=args.all)
     if warning:
         ctx.warn(warning)
     if args.json:
@@ -365,7 +371,7 @@ def _cmd_show(args: argparse.Namespace, ctx: Context) -> int:
 
     job_id = validate_job_id(args.job_id)
     config = ctx.config(require_webhook=False)
-    detail, warning = detail_of(ctx.store(), ctx.shared_slurm(config), job_id, log_lines=args.lines)
+    detail, warning = detail_of(ctx.store(), ctx.shared_slurm(config, fresh=True), job_id, log_lines=args.lines)
     if warning:
         ctx.warn(warning)
     width = shutil.get_terminal_size().columns if sys.stdout.isatty() else SHOW_WIDTH
