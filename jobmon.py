@@ -283,6 +283,12 @@ def _cmd_status(args: argparse.Namespace, ctx: Context) -> int:
         print(json.dumps(rows_as_json(rows), indent=1))
         return 0
     _print_status(rows, args.all)
+    if not rows:
+        from core.config import other_home_hint
+
+        elsewhere = other_home_hint(ctx.paths, "state")
+        if elsewhere:  # a switched install method switched JOBMON_HOME: the jobs did not vanish
+            ctx.warn(f"this JOBMON_HOME ({ctx.paths.home}) has no jobs, but {elsewhere}")
     return 0
 
 

@@ -15,7 +15,7 @@ import sys
 import tempfile
 from typing import Callable, List, Optional, Sequence
 
-from core.config import Paths, load_config
+from core.config import Paths, load_config, other_home_hint
 from core.daemon.process import run_tool
 from core.doctor import rules
 from core.doctor.model import Check, Level
@@ -92,8 +92,9 @@ def home_checks(paths: Paths, mounts_text: str) -> List[Check]:
 
 def config_checks(paths: Paths) -> List[Check]:
     if not os.path.exists(paths.config):
+        elsewhere = other_home_hint(paths, "config.json")
         return [Check("config", Level.FAIL, f"no config at {paths.config}",
-                      "run `jobmon init --success-webhook URL --error-webhook URL`")]
+                      elsewhere or "run `jobmon init --success-webhook URL --error-webhook URL`")]
     try:
         config = load_config(paths, require_webhook=True)
     except JobmonError as exc:
