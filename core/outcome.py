@@ -30,6 +30,8 @@ def final_from_accounting(record: AccountingRecord, now: float, reason: str = ""
         elapsed=record.elapsed, time_limit=record.time_limit, max_rss_bytes=record.max_rss_bytes,
         req_mem=record.real_req_mem, nodes=record.real_nodes, partition=record.partition,
         work_dir=record.work_dir, start=record.start, end=record.end, alloc_cpus=record.alloc_cpus,
+        total_cpu=record.total_cpu, used_mem_bytes=record.used_mem_bytes, alloc_nodes=record.alloc_nodes,
+        alloc_gpus=record.alloc_gpus, gpu_util=record.gpu_util,
         reason=reason, source=FinalSource.SACCT, incomplete=record.is_placeholder, decided_at=now,
     )
 
@@ -74,6 +76,8 @@ def collect_tasks(job_id: str, records: Mapping[str, AccountingRecord]) -> List[
             task_id=suffix, job_id=key, raw_id=record.job_id_raw, state=record.state,
             exit_code=record.exit_code, signal=record.signal, elapsed=record.elapsed,
             max_rss_bytes=record.max_rss_bytes, req_mem=record.real_req_mem, time_limit=record.time_limit,
+            alloc_cpus=record.alloc_cpus, total_cpu=record.total_cpu, used_mem_bytes=record.used_mem_bytes,
+            alloc_nodes=record.alloc_nodes, alloc_gpus=record.alloc_gpus, gpu_util=record.gpu_util,
         ))
     return sorted(tasks, key=_task_sort_key)
 

@@ -24,6 +24,7 @@ from core.notify.outbox import Answer, DeliveryStatus, OutboxEntry, Outcome, Sin
 from core.notify.sink import Sink
 from core.progress.follow import FollowedLog
 from core.progress.reading import Reading, Sample, Source
+from core.slurm.efficiency import Efficiency, EfficiencySpread, Spread
 from core.slurm.model import AccountingRecord, JobState, QueueEntry
 from core.slurm.parse import SACCT_DELIMITER, SACCT_FIELDS, parse_sacct, parse_squeue
 from core.state.model import (
@@ -116,12 +117,12 @@ def sacct_header() -> str:
 
 def sacct_row(job_id: str, state: str, exit_code: str = "0:0", *, name: str = "train", req_mem: str = "1G",
               user: str = "alice", elapsed: str = "00:01:00", max_rss: str = "58180K", time_limit: str = "01:00:00",
-              cpus: str = "1") -> str:
+              cpus: str = "1", total_cpu: str = "") -> str:
     """A job row and its .batch step, in the column order of SACCT_FIELDS (for stories no capture covers)."""
     fields = [job_id, job_id, name, state, exit_code, elapsed, time_limit, "", req_mem, "vm", "debug", "/w",
-              "2026-11-21T20:00:00", "2026-11-21T20:01:00", user, cpus]
+              "2026-11-21T20:00:00", "2026-11-21T20:01:00", user, cpus, total_cpu, "", "1", f"cpu={cpus},node=1", ""]
     step = [f"{job_id}.batch", f"{job_id}.batch", "batch", state.split()[0], exit_code, elapsed, "", max_rss, "",
-            "vm", "", "", "", "", "", cpus]
+            "vm", "", "", "", "", "", cpus, total_cpu, "1", "1", f"cpu={cpus},node=1", ""]
     return SACCT_DELIMITER.join(fields) + "\n" + SACCT_DELIMITER.join(step) + "\n"
 
 
@@ -404,17 +405,23 @@ def full_record(job_id: str = "123") -> JobRecord:
                           nodes="vm", partition="debug", work_dir="/home/alice", start="s", end="e",
                           reason="NonZeroExitCode", source=FinalSource.SQUEUE, incomplete=True, decided_at=8.0,
                           alloc_cpus=2, task_counts={"COMPLETED": 1, "FAILED": 2}, failed_tasks="1-2",
-                          slowest_task="2"),
+                          slowest_task="2", total_cpu="00:07.500", used_mem_bytes=2 * 58180 * 1024, alloc_nodes=1,
+                          alloc_gpus=2, gpu_util=150.0),
         tasks=[TaskOutcome(task_id="1", job_id=f"{job_id}_1", raw_id="124", state=JobState.FAILED, exit_code=3,
                            signal=6, elapsed="00:00:01", max_rss_bytes=1024, categories=["cuda_oom"],
-                           req_mem="1G", time_limit="01:00:00")],
+                           req_mem="1G", time_limit="01:00:00", alloc_cpus=2, total_cpu="00:01.250",
+                           used_mem_bytes=2048, alloc_nodes=1, alloc_gpus=1, gpu_util=87.0)],
         chain=Chain(
             ladder=[Level(mem="1G"), level_big], max_retries=5, mem_option="--mem-per-cpu", current_job="130",
             level_index=1, level=level_big,
             attempts=[Attempt(job_id=job_id, level_index=0, resources=Level(mem="1G"), state=JobState.OUT_OF_MEMORY,
                               exit_code=137, elapsed="00:00:02", core_hours=0.5, categories=["slurm_oom"],
                               decision="escalate", round=1, tasks="0-2", task_counts={"OUT_OF_MEMORY": 1},
-                              failed_tasks="0"),
+                              failed_tasks="0", efficiency=Efficiency(12.5, 99.0, 3.25, 40.0),
+                              efficiency_spread=EfficiencySpread(
+                                  tasks=3, cpu_percent=Spread(1.0, 2.0, 3.0, 3),
+                                  memory_percent=Spread(4.0, 5.0, 6.0, 2), time_percent=Spread(7.0, 8.0, 9.0, 1),
+                                  gpu_percent=Spread(0.5, 0.5, 0.5, 1))),
                       Attempt(job_id="130", level_index=1, resources=level_big, state=None, round=2, tasks="0")],
             pending=PendingRound(round=3, decided_at=9.5, submissions=[
                 PendingSubmission(level_index=1, level=level_big, action=Action.ESCALATE_TIME, tasks="0",

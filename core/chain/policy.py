@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from core.errors import ConfigError
 from core.outcome import failed_tasks_text, headline_state
 from core.slurm.arrays import compress_ids, parse_array_spec, split_spec
+from core.slurm.efficiency import spread as efficiency_spread
 from core.slurm.model import JobState, is_clean_end, is_sigkilled, member_suffix
 from core.slurm.parse import explicit_time_limit, parse_duration, parse_size
 from core.state.model import (
@@ -396,6 +397,7 @@ def close_attempt(chain: Chain, final: FinalRecord, categories: Sequence[str], d
     attempt.categories = list(categories[:3])
     attempt.decision = decision
     attempt.core_hours = core_hours(final.alloc_cpus, [final.elapsed])
+    attempt.efficiency = final.efficiency
 
 
 def core_hours(cpus: int, elapsed: Sequence[str]) -> float:
@@ -438,6 +440,7 @@ def close_round(chain: Chain, tasks: Sequence[TaskOutcome], final: FinalRecord, 
         attempt.categories = list(dict.fromkeys(c for t in failed for c in t.categories))[:3]
         attempt.decision = decision
         attempt.core_hours = core_hours(final.alloc_cpus, [t.elapsed for t in failed])
+        attempt.efficiency_spread = efficiency_spread([t.efficiency for t in own if t.job_id])
     for submission in plan.submissions:
         for task_id in parse_array_spec(submission.tasks).task_ids:
             track = chain.tasks.setdefault(str(task_id), TaskTrack())

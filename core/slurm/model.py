@@ -139,6 +139,11 @@ class AccountingRecord:
     end: str
     user: str
     alloc_cpus: int = 0
+    total_cpu: str = ""  # CPU time of all steps (`00:19.746`); "" in captures without the column
+    used_mem_bytes: Optional[int] = None  # the largest step's MaxRSS x its NTasks (what efficiency counts)
+    alloc_nodes: int = 0
+    alloc_gpus: int = 0  # `gres/gpu=N` in AllocTRES
+    gpu_util: Optional[float] = None  # the highest step average of `gres/gpuutil` (None: not accounted)
 
     @property
     def is_placeholder(self) -> bool:

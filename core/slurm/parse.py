@@ -24,6 +24,7 @@ SACCT_DELIMITER = "^|^"
 SACCT_FIELDS = (
     "JobID", "JobIDRaw", "JobName", "State", "ExitCode", "Elapsed", "Timelimit",
     "MaxRSS", "ReqMem", "NodeList", "Partition", "WorkDir", "Start", "End", "User", "AllocCPUS",
+    "TotalCPU", "NTasks", "NNodes", "AllocTRES", "TRESUsageInAve",
 )
 #: The squeue columns jobmon reads: (format letter, the header squeue prints for it).
 SQUEUE_COLUMNS = (
@@ -146,10 +147,15 @@ def parse_size(text: str, default_unit: str = "") -> Optional[int]:
 def parse_sacct(text: str) -> List[AccountingRecord]:
     """Parse `sacct -P --delimiter='^|^' --format=...` (header included) with its step rows.
 
-    Step rows (`123.batch`, `123.0`, `123.extern`) only contribute their MaxRSS to the job row.
+    Step rows (`123.batch`, `123.0`, `123.extern`) only contribute their MaxRSS to the job row: the
+    largest of one task (`max_rss_bytes`), and the largest step's MaxRSS x its NTasks (`used_mem_bytes`,
+    what memory efficiency counts; a capture without NTasks counts one task per step), and the highest
+    average GPU utilisation of a step (`gres/gpuutil` in TRESUsageInAve, where the site accounts it).
     """
     jobs: Dict[str, Dict[str, str]] = {}
     step_rss: Dict[str, int] = {}
+    step_used: Dict[str, int] = {}
+    step_gpu: Dict[str, float] = {}
     for row in parse_table(text, SACCT_DELIMITER):
         job_id = row.get("JOBID", "")
         if not job_id:
@@ -159,14 +165,36 @@ def parse_sacct(text: str) -> List[AccountingRecord]:
             rss = parse_size(row.get("MAXRSS", ""))
             if rss is not None:
                 step_rss[owner] = max(step_rss.get(owner, 0), rss)
+                step_used[owner] = max(step_used.get(owner, 0), rss * max(_count(row.get("NTASKS", "")), 1))
+            gpu = tres_number(row.get("TRESUSAGEINAVE", ""), "gres/gpuutil")
+            if gpu is not None:
+                step_gpu[owner] = max(step_gpu.get(owner, 0.0), gpu)
             continue
         jobs[job_id] = row
-    return [_accounting_record(job_id, row, step_rss.get(job_id)) for job_id, row in jobs.items()]
+    return [_accounting_record(job_id, row, step_rss.get(job_id), step_used.get(job_id), step_gpu.get(job_id))
+            for job_id, row in jobs.items()]
 
 
-def _accounting_record(job_id: str, row: Dict[str, str], step_rss: Optional[int]) -> AccountingRecord:
+def _count(text: str) -> int:
+    return int(text) if text.isdecimal() else 0
+
+
+def tres_number(text: str, name: str) -> Optional[float]:
+    """One numeric entry of a TRES list (`cpu=2,gres/gpu=1,gres/gpuutil=87`): `gres/gpu` -> 1.0; None if absent."""
+    for item in text.split(","):
+        key, _, value = item.strip().partition("=")
+        if key == name:
+            try:
+                return float(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _accounting_record(job_id: str, row: Dict[str, str], step_rss: Optional[int],
+                       step_used: Optional[int], step_gpu: Optional[float]) -> AccountingRecord:
     exit_code, signal = parse_exit_code(row.get("EXITCODE", ""))
-    cpus = row.get("ALLOCCPUS", "")
+    own_rss = parse_size(row.get("MAXRSS", ""))
     return AccountingRecord(
         job_id=job_id,
         job_id_raw=row.get("JOBIDRAW", "") or job_id,
@@ -177,7 +205,7 @@ def _accounting_record(job_id: str, row: Dict[str, str], step_rss: Optional[int]
         signal=signal,
         elapsed=row.get("ELAPSED", ""),
         time_limit=row.get("TIMELIMIT", ""),
-        max_rss_bytes=step_rss if step_rss is not None else parse_size(row.get("MAXRSS", "")),
+        max_rss_bytes=step_rss if step_rss is not None else own_rss,
         req_mem=row.get("REQMEM", ""),
         nodes=row.get("NODELIST", ""),
         partition=row.get("PARTITION", ""),
@@ -185,7 +213,12 @@ def _accounting_record(job_id: str, row: Dict[str, str], step_rss: Optional[int]
         start=row.get("START", ""),
         end=row.get("END", ""),
         user=row.get("USER", ""),
-        alloc_cpus=int(cpus) if cpus.isdecimal() else 0,
+        alloc_cpus=_count(row.get("ALLOCCPUS", "")),
+        total_cpu=row.get("TOTALCPU", ""),
+        used_mem_bytes=step_used if step_used is not None else own_rss,
+        alloc_nodes=_count(row.get("NNODES", "")),
+        alloc_gpus=int(tres_number(row.get("ALLOCTRES", ""), "gres/gpu") or 0),
+        gpu_util=step_gpu,
     )
 
 

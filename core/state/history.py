@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional
 
 from core.locking import file_lock
+from core.slurm.efficiency import Efficiency, EfficiencySpread
 from core.notify import outbox
 from core.state.codec import DecodeError, decode, encode
 from core.state.model import JobRecord
@@ -43,6 +44,8 @@ class HistoryEntry:
     jobs: List[str] = field(default_factory=list)  # every Slurm job id of the chain, the last one last
     cancelled: bool = False  # monitoring was stopped by the user
     notification: str = ""  # how its messages fared (core.notify.outbox.summary_status)
+    efficiency: Optional[Efficiency] = None  # a job's (the chain's last attempt's), once it ended
+    efficiency_spread: Optional[EfficiencySpread] = None  # an array's, across its tasks
 
     @property
     def last_job(self) -> str:
@@ -64,6 +67,7 @@ def summarize(record: JobRecord) -> HistoryEntry:
         elapsed=final.elapsed if final is not None else "", attempts=max(1, len(jobs)),
         causes=list(record.categories), jobs=jobs or [record.job_id], cancelled=record.cancelled,
         notification=outbox.summary_status(record.outbox),
+        efficiency=record.efficiency, efficiency_spread=record.efficiency_spread,
     )
 
 

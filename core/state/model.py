@@ -17,6 +17,8 @@ from core.notify import outbox
 from core.notify.outbox import OutboxEntry
 from core.progress.follow import FollowedLog
 from core.progress.reading import Reading, Sample
+from core.slurm import efficiency as efficiency_rules
+from core.slurm.efficiency import Efficiency, EfficiencySpread
 from core.slurm.model import JobState, is_clean_end
 
 SCHEMA_VERSION = 2
@@ -95,10 +97,32 @@ class FinalRecord:
     task_counts: Dict[str, int] = field(default_factory=dict)  # arrays and het jobs: how many ended how
     failed_tasks: str = ""
     slowest_task: str = ""
+    total_cpu: str = ""  # sacct's TotalCPU ("" when sacct did not give it)
+    used_mem_bytes: Optional[int] = None  # the largest step's MaxRSS x its tasks
+    alloc_nodes: int = 0
+    alloc_gpus: int = 0
+    gpu_util: Optional[float] = None  # the highest step average of gres/gpuutil (None: not accounted)
 
     @property
     def is_success(self) -> bool:
         return is_clean_end(self.state, self.exit_code, self.signal)
+
+    @property
+    def efficiency(self) -> Efficiency:
+        """CPU, memory and time used of what was asked (one job; a group's is its tasks' spread)."""
+        return efficiency_rules.compute(
+            elapsed=self.elapsed, time_limit=self.time_limit, total_cpu=self.total_cpu, alloc_cpus=self.alloc_cpus,
+            used_mem_bytes=self.used_mem_bytes, req_mem=self.req_mem, nodes=self.alloc_nodes,
+            gpu_util=self.gpu_util, gpus=self.alloc_gpus)
+
+    @property
+    def advice(self) -> List[str]:
+        """At most two lines of advice, for a run that says something about its needs (it completed or ran
+        into its time limit); none for a group."""
+        if self.is_group or not (self.is_success or self.state is JobState.TIMEOUT):
+            return []
+        return efficiency_rules.advice(self.efficiency, used_mem_bytes=self.used_mem_bytes, req_mem=self.req_mem,
+                                       alloc_cpus=self.alloc_cpus, elapsed=self.elapsed, nodes=self.alloc_nodes)
 
     @property
     def is_group(self) -> bool:
@@ -126,10 +150,23 @@ class TaskOutcome:
     categories: List[str] = field(default_factory=list)
     req_mem: str = ""  # what this task ran with: an escalation starts from it
     time_limit: str = ""
+    alloc_cpus: int = 0
+    total_cpu: str = ""
+    used_mem_bytes: Optional[int] = None
+    alloc_nodes: int = 0
+    alloc_gpus: int = 0
+    gpu_util: Optional[float] = None
 
     @property
     def is_failure(self) -> bool:
         return not is_clean_end(self.state, self.exit_code, self.signal)
+
+    @property
+    def efficiency(self) -> Efficiency:
+        return efficiency_rules.compute(
+            elapsed=self.elapsed, time_limit=self.time_limit, total_cpu=self.total_cpu, alloc_cpus=self.alloc_cpus,
+            used_mem_bytes=self.used_mem_bytes, req_mem=self.req_mem, nodes=self.alloc_nodes,
+            gpu_util=self.gpu_util, gpus=self.alloc_gpus)
 
 
 @dataclass(frozen=True)
@@ -170,6 +207,8 @@ class Attempt:
     tasks: str = ""  # for an array: the --array spec this submission ran
     task_counts: Dict[str, int] = field(default_factory=dict)  # for an array: how its tasks ended
     failed_tasks: str = ""
+    efficiency: Optional[Efficiency] = None  # a single job's, when it ended
+    efficiency_spread: Optional[EfficiencySpread] = None  # an array submission's, across its tasks
 
 
 @dataclass
@@ -295,6 +334,20 @@ class JobRecord:
     outbox: List[OutboxEntry] = field(default_factory=list)
     live: Optional[LiveState] = None
     schema_version: int = SCHEMA_VERSION
+
+    @property
+    def efficiency(self) -> Optional[Efficiency]:
+        """How much of its request the job used, once it ended (None for a group: see efficiency_spread)."""
+        if self.final is None or self.final.is_group or self.tasks:
+            return None
+        return self.final.efficiency
+
+    @property
+    def efficiency_spread(self) -> Optional[EfficiencySpread]:
+        """An array's (or het job's) efficiency: each value's spread across its tasks' latest runs."""
+        if self.final is None or not self.tasks:
+            return None
+        return efficiency_rules.spread([task.efficiency for task in self.tasks if task.job_id])
 
     @property
     def target(self) -> str:

@@ -5,12 +5,14 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from core.errors import JobmonError, StateError
 from core.slurm.arrays import format_task_counts
+from core.slurm.efficiency import Efficiency, EfficiencySpread
 from core.slurm.model import base_job_id, member_suffix
 from core.state.history import HistoryEntry, summarize
 from core.state.model import JobRecord
@@ -45,6 +47,14 @@ def history_entries(store: StateStore, since: float) -> List[HistoryEntry]:
     return sorted(entries.values(), key=lambda e: (e.created_at, e.job_id))
 
 
+def efficiency_json(single: Optional[Efficiency], spread: Optional[EfficiencySpread]) -> Optional[Dict[str, Any]]:
+    """`{"cpu_percent", "memory_percent", "time_percent", "gpu_percent"}` (null where Slurm gave nothing);
+    for an array each is `{"min", "median", "max", "count"}` across its tasks, plus `tasks`; None before the end."""
+    if spread is not None:
+        return dataclasses.asdict(spread)
+    return dataclasses.asdict(single) if single is not None else None
+
+
 def history_row(entry: HistoryEntry) -> Dict[str, Any]:
     return {
         "job_id": entry.job_id if entry.last_job == entry.job_id else f"{entry.job_id}->{entry.last_job}",
@@ -55,6 +65,7 @@ def history_row(entry: HistoryEntry) -> Dict[str, Any]:
         "elapsed": entry.elapsed,
         "attempts": entry.attempts,
         "causes": ",".join(entry.causes),
+        "efficiency": efficiency_json(entry.efficiency, entry.efficiency_spread),
     }
 
 
@@ -73,7 +84,7 @@ def report_rows(record: JobRecord) -> List[Dict[str, Any]]:
             "state": format_task_counts(a.task_counts) if a.task_counts else (a.state.value if a.state else running),
             "failed_tasks": a.failed_tasks, "exit_code": a.exit_code,
             "elapsed": a.elapsed, "core_hours": a.core_hours, "causes": ",".join(a.categories),
-            "decision": a.decision,
+            "decision": a.decision, "efficiency": efficiency_json(a.efficiency, a.efficiency_spread),
         } for number, a in enumerate(record.chain.attempts, 1)]
     final = record.final
     return [{
@@ -82,6 +93,7 @@ def report_rows(record: JobRecord) -> List[Dict[str, Any]]:
         "failed_tasks": final.failed_tasks if final else "",
         "exit_code": final.exit_code if final else "", "elapsed": final.elapsed if final else "",
         "core_hours": "", "causes": ",".join(record.categories), "decision": "",
+        "efficiency": efficiency_json(record.efficiency, record.efficiency_spread),
     }]
 
 

@@ -282,7 +282,7 @@ def test_status_shows_jobs_and_an_unreadable_file(jm):
     done = jm.jobmon("status")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].split()[:4] == ["JOB", "NAME", "STATE", "MONITOR"]
+    assert lines[0].split()[:5] == ["JOB", "NAME", "STATE", "PROGRESS", "MONITOR"]
     row = [line for line in lines if line.startswith(job_id)][0]
     assert "status-job" in row and "RUNNING" in row and "ALIVE" in row
     assert any(line.startswith("123456") and "UNREADABLE" in line for line in lines)

@@ -180,3 +180,14 @@ def test_mypy_is_clean_on_core_and_the_cli():
     done = subprocess.run([mypy], cwd=ROOT, capture_output=True, text=True)  # files and flags: pyproject.toml
     assert done.returncode == 0, done.stdout + done.stderr
 
+
+
+def test_every_core_package_is_installed_by_pyproject():
+    """`pip install .` ships the packages pyproject lists: a new folder under core/ must be listed there."""
+    with open(os.path.join(ROOT, "pyproject.toml"), encoding="utf-8") as handle:
+        text = handle.read()
+    listed = set(text.split("packages = [", 1)[1].split("]", 1)[0].replace('"', "").replace("\n", "").split(", "))
+    listed = {name.strip() for name in listed}
+    found = {"core." + os.path.relpath(folder, CORE).replace(os.sep, ".") if folder != CORE else "core"
+             for folder, _, files in os.walk(CORE) if "__init__.py" in files}
+    assert found <= listed, f"add to pyproject.toml packages: {sorted(found - listed)}"

@@ -34,7 +34,7 @@ from tests.support import HEADERS, SLURM_FIXTURES, header_line, read_text, slurm
 K = 1024
 #: The header lines squeue and sacct print for jobmon's own formats (real captures).
 SQUEUE_HEADER = header_line("squeue_itrM.txt")  # JOBID|STATE|REASON|TIME
-SACCT_HEADER = header_line("sacct_16_fields.txt")
+SACCT_HEADER = header_line("sacct_21_fields.txt")
 
 
 def capture(name: str) -> str:
@@ -304,7 +304,9 @@ def test_parse_sacct_real_output_with_its_header():
 
 def test_real_sacct_header_names_the_columns_jobmon_asks_for():
     assert SACCT_HEADER.rstrip("\n").split(SACCT_DELIMITER) == list(SACCT_FIELDS)
-    assert header_line("sacct_15_fields.txt").rstrip("\n").split(SACCT_DELIMITER) == list(SACCT_FIELDS[:-1])
+    assert header_line("sacct_19_fields.txt").rstrip("\n").split(SACCT_DELIMITER) == list(SACCT_FIELDS[:19])
+    assert header_line("sacct_16_fields.txt").rstrip("\n").split(SACCT_DELIMITER) == list(SACCT_FIELDS[:16])
+    assert header_line("sacct_15_fields.txt").rstrip("\n").split(SACCT_DELIMITER) == list(SACCT_FIELDS[:15])
 
 
 def test_parse_sacct_reads_columns_by_header_not_by_position():
@@ -443,9 +445,9 @@ def test_parse_sacct_skips_junk_and_short_rows():
 def test_sacct_fields_match_fixture_columns():
     for name in ("sacct_completed.txt", "sacct_array.txt", "sacct_stub.txt"):  # captured before AllocCPUS
         for line in capture(name).splitlines():
-            assert len(line.split("^|^")) == len(SACCT_FIELDS) - 1
+            assert len(line.split("^|^")) == 15
     for line in capture("sacct_completed_alloccpus.txt").splitlines():
-        assert len(line.split("^|^")) == len(SACCT_FIELDS)
+        assert len(line.split("^|^")) == 16
     [record] = parse_sacct(slurm_output("sacct_completed_alloccpus.txt"))
     assert record.alloc_cpus == 1 and record.max_rss_bytes == 400 * 1024
 
