@@ -9,8 +9,7 @@ import argparse
 import json
 import os
 import sys
-import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence, Tuple
 
 from core.config import (
     Config,
@@ -25,7 +24,6 @@ from core.config import (
 from core.errors import ConfigError, JobmonError
 
 if TYPE_CHECKING:  # each command imports what it needs: `jobmon --version` stays quick
-    from core.notify.sink import Sink
     from core.slurm.client import Slurm
     from core.slurm.shared import SharedSlurm
     from core.state.store import StateStore
@@ -36,6 +34,9 @@ __version__ = "0.1.0"
 #: the last known states (a controller going down can leave squeue hanging until its own timeout).
 CLI_SLURM_TIMEOUT = 20.0
 CLI_LOCK_WAIT = 10.0
+#: `status` and `show` refresh the shared squeue snapshot when it is older than this (seconds); the monitors
+#: refresh it at their poll interval, and `status --watch` reads theirs.
+STATUS_FRESHNESS = 5.0
 #: `status --watch` refreshes this often by default (seconds); its detail shows this many lines of each log.
 WATCH_INTERVAL = 3.0
 WATCH_LOG_LINES = 40
@@ -67,13 +68,16 @@ class Context:
 
         return Slurm()
 
-    def shared_slurm(self, config: Config) -> SharedSlurm:
+    def shared_slurm(self, config: Config, *, fresh: bool = False) -> SharedSlurm:
         """Slurm queries through the snapshots every monitor shares (see core/slurm/shared.py), as a
-        person waiting for an answer needs them: squeue given 20 s, another process's refresh 10 s."""
+        person waiting for an answer needs them: squeue given 20 s, another process's refresh 10 s.
+        `fresh`: a snapshot older than STATUS_FRESHNESS is refreshed (one squeue for every row, under
+        the lock the monitors take, so never two refreshes at once; the monitors then use it too)."""
         from core.slurm.client import Slurm
         from core.slurm.shared import SharedSlurm
 
-        return SharedSlurm(Slurm(timeout=CLI_SLURM_TIMEOUT), self.ready_paths().state, max_age=config.running_interval,
+        max_age = min(STATUS_FRESHNESS, config.running_interval) if fresh else config.running_interval
+        return SharedSlurm(Slurm(timeout=CLI_SLURM_TIMEOUT), self.ready_paths().state, max_age=max_age,
                            lock_timeout=CLI_LOCK_WAIT, impatient=True)
 
     def warn(self, message: str) -> None:
@@ -100,9 +104,20 @@ class Context:
             return Config()
 
 
+def _command(sub: Any, name: str, example: str, *, epilog: str = "", **kwargs: Any) -> argparse.ArgumentParser:
+    """A subcommand whose help ends with one example (and `epilog`, wrapped, before it)."""
+    import textwrap
+
+    notes = textwrap.fill(epilog, 100) + "\n\n" if epilog else ""
+    parser: argparse.ArgumentParser = sub.add_parser(name, epilog=f"{notes}example:\n  {example}",
+                                                     formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+    return parser
+
+
 # -- init -----------------------------------------------------------------------------------
 def _add_init(sub: Any) -> None:
-    parser = sub.add_parser("init", help="create config.json (mode 0600) with your webhooks")
+    parser = _command(sub, "init", 'jobmon init --success-webhook https://discord.com/api/webhooks/ID/TOKEN',
+                      help="create config.json (mode 0600) with your webhooks")
     parser.add_argument("--success-webhook", default="", metavar="URL", help="webhook for clean completions")
     parser.add_argument("--error-webhook", default="", metavar="URL", help="webhook for everything else")
     parser.add_argument("--force", action="store_true", help="replace an existing config.json")
@@ -124,8 +139,9 @@ def _cmd_init(args: argparse.Namespace, ctx: Context) -> int:
 
 # -- submit ---------------------------------------------------------------------------------
 def _add_submit(sub: Any) -> None:
-    parser = sub.add_parser(
-        "submit", help="sbatch a script and start its monitor",
+    parser = _command(
+        sub, "submit", 'jobmon submit --mem=32G --gres=gpu:1 train.sbatch --lr 3e-4',
+        help="sbatch a script and start its monitor",
         description="Run sbatch with all flags unchanged, then start a detached monitor for the job.",
         usage="jobmon submit [sbatch flags...] SCRIPT [script args...]",
     )
@@ -159,10 +175,14 @@ def _cmd_submit(args: argparse.Namespace, ctx: Context) -> int:
 
 # -- watch ----------------------------------------------------------------------------------
 def _add_watch(sub: Any) -> None:
-    parser = sub.add_parser("watch", help="monitor a job submitted with plain sbatch")
+    parser = _command(sub, "watch", 'jobmon watch 48213 --output slurm-48213.out',
+                      help="monitor a job submitted with plain sbatch")
     parser.add_argument("job_id")
     parser.add_argument("--error", metavar="PATH", help="the job's stderr file (default: from scontrol)")
     parser.add_argument("--output", metavar="PATH", help="the job's stdout file (default: from scontrol)")
+    parser.add_argument("--resend", action="store_true",
+                        help="watch an array task on its own even when jobmon already covers its array (a second "
+                             "message about it)")
     parser.set_defaults(handler=_cmd_watch)
 
 
@@ -175,6 +195,8 @@ def _cmd_watch(args: argparse.Namespace, ctx: Context) -> int:
     config = ctx.config(require_webhook=True)
     load_patterns(ctx.paths)
     ctx.ready_paths()
+    if not args.resend and _covered_by_its_array(ctx.store(), args.job_id):
+        return 0
     record, finished = attach(ctx.store(), ctx.slurm(), args.job_id, stdout=args.output, stderr=args.error)
     if not finished:
         pid = start_monitor(ctx.paths, record.job_id)
@@ -192,10 +214,33 @@ def _cmd_watch(args: argparse.Namespace, ctx: Context) -> int:
     return 0 if record.done else 1
 
 
+def _covered_by_its_array(store: StateStore, job_id_text: str) -> bool:
+    """A task of an array jobmon already watches or summarised: say so, and start nothing (defect: a second
+    message about a task the summary already told)."""
+    from core.notify.outbox import summary_status
+    from core.slurm.jobscript import validate_job_id
+    from core.views.history import covering_array
+
+    job_id = validate_job_id(job_id_text)
+    array = covering_array(store, job_id)
+    if array is None:
+        return False
+    if array.final is not None:
+        print(f"jobmon: task {job_id} belongs to array {array.job_id}, which jobmon already summarised "
+              f"({array.final.state.value}); its notification: {summary_status(array.outbox)}. Nothing was sent. "
+              f"`jobmon show {array.job_id}` shows it; `jobmon watch --resend {job_id}` sends a message about "
+              "this task alone")
+    else:
+        print(f"jobmon: task {job_id} belongs to array {array.job_id}, which jobmon monitors already: its summary "
+              f"will cover this task. Nothing was started; `jobmon watch --resend {job_id}` watches the task on "
+              "its own (a second message)")
+    return True
+
+
 # -- status ---------------------------------------------------------------------------------
 def _add_status(sub: Any) -> None:
-    parser = sub.add_parser(
-        "status", help="one row per monitored job",
+    parser = _command(
+        sub, "status", 'jobmon status --watch', help="one row per monitored job",
         epilog="--watch: q quits, arrows or j/k select, Enter shows the selected job's detail (Esc goes back). "
                "Colours follow NO_COLOR. When stdout is not a terminal, the table is printed again every "
                "interval under a timestamp line until Ctrl-C (or --count refreshes).",
@@ -231,13 +276,19 @@ def _cmd_status(args: argparse.Namespace, ctx: Context) -> int:
     config = ctx.config_or_defaults()
     if args.watch:
         return _watch_status(args, ctx, store, config)
-    rows, warning = collect_status(store, ctx.shared_slurm(config), include_old=args.all)
+    rows, warning = collect_status(store, ctx.shared_slurm(config, fresh=True), include_old=args.all)
     if warning:
         ctx.warn(warning)
     if args.json:
         print(json.dumps(rows_as_json(rows), indent=1))
         return 0
     _print_status(rows, args.all)
+    if not rows:
+        from core.config import other_home_hint
+
+        elsewhere = other_home_hint(ctx.paths, "state")
+        if elsewhere:  # a switched install method switched JOBMON_HOME: the jobs did not vanish
+            ctx.warn(f"this JOBMON_HOME ({ctx.paths.home}) has no jobs, but {elsewhere}")
     return 0
 
 
@@ -310,7 +361,8 @@ def _on_terminal() -> bool:
 
 # -- show -----------------------------------------------------------------------------------
 def _add_show(sub: Any) -> None:
-    parser = sub.add_parser("show", help="one job's detail: progress, its history, findings, events, log tails")
+    parser = _command(sub, "show", 'jobmon show 48213 --lines 50',
+                      help="one job's detail: progress, its history, findings, events, log tails")
     parser.add_argument("job_id", help="the job's id, or the id of any attempt of its chain")
     parser.add_argument("--lines", type=_positive_int, default=20, metavar="N",
                         help="the last N lines of each log (default 20)")
@@ -325,7 +377,7 @@ def _cmd_show(args: argparse.Namespace, ctx: Context) -> int:
 
     job_id = validate_job_id(args.job_id)
     config = ctx.config(require_webhook=False)
-    detail, warning = detail_of(ctx.store(), ctx.shared_slurm(config), job_id, log_lines=args.lines)
+    detail, warning = detail_of(ctx.store(), ctx.shared_slurm(config, fresh=True), job_id, log_lines=args.lines)
     if warning:
         ctx.warn(warning)
     width = shutil.get_terminal_size().columns if sys.stdout.isatty() else SHOW_WIDTH
@@ -335,7 +387,8 @@ def _cmd_show(args: argparse.Namespace, ctx: Context) -> int:
 
 # -- cancel / recover -----------------------------------------------------------------------
 def _add_cancel(sub: Any) -> None:
-    parser = sub.add_parser("cancel", help="stop monitoring a job or chain (the Slurm job keeps running)")
+    parser = _command(sub, "cancel", 'jobmon cancel --job 48213',
+                      help="stop monitoring a job or chain (the Slurm job keeps running)")
     parser.add_argument("job_id", help="the job's id, or the id of any attempt of its chain")
     parser.add_argument("--job", action="store_true", help="also scancel the job (the chain's current attempt)")
     parser.set_defaults(handler=_cmd_cancel)
@@ -363,7 +416,8 @@ def _cmd_cancel(args: argparse.Namespace, ctx: Context) -> int:
 
 # -- report / history -----------------------------------------------------------------------
 def _add_report(sub: Any) -> None:
-    parser = sub.add_parser("report", help="attempts, levels, states and runtimes of a job or chain")
+    parser = _command(sub, "report", 'jobmon report 48213 --markdown',
+                      help="attempts, levels, states and runtimes of a job or chain")
     parser.add_argument("job_id", help="the job's id, or the id of any attempt of its chain")
     _add_format_flags(parser, markdown=True)
     parser.set_defaults(handler=_cmd_report)
@@ -389,7 +443,8 @@ def _cmd_report(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _add_history(sub: Any) -> None:
-    parser = sub.add_parser("history", help="past jobs and chains with their outcome and causes")
+    parser = _command(sub, "history", 'jobmon history --since 7d --csv',
+                      help="past jobs and chains with their outcome and causes")
     parser.add_argument("--since", default="", metavar="WHEN", help="e.g. 7d, 12h, 2026-11-01")
     _add_format_flags(parser, markdown=False)
     parser.set_defaults(handler=_cmd_history)
@@ -411,7 +466,7 @@ def _cmd_history(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _add_recover(sub: Any) -> None:
-    parser = sub.add_parser("recover", help="restart dead monitors and deliver pending notifications")
+    parser = _command(sub, "recover", 'jobmon recover', help="restart dead monitors and deliver pending notifications")
     parser.set_defaults(handler=_cmd_recover)
 
 
@@ -434,57 +489,78 @@ def _cmd_recover(args: argparse.Namespace, ctx: Context) -> int:
 def _add_test_notify(sub: Any) -> None:
     for command, summary in (("test-notify", "send a test message to each configured sink (or those named)"),
                              ("test-discord", "the same as test-notify (its former name)")):
-        parser = sub.add_parser(command, help=summary)
+        parser = _command(sub, command, f"jobmon {command}" + (" team phone" if command == "test-notify" else ""),
+                          help=summary)
         parser.add_argument("sinks", nargs="*", metavar="SINK", help="sink names from config.json (default: all)")
         parser.set_defaults(handler=_cmd_test_notify)
 
 
 def _cmd_test_notify(args: argparse.Namespace, ctx: Context) -> int:
-    from core.config import ERROR_SINK, SUCCESS_SINK
-    from core.daemon.delivery import build_sinks
-    from core.daemon.liveness import this_host
-    from core.notify.deliver import send_once
-    from core.notify.events import EventKind, Route, RouteFacts
-    from core.notify.message import Envelope, Field, Message, Tone
-    from core.notify.outbox import Answer
+    from core.doctor.sinks import send_test_messages
 
-    config = ctx.config(require_webhook=True)
-    configured = config.sinks
-    unknown = [name for name in args.sinks if name not in configured]
-    if unknown:
-        raise ConfigError(f"no sink named {unknown[0]!r} in {ctx.paths.config} (configured: {', '.join(configured)})")
-    chosen = {name: sink for name, sink in configured.items() if not args.sinks or name in args.sinks}
-    by_destination: Dict[str, List[Sink]] = {}
-    for sink in build_sinks(chosen).values():
-        by_destination.setdefault(sink.destination, []).append(sink)
     failures = 0
-    for sinks in by_destination.values():  # one message per destination, whichever names or routes it serves
-        names = {sink.name for sink in sinks}
-        if names <= {SUCCESS_SINK, ERROR_SINK}:  # the discord shorthand: say which routes the webhook serves
-            label = "+".join(route.value for route in Route
-                             if names & set(config.sinks_for(RouteFacts(EventKind.FINAL, route)))) or "no route"
-        else:
-            label = "+".join(sorted(names))
-        message = Message(
-            title="jobmon test message",
-            description=f"This destination receives jobmon's messages for {label}.",
-            tone=Tone.SUCCESS if label == Route.SUCCESS.value else Tone.INFO,
-            fields=(Field("Host", this_host()), Field("Sink", label)),
-            footer=f"jobmon {args.command or 'test-notify'}",
-        )
-        now = time.time()
-        outcome = send_once(sinks[0], message, envelope=Envelope(f"test:{now:.0f}", "test", now))
-        if outcome.answer is Answer.DELIVERED:
-            print(f"{label}: OK ({sinks[0].describe()})")
-        else:
+    for report in send_test_messages(ctx.config(require_webhook=True), args.sinks, args.command or "test-notify"):
+        if report.error:
+            print(f"{report.label}: FAILED ({report.described}): {report.error}")
             failures += 1
-            print(f"{label}: FAILED ({sinks[0].describe()}): {outcome.detail}")
+        else:
+            print(f"{report.label}: OK ({report.described})")
     return 1 if failures else 0
+
+
+# -- doctor ---------------------------------------------------------------------------------
+def _add_doctor(sub: Any) -> None:
+    parser = _command(
+        sub, "doctor", 'jobmon doctor --send',
+        help="check what will and will not work here (Slurm, files, webhooks, logout)",
+        description="One line per check, OK/WARN/FAIL, with what to do. Exits 1 when a check FAILs.",
+    )
+    parser.add_argument("--send", action="store_true", help="send a test message to each webhook "
+                        "(default: only check that its host answers)")
+    parser.set_defaults(handler=_cmd_doctor)
+
+
+# -- completion -----------------------------------------------------------------------------
+def _add_completion(sub: Any) -> None:
+    from core.views.completion import SHELLS
+
+    parser = _command(sub, "completion", 'eval "$(jobmon completion bash)"   # in ~/.bashrc',
+                      help="print a bash or zsh completion script",
+                      epilog="bash: put the example line in ~/.bashrc, or save the output as "
+                             "~/.local/share/bash-completion/completions/jobmon. "
+                             "zsh: eval \"$(jobmon completion zsh)\" in ~/.zshrc after compinit, "
+                             "or save it as _jobmon in a folder of your $fpath.")
+    parser.add_argument("shell", choices=SHELLS)
+    parser.set_defaults(handler=_cmd_completion)
+
+
+def _cmd_completion(args: argparse.Namespace, ctx: Context) -> int:
+    from core.views.completion import completion_script
+
+    print(completion_script(build_parser(), args.shell) or "", end="")
+    return 0
+
+
+def _cmd_doctor(args: argparse.Namespace, ctx: Context) -> int:
+    from core.doctor.diagnose import run_doctor
+    from core.doctor.model import Level, worst
+
+    checks = run_doctor(ctx.paths, ctx.slurm(), send=args.send)
+    width = max(len(check.name) for check in checks)
+    for check in checks:
+        print(f"{check.level.value:<4}  {check.name:<{width}}  {check.detail}")
+        if check.advice:
+            print(f"{'':<4}  {'':<{width}}  -> {check.advice}")
+    verdict = worst(checks)
+    counts = {level: sum(check.level is level for check in checks) for level in Level}
+    print(f"jobmon {__version__}: {counts[Level.OK]} OK, {counts[Level.WARN]} WARN, {counts[Level.FAIL]} FAIL")
+    return 1 if verdict is Level.FAIL else 0
 
 
 # -- analyze --------------------------------------------------------------------------------
 def _add_analyze(sub: Any) -> None:
-    parser = sub.add_parser("analyze", help="run the error analyzer on a log file")
+    parser = _command(sub, "analyze", 'jobmon analyze slurm-48190.out --lines 2000',
+                      help="run the error analyzer on a log file")
     parser.add_argument("logfile")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--lines", type=_positive_int, default=None, metavar="N",
@@ -539,7 +615,7 @@ def _cmd_analyze(args: argparse.Namespace, ctx: Context) -> int:
 
 COMMANDS: Sequence[Callable[[Any], None]] = (
     _add_init, _add_submit, _add_watch, _add_status, _add_show, _add_cancel, _add_recover, _add_report, _add_history,
-    _add_test_notify, _add_analyze,
+    _add_test_notify, _add_analyze, _add_doctor, _add_completion,
 )
 
 
@@ -547,7 +623,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jobmon",
         description="Monitor Slurm jobs and get a Discord message saying how and why they ended.",
-        epilog="Files live in $JOBMON_HOME (see README). Example: jobmon submit --mem=8G train.sbatch",
+        epilog="New here? `jobmon doctor` checks what works on this machine. Files live in $JOBMON_HOME "
+               "(see README). Example: jobmon submit --mem=8G train.sbatch",
     )
     parser.add_argument("--version", action="version", version=f"jobmon {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

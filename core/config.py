@@ -38,12 +38,48 @@ DEFAULT_TAIL_LINES = 500
 DEFAULT_TIME_LIMIT_WARN = (Threshold(fraction=0.8), Threshold(fraction=0.9))
 
 
+def _user_home() -> str:
+    data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(data_home, "jobmon")
+
+
 def default_home() -> str:
     """The checkout when jobmon runs from a writable one (as the seed tool did), else a per-user folder."""
     if os.path.exists(os.path.join(CHECKOUT_DIR, "config.json.example")) and os.access(CHECKOUT_DIR, os.W_OK):
         return CHECKOUT_DIR
-    data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return os.path.join(data_home, "jobmon")
+    return _user_home()
+
+
+def known_homes() -> Tuple[Tuple[str, str], ...]:
+    """Where a JOBMON_HOME may be without JOBMON_HOME set, with how to call it: the checkout jobmon runs
+    from (the folder install) and the per-user folder (pipx, a venv). Switching install method switches
+    between them."""
+    homes = [(_user_home(), "the per-user folder")]
+    if os.path.exists(os.path.join(CHECKOUT_DIR, "config.json.example")):
+        homes.insert(0, (CHECKOUT_DIR, "the checkout jobmon runs from"))
+    return tuple((os.path.abspath(home), what) for home, what in homes)
+
+
+def other_home_hint(paths: Paths, what: str) -> str:
+    """When the active home lacks `what` ("config.json" or "state") but another known home has it: which,
+    and how to choose. Empty otherwise."""
+    for home, described in known_homes():
+        if os.path.realpath(home) == os.path.realpath(paths.home):
+            continue
+        found = os.path.join(home, what)
+        has = os.path.isfile(found) if what == "config.json" else any(
+            name.endswith(".json") for name in _listing(found))
+        if has:
+            return (f"{found} exists in {described}: to use it, `export JOBMON_HOME={home}` (in ~/.profile), or move "
+                    f"config.json, state/ and logs/ from {home} to {paths.home} while no monitor runs")
+    return ""
+
+
+def _listing(folder: str) -> Tuple[str, ...]:
+    try:
+        return tuple(os.listdir(folder))
+    except OSError:
+        return ()
 
 
 @dataclass(frozen=True)
@@ -618,8 +654,11 @@ def load_config(paths: Paths, *, require_webhook: bool, trusted: bool = False, n
             text = handle.read()
     except FileNotFoundError:
         if require_webhook:
+            elsewhere = other_home_hint(paths, "config.json")
             raise ConfigError(
-                f"no config at {paths.config}: copy config.json.example there and set your Discord webhooks"
+                f"no config at {paths.config}: run `jobmon init --success-webhook URL --error-webhook URL` "
+                "(or copy config.json.example there and set your Discord webhooks)"
+                + (f"; {elsewhere}" if elsewhere else "")
             ) from None
         return parse_config("{}", paths.config, validate_url)
     except OSError as exc:

@@ -144,3 +144,10 @@ def _try_flock(fd: int) -> bool:
             return False
         raise
     return True
+
+
+def filelock_version() -> str:
+    """The installed filelock's version (importing it proves the CLI's locks will work): for `jobmon doctor`."""
+    import filelock
+
+    return str(filelock.__version__)

@@ -12,6 +12,7 @@ from typing import Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
 from core.config import Paths
 from core.errors import JobmonError
+from core.slurm.model import CommandResult
 
 #: The folder that holds the `core` package: children import jobmon from there.
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -97,3 +98,16 @@ def run_sendmail(argv: Sequence[str], message: bytes, timeout: float) -> Tuple[i
     except subprocess.TimeoutExpired:
         return -1, f"no answer within {timeout:g}s"
     return done.returncode, done.stderr.decode("utf-8", "replace")
+
+
+def run_tool(argv: List[str], timeout: float) -> CommandResult:
+    """A system tool's answer (`loginctl show-user ...` for `jobmon doctor`): never raises; a missing
+    tool or a timeout is exit code 127 or 124 with the reason as stderr."""
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=timeout,
+                              stdin=subprocess.DEVNULL, check=False)
+    except FileNotFoundError:
+        return CommandResult(127, "", f"{argv[0]}: not found")
+    except (subprocess.TimeoutExpired, OSError) as exc:
+        return CommandResult(124, "", f"{argv[0]}: {exc}")
+    return CommandResult(done.returncode, done.stdout, done.stderr)

@@ -355,3 +355,4 @@ class DiscordSink(Sink):
                 return Outcome(Answer.GONE, f"not a usable webhook URL: {redact_url(self.url)}")
             return Outcome(Answer.RETRY, _describe_transport(exc, timeout))
         return classify(response, secrets)
+

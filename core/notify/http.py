@@ -17,7 +17,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-from typing import Any, Callable, Iterable, List, Optional
+from typing import Any, Callable, Iterable, List, Optional, Tuple
 from urllib.parse import parse_qsl, urlsplit
 
 from core.errors import ConfigError
@@ -250,3 +250,12 @@ def post(url: str, service: str, secrets: List[str], timeout: float, post_with: 
             return Outcome(Answer.GONE, f"not a usable URL: {redact_url(url)}")
         return Outcome(Answer.RETRY, describe_transport(exc, timeout))
     return classify(response) if classify is not None else classify_status(response, service, secrets)
+
+
+def transport_info() -> Tuple[str, str]:
+    """(requests' version, the CA bundle it verifies TLS with): `jobmon doctor` checks that this
+    interpreter can import it, and reaches the webhooks' hosts with the same certificates."""
+    import requests
+    import requests.certs
+
+    return str(requests.__version__), str(requests.certs.where())

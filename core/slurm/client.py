@@ -164,6 +164,18 @@ class Slurm:
                 return base_job_id(job_id)
         return None
 
+    def version(self) -> str:
+        """`squeue --version` (e.g. "slurm-wlm 22.05.8"); raises SlurmError when it does not answer."""
+        result = self._run(["squeue", "--version"])
+        if result.returncode != 0:
+            raise _failure("squeue --version", result)
+        return result.stdout.strip()
+
+    def probe_accounting(self) -> CommandResult:
+        """One small sacct query (the user's jobs of the last ten minutes), answered as it came: `jobmon
+        doctor` tells "accounting disabled" from "slurmdbd unreachable" by its words (core/doctor/rules.py)."""
+        return self._run(["sacct", "-X", "-n", "-P", "-u", current_user(), "-S", "now-600", "--format=JobID"])
+
     def cancel(self, job_id: str) -> None:
         """scancel a job (the user asked for it: `jobmon cancel --job`)."""
         result = self._run(["scancel", job_id])

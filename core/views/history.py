@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from core.errors import JobmonError, StateError
 from core.slurm.arrays import format_task_counts
 from core.slurm.efficiency import Efficiency, EfficiencySpread
+from core.slurm.model import base_job_id, member_suffix
 from core.state.history import HistoryEntry, summarize
 from core.state.model import JobRecord
 from core.state.store import StateStore
@@ -101,6 +102,19 @@ def report_title(record: JobRecord) -> str:
     state = (final.state_text or final.state.value) if final else (
         record.observation.state.value if record.observation.state else "running")
     return f"{record.job_id} ({record.name}): {state}"
+
+
+def covering_array(store: StateStore, job_id: str) -> Optional[JobRecord]:
+    """The record of the array a task id (`92_3`) belongs to, when jobmon monitors or monitored that array:
+    its summary covers the task, so `watch 92_3` would tell the same story twice."""
+    base = base_job_id(job_id)
+    task = member_suffix(job_id, base)
+    if task is None or not task.isdecimal() or not store.exists(base):
+        return None
+    record = store.load(base)
+    if not record.array_spec or (record.expected_tasks and int(task) not in record.expected_tasks):
+        return None
+    return record
 
 
 def find_record(store: StateStore, job_id: str) -> JobRecord:

@@ -155,6 +155,17 @@ def history_status_row(entry: HistoryEntry) -> StatusRow:
                      notification=entry.notification, categories=list(entry.causes))
 
 
+def _age_of_known_states(records: Sequence[JobRecord], now: float) -> str:
+    """How old the states `status` falls back on are: each live job's state as its monitor last saw it."""
+    seen = [record.observation.seen_at for record in records if record.final is None]
+    if not seen or not all(seen):
+        return "some were never seen by a monitor (STATE UNKNOWN or as submitted)"
+    oldest, newest = now - min(seen), now - max(seen)
+    if round(oldest) == round(newest):
+        return f"they are {format_span(oldest)} old"
+    return f"they are {format_span(newest)} to {format_span(oldest)} old"
+
+
 def collect_status(store: StateStore, slurm: SlurmView, *, include_old: bool) -> Tuple[List[StatusRow], str]:
     """Rows for every current record (and with `include_old` the history's), with at most one squeue
     call; returns (rows, warning). Records that are no longer current leave the index here."""
@@ -169,7 +180,7 @@ def collect_status(store: StateStore, slurm: SlurmView, *, include_old: bool) ->
         try:
             queue = slurm.query_queue(live_ids)
         except JobmonError as exc:
-            warning = f"squeue unavailable, showing the last known states ({exc})"
+            warning = f"squeue unavailable, showing the last known states ({exc}); {_age_of_known_states(records, now)}"
     rows: List[StatusRow] = []
     shown = set()
     for job_id, record, error in loaded:

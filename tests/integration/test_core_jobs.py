@@ -160,6 +160,11 @@ def test_watch_of_an_array_the_controller_forgot_gets_its_summary(jm):
     [message] = jm.receiver.messages()
     assert message["webhook"] == "error"
     assert embed(message)["title"] == f"Array {job_id} (gone): 2 COMPLETED, 1 FAILED"
+    task = jm.jobmon("watch", f"{job_id}_1")  # its failed task, already told by the summary
+    assert task.returncode == 0, task.stdout + task.stderr
+    assert f"belongs to array {job_id}, which jobmon already summarised" in task.stdout
+    assert "notification: sent" in task.stdout and "Nothing was sent" in task.stdout
+    assert len(jm.receiver.messages()) == 1 and not os.path.exists(os.path.join(jm.home, "state", f"{job_id}_1.json"))
 
 
 def test_watch_of_an_unknown_job_is_a_clear_error(jm):

@@ -25,7 +25,7 @@ LAYERS: Tuple[Tuple[str, ...], ...] = (
     ("chain",),  # escalation policy and (re)submission
     ("config",),
     ("monitor",),  # polling, checks, chains, dispatching: one job's monitor
-    ("daemon", "views"),  # processes, liveness, composition; what the CLI shows
+    ("daemon", "views", "doctor"),  # processes, liveness, composition; what the CLI shows; `jobmon doctor`
 )
 
 
@@ -147,7 +147,8 @@ def test_pure_rules_touch_no_files_processes_or_clocks():
     impure = {"os", "subprocess", "time", "socket", "requests", "filelock", "core.locking", "core.files"}
     for module in ("notify.outbox", "notify.events", "notify.message", "chain.policy", "outcome", "monitor.messages",
                    "slurm.parse", "slurm.model", "state.model", "state.codec", "state.migrate", "analysis.lines",
-                   "progress.parsers", "progress.eta", "progress.health", "progress.reading", "monitor.alerts"):
+                   "progress.parsers", "progress.eta", "progress.health", "progress.reading", "monitor.alerts",
+                   "doctor.rules", "doctor.model"):
         assert not imported(parse(module)) & impure, f"core/{module}.py is meant to be pure"
 
 

@@ -369,3 +369,48 @@ def test_history_as_the_first_command_on_an_older_folder_lists_its_old_jobs(home
     code, out, err = run(capsys, "history", "--csv")
     assert code == 0 and "indexing its records" in err
     assert len(out.splitlines()) == 1 + 5  # the header and every job, though none is current any more
+
+
+@pytest.fixture
+def two_homes(tmp_path, monkeypatch):
+    """The active home (JOBMON_HOME) and the other known ones: a checkout and the per-user folder."""
+    import core.config
+
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    (checkout / "config.json.example").write_text("{}")
+    monkeypatch.setattr(core.config, "CHECKOUT_DIR", str(checkout))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    active = tmp_path / "active"
+    active.mkdir()
+    monkeypatch.setenv("JOBMON_HOME", str(active))
+    monkeypatch.chdir(tmp_path)
+    return checkout, tmp_path / "xdg" / "jobmon", active
+
+
+def test_no_config_names_jobmon_init(two_homes, capsys):
+    (two_homes[2] / "job.sbatch").write_text("#!/bin/bash\necho hi\n")
+    code, _, err = run(capsys, "submit", "job.sbatch")
+    assert code != 0 and "jobmon init --success-webhook URL" in err and "JOBMON_HOME=" not in err
+
+
+def test_no_config_here_but_in_another_known_home_says_which_and_how_to_choose(two_homes, capsys):
+    checkout, user_home, active = two_homes
+    user_home.mkdir(parents=True)
+    write_config(user_home, GOOD_CONFIG)
+    (active / "job.sbatch").write_text("#!/bin/bash\necho hi\n")
+    code, _, err = run(capsys, "submit", "job.sbatch")
+    assert code != 0 and "jobmon init" in err
+    assert f"{user_home}/config.json exists in the per-user folder" in err
+    assert f"export JOBMON_HOME={user_home}" in err and f"to {active}" in err
+    assert err.count("\n") == 1
+
+
+def test_status_with_no_jobs_here_points_at_the_home_that_has_them(two_homes, capsys):
+    checkout, _, active = two_homes
+    (checkout / "state").mkdir()
+    (checkout / "state" / "4242.json").write_text("{}")
+    code, out, err = run(capsys, "status")
+    assert code == 0 and "No monitored jobs" in out
+    assert f"this JOBMON_HOME ({active}) has no jobs, but {checkout}/state exists in the checkout" in err
+    assert f"export JOBMON_HOME={checkout}" in err

@@ -365,3 +365,33 @@ def test_watch_of_an_unknown_id_is_still_an_error(tmp_path):
     (tmp_path / "state").mkdir()
     with pytest.raises(UnknownJob, match="unknown to Slurm"):
         attach(StateStore(str(tmp_path / "state")), ForgottenBySqueue({}), "70", stdout=None, stderr=None)
+
+
+def test_watch_of_a_task_of_an_array_already_summarised_sends_nothing_unless_resend(tmp_path, patterns, capsys,
+                                                                                    monkeypatch):
+    import jobmon
+    from core.chain.submitter import attach
+    from core.views.history import covering_array
+
+    store = StateStore(str(tmp_path / "state"))
+    (tmp_path / "state").mkdir()
+    rows = accounting("sacct_array.txt")  # array 7: tasks 7_0..7_5
+    attach(store, ForgottenBySqueue(rows), "7", stdout=None, stderr=None)
+    tale = Story(store, "7", ScriptedSlurm([{}], [rows]), patterns)
+    tale.run()
+    assert len(tale.all_delivered()) == 1
+    assert covering_array(store, "7_4").job_id == "7"
+    assert covering_array(store, "7_9") is None  # not one of its tasks
+    assert covering_array(store, "8_4") is None and covering_array(store, "7") is None
+
+    (tmp_path / "config.json").write_text(json.dumps({"discord": {"error_webhook": "http://127.0.0.1:9/api/webhooks/1/t"}}))
+    (tmp_path / "config.json").chmod(0o600)
+    monkeypatch.setenv("JOBMON_HOME", str(tmp_path))
+    monkeypatch.setenv("PATH", "/nonexistent")  # any Slurm call would fail loudly
+    assert jobmon.main(["watch", "7_4"]) == 0
+    out = capsys.readouterr().out
+    assert "belongs to array 7, which jobmon already summarised" in out and "Nothing was sent" in out
+    assert "--resend" in out
+    assert not store.exists("7_4") and len(tale.all_delivered()) == 1
+    assert jobmon.main(["watch", "--resend", "7_4"]) == 1  # goes on to ask Slurm about the task
+    assert "'scontrol' is not on PATH" in capsys.readouterr().err

@@ -148,10 +148,42 @@ def test_an_unreadable_record_is_one_row_and_the_others_still_show(store):
 def test_an_unreachable_controller_is_a_warning_and_the_last_known_states_are_shown(store):
     from core.state.model import Observation
 
-    store.create(running("60", observation=Observation(state=JobState.PENDING)))
+    store.create(running("60", observation=Observation(state=JobState.PENDING, seen_at=time.time() - 120)))
     rows, warning = collect_status(store, CountingSlurm(error=SlurmUnavailable("squeue failed: timeout")),
                                    include_old=False)
     assert "squeue unavailable" in warning and rows[0].state == "PENDING"
+    assert warning.endswith("they are 2m old")
+    store.create(running("61", observation=Observation(state=JobState.RUNNING, seen_at=time.time() - 5)))
+    _, warning = collect_status(store, CountingSlurm(error=SlurmUnavailable("down")), include_old=False)
+    assert warning.endswith("they are 5s to 2m old")
+
+
+def test_status_refreshes_a_shared_snapshot_older_than_a_few_seconds_once(store, tmp_path, monkeypatch, capsys):
+    import jobmon
+    from core.slurm.client import Slurm
+    from core.slurm.shared import SharedSlurm
+
+    store.create(running("62"))
+    calls = []
+
+    def user_queue(self):
+        calls.append(time.time())
+        return {"62": QueueEntry("62", JobState.RUNNING, "None")}
+
+    class Monitor:  # the snapshot a monitor polling every 30 s took 10 s ago, when job 62 was PENDING
+        def query_user_queue(self):
+            return {"62": QueueEntry("62", JobState.PENDING, "Priority")}
+
+    SharedSlurm(Monitor(), store.folder, max_age=30, clock=lambda: time.time() - 10).queue_snapshot()
+    monkeypatch.setattr(Slurm, "query_user_queue", user_queue)
+    monkeypatch.setenv("JOBMON_HOME", str(tmp_path))
+    monkeypatch.delenv("JOBMON_POLL_INTERVAL", raising=False)
+    assert jobmon.main(["status"]) == 0
+    assert len(calls) == 1 and "RUNNING" in capsys.readouterr().out
+    assert jobmon.main(["status"]) == 0  # fresh now: shown from the snapshot, no second squeue
+    assert len(calls) == 1 and "RUNNING" in capsys.readouterr().out
+    monitor_view = SharedSlurm(Monitor(), store.folder, max_age=30)  # and the monitors use the new snapshot
+    assert monitor_view.query_queue(["62"])["62"].state is JobState.RUNNING
 
 
 def test_a_chain_row_names_its_attempt_and_level(store):
