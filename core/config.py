@@ -186,6 +186,33 @@ SUCCESS_SINK = "discord-success"
 ERROR_SINK = "discord-error"
 
 
+class GpuQuery(str, enum.Enum):
+    """How GPU use is read (config `health.gpu_query`)."""
+
+    OFF = "off"
+    SSTAT = "sstat"  # `gres/gpuutil`, `gres/gpumem` in sstat's TRES usage, where the site accounts them
+    SRUN = "srun"  # also `srun --overlap --jobid ID nvidia-smi ...` (creates a job step at each look)
+
+
+#: disk_free_warn's default: below 5 % or 10 GiB free, whichever is larger.
+DEFAULT_DISK_FREE_WARN = (0.05, 10 * 1024 ** 3)
+
+
+@dataclass(frozen=True)
+class UsageConfig:
+    """What a running job's resources are checked against (config `health`, issue 11 parts 1-2)."""
+
+    memory_warn: Optional[float] = 0.9  # MaxRSS / the request; None: off
+    cpu_low_warn: Optional[float] = None  # CPU use / AllocCPUS below this; None: off
+    gpu_idle_after: Optional[float] = 1800.0  # a GPU at 0 % this long; None: off
+    gpu_query: GpuQuery = GpuQuery.OFF
+    sstat_interval: float = 60.0  # sstat, globs and statvfs at most this often
+    disk_free_fraction: float = DEFAULT_DISK_FREE_WARN[0]  # warn below this share free ...
+    disk_free_bytes: int = DEFAULT_DISK_FREE_WARN[1]  # ... or this many bytes, whichever is larger
+    checkpoint_stale_after: Optional[float] = None  # nothing new in watch_files this long; None: off
+    watch_files: Tuple[str, ...] = ()  # globs relative to the job's working directory
+
+
 @dataclass(frozen=True)
 class HealthConfig:
     """What a monitor watches while the job runs (config `health`, `notify.on_start`, `notify.progress_every`)."""
@@ -197,6 +224,7 @@ class HealthConfig:
     on_start: bool = False
     progress_every_fraction: Optional[float] = None  # a message at every such step of progress
     progress_every_seconds: Optional[float] = None  # or this often
+    usage: UsageConfig = UsageConfig()
 
 
 @dataclass(frozen=True)
@@ -631,7 +659,85 @@ def parse_health(data: Dict[str, Any], path: str) -> HealthConfig:
             if every_seconds < 60:
                 raise ConfigError(f"{path}: notify.progress_every must be a percentage (\"25%\") "
                                   "or at least a minute (\"6h\")")
-    return HealthConfig(stall, thresholds, cancel_after, tuple(patterns), on_start, every_fraction, every_seconds)
+    return HealthConfig(stall, thresholds, cancel_after, tuple(patterns), on_start, every_fraction, every_seconds,
+                        parse_usage(health, where))
+
+
+def _off(value: Any) -> bool:
+    return value is None or value is False or (isinstance(value, str) and value.strip().lower() == "off")
+
+
+def _share(health: Dict[str, Any], key: str, default: Optional[float], where: str) -> Optional[float]:
+    value = health.get(key, default if default is None else f"{default * 100:g}%")
+    if _off(value):
+        return None
+    fraction = _percent(value)
+    if fraction is None:
+        raise ConfigError(f"{where}.{key} must be a percentage from 1% to 100% (\"90%\") or \"off\", got {value!r}")
+    return fraction
+
+
+def _duration_or_off(health: Dict[str, Any], key: str, default: Optional[float], where: str) -> Optional[float]:
+    value = health.get(key, default)
+    if _off(value):
+        return None
+    seconds = parse_duration_setting(value, f"{where}.{key}")
+    if seconds <= 0:
+        raise ConfigError(f"{where}.{key} must be a positive duration (\"30m\") or \"off\"")
+    return seconds
+
+
+def _disk_free(value: Any, where: str) -> Tuple[float, int]:
+    """`["5%", "10G"]`, `"5%"` or `"10G"`: warn below the larger of a share and a size."""
+    from core.slurm.parse import parse_size
+
+    items = value if isinstance(value, list) else [value]
+    fraction, size = 0.0, 0
+    for item in items:
+        share = _percent(item)
+        if share is not None:
+            fraction = max(fraction, share)
+            continue
+        text = item.strip() if isinstance(item, str) else ""
+        bytes_ = parse_size(text) if re.fullmatch(r"\d+(\.\d+)?\s*[KMGTP]", text, re.IGNORECASE) else None
+        if bytes_ is None:
+            raise ConfigError(f"{where} must be a percentage (\"5%\"), a size (\"10G\") or a list of both, "
+                              f"got {item!r}")
+        size = max(size, bytes_)
+    return fraction, size
+
+
+def parse_usage(health: Dict[str, Any], where: str) -> UsageConfig:
+    """memory_warn, cpu_low_warn, gpu_idle_after, gpu_query, sstat_interval, disk_free_warn,
+    checkpoint_stale_after and watch_files, with clear errors."""
+    default = UsageConfig()
+    query = health.get("gpu_query", default.gpu_query.value)
+    try:
+        gpu_query = GpuQuery(query)
+    except ValueError:
+        raise ConfigError(f"{where}.gpu_query must be \"off\", \"sstat\" or \"srun\", got {query!r}") from None
+    interval = parse_duration_setting(health.get("sstat_interval", default.sstat_interval), f"{where}.sstat_interval")
+    if interval < 1:
+        raise ConfigError(f"{where}.sstat_interval must be at least 1 second")
+    if "disk_free_warn" in health and _off(health["disk_free_warn"]):
+        fraction, size = 0.0, 0
+    elif "disk_free_warn" in health:
+        fraction, size = _disk_free(health["disk_free_warn"], f"{where}.disk_free_warn")
+    else:
+        fraction, size = default.disk_free_fraction, default.disk_free_bytes
+    globs = health.get("watch_files", [])
+    if isinstance(globs, str):
+        globs = [globs]
+    if not isinstance(globs, list) or not all(isinstance(item, str) and item.strip() for item in globs):
+        raise ConfigError(f"{where}.watch_files must be a list of file patterns like [\"ckpt/*.pt\"]")
+    return UsageConfig(
+        memory_warn=_share(health, "memory_warn", default.memory_warn, where),
+        cpu_low_warn=_share(health, "cpu_low_warn", None, where),
+        gpu_idle_after=_duration_or_off(health, "gpu_idle_after", default.gpu_idle_after, where),
+        gpu_query=gpu_query, sstat_interval=interval, disk_free_fraction=fraction, disk_free_bytes=size,
+        checkpoint_stale_after=_duration_or_off(health, "checkpoint_stale_after", None, where),
+        watch_files=tuple(globs),
+    )
 
 
 def load_config(paths: Paths, *, require_webhook: bool, trusted: bool = False, need_secrets: bool = True) -> Config:

@@ -31,6 +31,7 @@ from core.state.model import (
     Action,
     Attempt,
     Chain,
+    DiskSpace,
     FinalRecord,
     FinalSource,
     JobRecord,
@@ -45,6 +46,8 @@ from core.state.model import (
     Round,
     TaskOutcome,
     TaskTrack,
+    Usage,
+    WatchedFiles,
 )
 from core.state.store import StateStore
 
@@ -450,6 +453,13 @@ def full_record(job_id: str = "123") -> JobRecord:
             reading=Reading(45.0, 100.0, "it", Source.TQDM, remaining=60.0, epoch=2, epochs=3), read_at=6.5,
             samples=[Sample(5.0, 0.4), Sample(6.5, 0.45)], advanced_at=6.5, advanced_before=5.0, paused_at=6.0,
             grown_at=6.5,
-            notes=["time:80%:3600"], last_lines=["saving checkpoint"],
+            notes=["time:80%:3600"], last_lines=["saving checkpoint"], sampled_at=6.0,
+            usage=Usage(updated_at=6.0, max_rss_bytes=300 << 20, req_mem_bytes=400 << 20, alloc_cpus=2,
+                        cpu_fraction=0.5, gpu_util_percent=0.0, gpu_mem_bytes=1 << 30, gpu_idle_since=5.0,
+                        error="sstat failed: timeout"),
+            files=WatchedFiles(count=3, total_bytes=3000, growth_bytes=1000, newest_path="/w/ckpt/3.pt",
+                               newest_at=5.5),
+            disks=[DiskSpace("/w", free_bytes=1 << 30, total_bytes=100 << 30)],
         ),
+        watch_files=["ckpt/*.pt"],
     )

@@ -7,18 +7,19 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Callable, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence, Tuple
 
 from core.config import Config, Paths, load_patterns
 from core.daemon.delivery import ChildDelivery, InProcessDelivery
 from core.daemon.liveness import this_process
 from core.errors import PatternError
-from core.monitor.checks import checks_for
+from core.monitor.checks import checks_for, sampler
 from core.monitor.dispatcher import Deliverer, Dispatcher
 from core.monitor.monitor import Identity, Monitor
 from core.monitor.poller import Poller
 from core.monitor.records import Records
 from core.slurm.client import Slurm
+from core.slurm.model import AccountingRecord
 from core.slurm.shared import SharedSlurm
 from core.state.model import JobRecord, Level
 from core.state.store import StateStore
@@ -71,10 +72,27 @@ def _assemble(
         return patterns_or_builtin(paths)
 
     return Monitor(
-        Records(store, job_id), config=config, poller=Poller(shared, config, checks_for(config, patterns)),
+        Records(store, job_id), config=config, poller=Poller(shared, config, checks_for(config, patterns),
+                                                       sampler(UsageView(shared, slurm), config.health.usage)),
         dispatcher=Dispatcher(deliverer, config.sinks_for, identity.host), chains=chains,
         patterns=patterns, identity=identity, should_stop=should_stop, scancel=slurm.cancel,
     )
+
+
+class UsageView:
+    """What the resource sampler asks Slurm: sstat and sacct shared through the state folder; srun direct."""
+
+    def __init__(self, shared: SharedSlurm, slurm: Slurm) -> None:
+        self.shared, self.slurm = shared, slurm
+
+    def usage_text(self, job_ids: Sequence[str], max_age: float) -> str:
+        return self.shared.usage_text(job_ids, max_age)
+
+    def query_accounting(self, job_ids: Sequence[str]) -> Dict[str, AccountingRecord]:
+        return self.shared.query_accounting(job_ids)
+
+    def gpu_text(self, job_id: str) -> str:
+        return self.slurm.gpu_text(job_id)
 
 
 def patterns_or_builtin(paths: Paths) -> Sequence[Pattern]:

@@ -1,6 +1,7 @@
-"""What a monitor says while the job runs: started, progress, stalled, resumed, hung, time limit. Pure.
+"""What a monitor says while the job runs: started, progress, stalled, resumed, hung, time limit, and the
+resource warnings (memory, idle CPUs or GPU, disk space, stale checkpoints). Pure.
 
-Warnings (stalled, hang, time limit) take the error route with the chain's or job's failures;
+Warnings (stalled, hang, time limit, resources) take the error route with the chain's or job's failures;
 the optional start and progress messages take the success route. Each event's `notes` are what
 the live checks remember having said for this run.
 """
@@ -121,6 +122,62 @@ def time_limit_event(record: JobRecord, headline: str, limit: float, left: float
         tone=Tone.WARNING, footer=FOOTER, facts=_facts(record, progress),
     )
     return Event(EventKind.TIME_LIMIT, _next(record, EventKind.TIME_LIMIT), Route.ERROR, message, notes=notes)
+
+
+def _warning(record: JobRecord, kind: EventKind, title: str, description: str, notes: Tuple[str, ...]) -> Event:
+    message = Message(title=f"{_who(record)}: {title}", description=description, tone=Tone.WARNING, footer=FOOTER,
+                      facts=_facts(record))
+    return Event(kind, _next(record, kind), Route.ERROR, message, notes=notes)
+
+
+def memory_event(record: JobRecord, used: int, requested: int, note: str) -> Event:
+    """`approaching memory limit (92 % of 8G)`, with what to do about it."""
+    from core.slurm.efficiency import format_size
+
+    return _warning(
+        record, EventKind.MEMORY, f"approaching memory limit ({100.0 * used / requested:.0f} % of "
+        f"{format_size(requested)})",
+        f"MaxRSS {format_size(used)} of the {format_size(requested)} requested: past the limit Slurm kills it "
+        "(OUT_OF_MEMORY).\nNext time ask for more with `--mem` (or `--mem-per-cpu`), or submit with "
+        "`jobmon submit --escalate`, which resubmits with more memory after an OUT_OF_MEMORY by itself.", (note,))
+
+
+def cpu_low_event(record: JobRecord, fraction: float, cpus: int, elapsed: float, note: str) -> Event:
+    return _warning(
+        record, EventKind.CPU_LOW, f"using {fraction * 100:.0f} % of its {cpus} CPUs",
+        f"Its CPU time over {format_span(elapsed)} is {fraction * 100:.0f} % of what {cpus} CPUs could do. If it "
+        "cannot use more, ask for fewer (`-c`, `-n`): it would start sooner and leave them to others.", (note,))
+
+
+def gpu_idle_event(record: JobRecord, idle_for: float, gpu_mem: Optional[int], note: str) -> Event:
+    from core.slurm.efficiency import format_size
+
+    memory = f" GPU memory in use: {format_size(gpu_mem)}." if gpu_mem else ""
+    return _warning(
+        record, EventKind.GPU_IDLE, f"GPU idle for {format_span(idle_for)}",
+        f"GPU utilisation has been 0 % at every look for {format_span(idle_for)}.{memory} Check that the job "
+        "really uses its GPU (CUDA visible, data loading not the bottleneck), or release it.", (note,))
+
+
+def disk_event(record: JobRecord, path: str, free: int, total: int, critical: bool,
+               notes: Tuple[str, ...]) -> Event:
+    from core.slurm.efficiency import format_size
+
+    share = 100.0 * free / total if total else 0.0
+    headline = "disk almost full" if critical else "low disk space"
+    return _warning(
+        record, EventKind.DISK, f"{headline} on {path} ({format_size(free)} free, {share:.1f} %)",
+        "The job writes here (its working directory or its logs). A full disk fails checkpoint and log writes: "
+        "free space or move the output elsewhere.", notes)
+
+
+def checkpoint_stale_event(record: JobRecord, globs: Sequence[str], count: int, newest: str, quiet_for: float,
+                           note: str) -> Event:
+    watched = ", ".join(f"`{g}`" for g in globs)
+    seen = (f"{count} file(s) match; the newest, {newest}, was written {format_span(quiet_for)} ago."
+            if newest else f"No file has matched in {format_span(quiet_for)}.")
+    return _warning(record, EventKind.CHECKPOINT_STALE, f"no new checkpoint for {format_span(quiet_for)}",
+                    f"Watching {watched}. {seen}", (note,))
 
 
 def _next(record: JobRecord, kind: EventKind) -> int:

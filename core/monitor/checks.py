@@ -8,17 +8,19 @@ does not carry the message modules.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, List, Sequence
+from typing import TYPE_CHECKING, Callable, List, Optional, Sequence
 
 from core import outcome
-from core.config import Config, HealthConfig
-from core.monitor.poller import CANCEL_NOTE, Check, Running
+from core.config import Config, HealthConfig, UsageConfig
+from core.monitor.poller import CANCEL_NOTE, Check, Running, Sampler
 from core.notify.events import Event, EventKind
-from core.slurm.model import JobState
+from core.slurm.model import JobState, QueueEntry
 from core.slurm.parse import parse_duration, seconds_between
+from core.state.model import DiskSpace, JobRecord, LiveState
 
 if TYPE_CHECKING:
     from core.analysis.analyzer import Pattern
+    from core.monitor.usage import UsageSource
 
 
 def first_failure(running: Running) -> Sequence[Event]:
@@ -179,10 +181,150 @@ def time_limits(health: HealthConfig) -> Check:
     return check
 
 
+# -- resources (issue 11): read every sstat_interval by the sampler, judged here -----------------------
+
+#: A low CPU use says something only after the job had time to start working.
+CPU_LOW_AFTER = 1800.0
+#: Under this share free, the second (last) disk warning.
+DISK_CRITICAL = 0.01
+MEMORY_NOTE, CPU_LOW_NOTE, GPU_IDLE_NOTE, STALE_NOTE = "memory", "cpu_low", "gpu_idle", "checkpoint_stale"
+DISK_LOW_NOTE, DISK_CRITICAL_NOTE = "disk:low", "disk:critical"
+
+
+def sampler(source: UsageSource, config: UsageConfig) -> Sampler:
+    """Looks at a running job's resources at most every `sstat_interval` (the code is loaded at the first look)."""
+
+    def sample(record: JobRecord, entry: QueueEntry, live: LiveState, now: float) -> LiveState:
+        if 0.0 <= now - live.sampled_at < config.sstat_interval:
+            return live
+        from core.monitor.usage import sample as look
+
+        return look(record, entry, live, now, config, source)
+
+    return sample
+
+
+def disk_low(disk: DiskSpace, config: UsageConfig) -> bool:
+    """Below `disk_free_warn`: the larger of its share of the filesystem and its size."""
+    return disk.free_bytes < max(config.disk_free_fraction * disk.total_bytes, float(config.disk_free_bytes))
+
+
+def disk_critical(disk: DiskSpace) -> bool:
+    return disk.free_bytes < DISK_CRITICAL * disk.total_bytes
+
+
+def _running_live(running: Running) -> Optional[LiveState]:
+    live = running.live
+    return live if live is not None and running.headline.state is JobState.RUNNING else None
+
+
+def memory(config: UsageConfig) -> Check:
+    """One warning when the job's memory passes `memory_warn` of its request (never from an unknown value)."""
+
+    def check(running: Running) -> Sequence[Event]:
+        live = _running_live(running)
+        usage = live.usage if live is not None else None
+        if live is None or usage is None or usage.error or MEMORY_NOTE in live.notes or config.memory_warn is None:
+            return ()
+        fraction = usage.memory_fraction
+        if fraction is None or fraction < config.memory_warn or not usage.max_rss_bytes or not usage.req_mem_bytes:
+            return ()
+        from core.monitor.alerts import memory_event
+
+        return (memory_event(running.record, usage.max_rss_bytes, usage.req_mem_bytes, MEMORY_NOTE),)
+
+    return check
+
+
+def cpu_low(config: UsageConfig) -> Check:
+    """One warning when, after CPU_LOW_AFTER, the job's CPU time is below `cpu_low_warn` of its CPUs'."""
+
+    def check(running: Running) -> Sequence[Event]:
+        live = _running_live(running)
+        usage = live.usage if live is not None else None
+        elapsed = parse_duration(running.headline.time_used) or 0.0
+        if (live is None or usage is None or usage.error or usage.cpu_fraction is None or config.cpu_low_warn is None
+                or CPU_LOW_NOTE in live.notes or elapsed < CPU_LOW_AFTER or usage.alloc_cpus < 1):
+            return ()
+        if usage.cpu_fraction >= config.cpu_low_warn:
+            return ()
+        from core.monitor.alerts import cpu_low_event
+
+        return (cpu_low_event(running.record, usage.cpu_fraction, usage.alloc_cpus, elapsed, CPU_LOW_NOTE),)
+
+    return check
+
+
+def gpu_idle(config: UsageConfig) -> Check:
+    """One warning when every look for `gpu_idle_after` saw the GPU at 0 % (never where GPUs are not accounted)."""
+
+    def check(running: Running) -> Sequence[Event]:
+        live = _running_live(running)
+        usage = live.usage if live is not None else None
+        if (live is None or usage is None or usage.error or not usage.gpu_idle_since or config.gpu_idle_after is None
+                or GPU_IDLE_NOTE in live.notes):
+            return ()
+        idle_for = usage.updated_at - usage.gpu_idle_since
+        if idle_for < config.gpu_idle_after:
+            return ()
+        from core.monitor.alerts import gpu_idle_event
+
+        return (gpu_idle_event(running.record, idle_for, usage.gpu_mem_bytes, GPU_IDLE_NOTE),)
+
+    return check
+
+
+def disk(config: UsageConfig) -> Check:
+    """One warning below `disk_free_warn`, one more under 1 % (both at once if it drops that fast: one message)."""
+
+    def check(running: Running) -> Sequence[Event]:
+        live = _running_live(running)
+        if live is None or DISK_CRITICAL_NOTE in live.notes:
+            return ()
+        critical = next((d for d in live.disks if disk_critical(d)), None)
+        low = next((d for d in live.disks if disk_low(d, config)), None)
+        from core.monitor.alerts import disk_event
+
+        if critical is not None:
+            return (disk_event(running.record, critical.path, critical.free_bytes, critical.total_bytes, True,
+                               (DISK_LOW_NOTE, DISK_CRITICAL_NOTE)),)
+        if low is not None and DISK_LOW_NOTE not in live.notes:
+            return (disk_event(running.record, low.path, low.free_bytes, low.total_bytes, False, (DISK_LOW_NOTE,)),)
+        return ()
+
+    return check
+
+
+def checkpoint_stale(config: UsageConfig) -> Check:
+    """One warning when nothing new matched `watch_files` for `checkpoint_stale_after` (counted from the run's
+    start while nothing matches; files older than the run count as its start)."""
+
+    def check(running: Running) -> Sequence[Event]:
+        live = _running_live(running)
+        after = config.checkpoint_stale_after
+        if live is None or live.files is None or after is None or STALE_NOTE in live.notes:
+            return ()
+        files = live.files
+        quiet_for = live.sampled_at - max(files.newest_at, live.started_at)
+        if quiet_for < after:
+            return ()
+        from core.monitor.alerts import checkpoint_stale_event
+
+        globs = [*config.watch_files, *running.record.watch_files]
+        return (checkpoint_stale_event(running.record, globs, files.count, files.newest_path, quiet_for,
+                                       STALE_NOTE),)
+
+    return check
+
+
+def resource_checks(config: UsageConfig) -> List[Check]:
+    return [memory(config), cpu_low(config), gpu_idle(config), disk(config), checkpoint_stale(config)]
+
+
 def checks_for(config: Config, patterns: Callable[[], Sequence[Pattern]]) -> List[Check]:
     """The checks a monitor runs at each poll, as configured."""
     health = config.health
-    checks: List[Check] = [stalls(health), hangs(patterns), time_limits(health)]
+    checks: List[Check] = [stalls(health), hangs(patterns), time_limits(health), *resource_checks(health.usage)]
     if config.notify_first_failure:
         checks.append(first_failure)
     if health.on_start:

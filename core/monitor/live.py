@@ -146,7 +146,8 @@ def open_stall(notes: Sequence[str]) -> Optional[int]:
 
 
 def health_flags(live: Optional[LiveState]) -> List[str]:
-    """What `status` flags about a running job: STALLED, HUNG, TIME! (a time-limit warning was given)."""
+    """What `status` flags about a running job: STALLED, HUNG, TIME! (a time-limit warning was given), MEM!
+    (near its memory limit), GPU-idle, DISK! (little free space), CKPT-stale (no new checkpoint)."""
     if live is None:
         return []
     flags = []
@@ -156,4 +157,8 @@ def health_flags(live: Optional[LiveState]) -> List[str]:
         flags.append("HUNG")
     if any(note.startswith("time:") for note in live.notes):
         flags.append("TIME!")
+    for note, flag in (("memory", "MEM!"), ("gpu_idle", "GPU-idle"), ("disk:low", "DISK!"),
+                       ("checkpoint_stale", "CKPT-stale")):
+        if note in live.notes:
+            flags.append(flag)
     return flags

@@ -60,6 +60,9 @@ class Running:
 
 #: A per-poll check: small, pure where it can be, returning the events it noticed (keys make repeats harmless).
 Check = Callable[[Running], Sequence[Event]]
+#: Looks at a running job's resources (sstat, watched files, free disk) and returns the next LiveState;
+#: it decides itself how often it really looks (core.monitor.checks.sampler).
+Sampler = Callable[[JobRecord, QueueEntry, LiveState, float], LiveState]
 
 
 @dataclass(frozen=True)
@@ -94,10 +97,12 @@ def round_tasks(record: JobRecord) -> List[int]:
 
 
 class Poller:
-    def __init__(self, slurm: SlurmView, config: Config, checks: Sequence[Check] = ()) -> None:
+    def __init__(self, slurm: SlurmView, config: Config, checks: Sequence[Check] = (),
+                 sampler: Optional[Sampler] = None) -> None:
         self.slurm = slurm
         self.config = config
         self.checks = tuple(checks)
+        self.sampler = sampler
         self.progress_patterns = tuple(re.compile(p) for p in config.health.progress_patterns)
 
     def poll(self, record: JobRecord, now: float) -> Poll:
@@ -138,7 +143,8 @@ class Poller:
         seen = observe(record, entry.start_time, now, self.progress_patterns)
         for error in seen.errors:
             log.warning("job %s: cannot read %s", record.job_id, error)
-        return Running(record, queue, entry, now, seen.live, seen.fresh, seen.errors)
+        live = self.sampler(record, entry, seen.live, now) if self.sampler is not None else seen.live
+        return Running(record, queue, entry, now, live, seen.fresh, seen.errors)
 
     @staticmethod
     def _observed(record: JobRecord, entry: QueueEntry, now: float) -> Observation:

@@ -24,6 +24,11 @@ class EventKind(str, enum.Enum):
     RESUMED = "resumed"  # a stalled job moves again
     HANG = "hang"  # a known hang signature in the log while the job runs
     TIME_LIMIT = "time_limit"  # a share of the time limit used, or projected to run past it
+    MEMORY = "memory"  # MaxRSS approaches the memory request (health.memory_warn)
+    CPU_LOW = "cpu_low"  # most of the allocated CPUs sit idle (health.cpu_low_warn)
+    GPU_IDLE = "gpu_idle"  # the GPU at 0 % for health.gpu_idle_after
+    DISK = "disk"  # little free space where the job writes (health.disk_free_warn, then under 1 %)
+    CHECKPOINT_STALE = "checkpoint_stale"  # nothing new in health.watch_files for checkpoint_stale_after
 
 
 class Route(str, enum.Enum):

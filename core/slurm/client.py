@@ -14,8 +14,10 @@ from typing import Callable, Dict, List, Optional, Sequence
 from core.errors import SbatchRejected, SlurmError, SlurmUnavailable
 from core.slurm.model import AccountingRecord, CommandResult, JobInfo, QueueEntry, Submission, base_job_id
 from core.slurm.parse import (
+    GPU_QUERY,
     SACCT_DELIMITER,
     SACCT_FIELDS,
+    SSTAT_FIELDS,
     error_line,
     is_invalid_job_error,
     is_unavailable_error,
@@ -139,6 +141,23 @@ class Slurm:
     def query_accounting(self, job_ids: Sequence[str]) -> Dict[str, AccountingRecord]:
         """sacct records by job id (array tasks keyed by `A_T`). Missing ids mean "not recorded yet"."""
         return {record.job_id: record for record in parse_sacct(self.accounting_text(job_ids))}
+
+    def usage_text(self, job_ids: Sequence[str]) -> str:
+        """Raw `sstat -p -a` output for the running steps of these jobs (the `.batch` step and every `srun`
+        step; without `-a` sstat shows one step only), header included. Slurm 22.05 takes several ids in
+        one call; an id without steps (not started, ended) gets only a line on stderr, exit 0."""
+        result = self._run(["sstat", "-p", "-a", f"--format={','.join(SSTAT_FIELDS)}", "-j", ",".join(job_ids)])
+        if result.returncode != 0:
+            raise _failure("sstat", result)
+        return _with_header("sstat", result.stdout)
+
+    def gpu_text(self, job_id: str) -> str:
+        """nvidia-smi's CSV from inside the job's allocation (`srun --overlap`: this creates a job step)."""
+        result = self._run(["srun", "--overlap", "--jobid", job_id, "nvidia-smi", GPU_QUERY,
+                            "--format=csv,noheader,nounits"])
+        if result.returncode != 0:
+            raise _failure("srun nvidia-smi", result)
+        return result.stdout
 
     def find_by_comment(self, comment: str, since: float) -> Optional[str]:
         """The id of the user's job submitted with this --comment since `since` (epoch seconds).

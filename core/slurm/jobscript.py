@@ -281,6 +281,12 @@ def merge_options(script_opts: JobOptions, cli_opts: JobOptions) -> JobOptions:
     )
 
 
+def job_workdir(submit_dir: str, chdir: str) -> str:
+    """A job's working directory: its --chdir (absolute, or relative to the submit directory), else where
+    it was submitted from."""
+    return posixpath.join(submit_dir, chdir) if chdir else submit_dir
+
+
 def expand_pattern(
     pattern: str,
     *,
@@ -374,7 +380,7 @@ def resolve_log_paths(
     default_pattern = "slurm-%A_%a.out" if is_task else "slurm-%j.out"
     stdout_pattern = options.output if options.output is not None else default_pattern
     stderr_pattern = options.error if options.error is not None else stdout_pattern
-    workdir = posixpath.join(submit_dir, options.chdir) if options.chdir else submit_dir
+    workdir = job_workdir(submit_dir, options.chdir or "")
 
     def resolve(pattern: str) -> str:
         if pattern.lower() == "none":

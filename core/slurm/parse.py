@@ -26,6 +26,10 @@ SACCT_FIELDS = (
     "MaxRSS", "ReqMem", "NodeList", "Partition", "WorkDir", "Start", "End", "User", "AllocCPUS",
     "TotalCPU", "NTasks", "NNodes", "AllocTRES", "TRESUsageInAve",
 )
+#: The sstat columns live usage reads (`sstat -p`: `|` between fields and after the last one).
+SSTAT_FIELDS = ("JobID", "MaxRSS", "NTasks", "TRESUsageInAve", "TRESUsageInMax", "TRESUsageInTot")
+#: What `gpu_query: "srun"` asks nvidia-smi for, one CSV line per GPU.
+GPU_QUERY = "--query-gpu=utilization.gpu,memory.used,memory.total"
 #: The squeue columns jobmon reads: (format letter, the header squeue prints for it).
 SQUEUE_COLUMNS = (
     ("%i", "JOBID"), ("%T", "STATE"), ("%r", "REASON"), ("%M", "TIME"), ("%l", "TIME_LIMIT"), ("%L", "TIME_LEFT"),
@@ -165,7 +169,7 @@ def parse_sacct(text: str) -> List[AccountingRecord]:
             rss = parse_size(row.get("MAXRSS", ""))
             if rss is not None:
                 step_rss[owner] = max(step_rss.get(owner, 0), rss)
-                step_used[owner] = max(step_used.get(owner, 0), rss * max(_count(row.get("NTASKS", "")), 1))
+                step_used[owner] = max(step_used.get(owner, 0), step_memory(rss, row.get("NTASKS", "")))
             gpu = tres_number(row.get("TRESUSAGEINAVE", ""), "gres/gpuutil")
             if gpu is not None:
                 step_gpu[owner] = max(step_gpu.get(owner, 0.0), gpu)
@@ -175,20 +179,32 @@ def parse_sacct(text: str) -> List[AccountingRecord]:
             for job_id, row in jobs.items()]
 
 
+def step_memory(max_rss: int, ntasks: str) -> int:
+    """What a step's memory counts against the request: its MaxRSS (the largest task's) x its NTasks
+    (one task when not given). sacct (efficiency) and sstat (live usage) both count it so."""
+    return max_rss * max(_count(ntasks), 1)
+
+
 def _count(text: str) -> int:
     return int(text) if text.isdecimal() else 0
 
 
-def tres_number(text: str, name: str) -> Optional[float]:
-    """One numeric entry of a TRES list (`cpu=2,gres/gpu=1,gres/gpuutil=87`): `gres/gpu` -> 1.0; None if absent."""
+def tres_value(text: str, name: str) -> str:
+    """One entry of a TRES list as written (`cpu=00:00:06,mem=2776K`: `cpu` -> "00:00:06"); "" if absent."""
     for item in text.split(","):
         key, _, value = item.strip().partition("=")
         if key == name:
-            try:
-                return float(value)
-            except ValueError:
-                return None
-    return None
+            return value
+    return ""
+
+
+def tres_number(text: str, name: str) -> Optional[float]:
+    """One numeric entry of a TRES list (`cpu=2,gres/gpu=1,gres/gpuutil=87`): `gres/gpu` -> 1.0; None if absent."""
+    value = tres_value(text, name)
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
 
 
 def _accounting_record(job_id: str, row: Dict[str, str], step_rss: Optional[int],

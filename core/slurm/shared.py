@@ -24,6 +24,7 @@ from core.slurm.parse import parse_sacct
 
 QUEUE_FILE = "squeue.snapshot.json"
 ACCOUNTING_FILE = "sacct.snapshot.json"
+USAGE_FILE = "sstat.snapshot.json"
 #: The sacct cache holds sacct's text with its header line since format 2; older caches are ignored.
 ACCOUNTING_FORMAT = 2
 #: A job asks sacct again within seconds while sacct lags; older wishes are dropped.
@@ -188,6 +189,52 @@ class SharedSlurm:
         if error:
             raise SlurmUnavailable(error)
         return self._select(parse_sacct(text), job_ids)
+
+    # -- sstat ------------------------------------------------------------------------------
+    def usage_text(self, job_ids: Sequence[str], max_age: float) -> str:
+        """sstat's text covering these running jobs, younger than `max_age`: one `sstat -a -j a,b,c` for every
+        running job of the user (from the queue snapshot) serves all their monitors for that long. Raises
+        SlurmUnavailable when that sstat failed (shared too: each monitor says why, none retries it)."""
+        cached = self._load_usage()
+        if not self._usage_fresh(cached, job_ids, max_age):
+            try:
+                with self._lock("sstat.snapshot"):
+                    cached = self._load_usage()
+                    if not self._usage_fresh(cached, job_ids, max_age):
+                        cached = self._refresh_usage(job_ids)
+            except (TimeoutError, OSError):  # lock held too long, or a read-only state folder
+                cached = self._refresh_usage(job_ids)
+        if cached.get("error"):
+            raise SlurmUnavailable(str(cached["error"]))
+        return str(cached.get("text", ""))
+
+    def _load_usage(self) -> Dict[str, Any]:
+        try:
+            data = json.loads(self._read(USAGE_FILE) or "{}")
+        except ValueError:
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _usage_fresh(self, cached: Dict[str, Any], job_ids: Sequence[str], max_age: float) -> bool:
+        try:
+            taken_at = float(cached.get("taken_at", 0.0) or 0.0)
+            covered = set(cached.get("queried", []))
+        except (TypeError, ValueError):
+            return False
+        now = self.clock()
+        return now - max_age < taken_at <= now + 1.0 and set(job_ids) <= covered
+
+    def _refresh_usage(self, job_ids: Sequence[str]) -> Dict[str, Any]:
+        running = [key for key, entry in self._load_queue().entries.items()
+                   if entry.state is JobState.RUNNING and key.isdecimal()]  # sstat wants plain job ids
+        queried = sorted(set(running) | set(job_ids), key=_numeric_key)
+        try:
+            text, error = self.slurm.usage_text(queried), ""
+        except SlurmError as exc:
+            text, error = "", str(exc) or "sstat failed"
+        cached = {"taken_at": self.clock(), "queried": queried, "text": text, "error": error}
+        self._write(USAGE_FILE, json.dumps(cached))
+        return cached
 
     @staticmethod
     def _select(records: List[AccountingRecord], job_ids: Sequence[str]) -> Dict[str, AccountingRecord]:

@@ -279,6 +279,47 @@ MAX_SAMPLES = 32
 
 
 @dataclass
+class Usage:
+    """What sstat (and, when enabled, nvidia-smi) last said of a running job's resources; None: unknown."""
+
+    updated_at: float = 0.0  # when sstat last answered for this job (0: never)
+    max_rss_bytes: Optional[int] = None  # the largest step's MaxRSS x its tasks (core.slurm.usage)
+    req_mem_bytes: Optional[int] = None  # the job's memory request, from sacct's ReqMem
+    alloc_cpus: int = 0
+    cpu_fraction: Optional[float] = None  # CPU time of its steps / (elapsed x AllocCPUS)
+    gpu_util_percent: Optional[float] = None  # where the site accounts GPUs (or gpu_query "srun")
+    gpu_mem_bytes: Optional[int] = None
+    gpu_idle_since: float = 0.0  # first look of the current run of looks at 0 % GPU (0: not idle)
+    error: str = ""  # why the values are unknown or old ("sstat failed: ...", "no step in sstat yet")
+
+    @property
+    def memory_fraction(self) -> Optional[float]:
+        if self.max_rss_bytes is None or not self.req_mem_bytes:
+            return None
+        return self.max_rss_bytes / self.req_mem_bytes
+
+
+@dataclass
+class WatchedFiles:
+    """The files matching the job's `watch_files` globs at the last look."""
+
+    count: int = 0
+    total_bytes: int = 0
+    growth_bytes: int = 0  # total_bytes minus that of the look before
+    newest_path: str = ""
+    newest_at: float = 0.0  # the newest match's modification time (0: no match)
+
+
+@dataclass
+class DiskSpace:
+    """Free space on a filesystem the job writes to (its working directory, its logs' folders)."""
+
+    path: str = ""
+    free_bytes: int = 0
+    total_bytes: int = 0
+
+
+@dataclass
 class LiveState:
     """What the monitor saw of one run of the job (a chain's next attempt, or a requeue, starts afresh)."""
 
@@ -295,6 +336,10 @@ class LiveState:
     grown_at: float = 0.0  # a log last grew
     notes: List[str] = field(default_factory=list)  # what was already said about this run ("start", "time:80%", ...)
     last_lines: List[str] = field(default_factory=list)  # the newest log lines, cleaned (for a stall message)
+    sampled_at: float = 0.0  # usage, watched files and disks were last looked at (every health.sstat_interval)
+    usage: Optional[Usage] = None
+    files: Optional[WatchedFiles] = None  # None: no watch_files
+    disks: List[DiskSpace] = field(default_factory=list)
 
 
 @dataclass
@@ -333,6 +378,7 @@ class JobRecord:
     excerpt: str = ""
     outbox: List[OutboxEntry] = field(default_factory=list)
     live: Optional[LiveState] = None
+    watch_files: List[str] = field(default_factory=list)  # `jobmon submit --watch-files` (with config's)
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -353,6 +399,13 @@ class JobRecord:
     def target(self) -> str:
         """The Slurm job being watched now: the chain's current attempt, or the job itself."""
         return self.chain.current_job if self.chain is not None and self.chain.current_job else self.job_id
+
+    @property
+    def workdir(self) -> str:
+        """The job's working directory: its --chdir, itself relative to the submit directory."""
+        from core.slurm.jobscript import job_workdir  # only a running job's resource look needs it
+
+        return job_workdir(self.submit_dir, self.log_options.chdir)
 
     @property
     def log_paths(self) -> List[str]:

@@ -1,0 +1,124 @@
+"""A running job's resources, looked at every `health.sstat_interval`: sstat, watched files, free disk.
+
+`sample` folds one look into the run's LiveState (usage, files, disks); the checks in
+core.monitor.checks turn it into warnings. sstat is shared by all of the user's monitors (one call
+per interval, core.slurm.shared); the request (ReqMem, AllocCPUS) comes once per run from the
+shared sacct. A look that fails leaves the values unknown with the reason (`usage.error`), which
+`status` shows and which no check takes for a reading. Loaded only once a job runs.
+"""
+from __future__ import annotations
+
+import glob
+import logging
+import os
+from dataclasses import replace
+from typing import Dict, List, Optional, Protocol, Sequence
+
+from core.config import GpuQuery, UsageConfig
+from core.errors import SlurmError
+from core.slurm.efficiency import req_mem_bytes
+from core.slurm.model import AccountingRecord, QueueEntry
+from core.slurm.usage import cpu_fraction, parse_gpu_csv, parse_sstat
+from core.state.model import DiskSpace, JobRecord, LiveState, Usage, WatchedFiles
+
+log = logging.getLogger("jobmon.monitor")
+
+
+class UsageSource(Protocol):
+    """What a look asks Slurm (core.slurm.shared.SharedSlurm plus Slurm.gpu_text, or a test double)."""
+
+    def usage_text(self, job_ids: Sequence[str], max_age: float) -> str: ...
+
+    def query_accounting(self, job_ids: Sequence[str]) -> Dict[str, AccountingRecord]: ...
+
+    def gpu_text(self, job_id: str) -> str: ...
+
+
+def sample(record: JobRecord, entry: QueueEntry, live: LiveState, now: float, config: UsageConfig,
+           source: UsageSource) -> LiveState:
+    """The LiveState after one look at the job's resources (a new object)."""
+    new = replace(live, sampled_at=now, notes=list(live.notes))
+    new.usage = read_usage(record.target, entry, live.usage, now, config, source)
+    globs = [*config.watch_files, *record.watch_files]
+    new.files = look_at_files(record.workdir, globs, live.files) if globs else None
+    if config.disk_free_fraction or config.disk_free_bytes:
+        new.disks = free_space([record.workdir, *(os.path.dirname(path) for path in record.log_paths)])
+    return new
+
+
+def _request(job_id: str, usage: Usage, source: UsageSource) -> Usage:
+    """ReqMem and AllocCPUS from sacct, once per run (sacct's first seconds show a placeholder: later)."""
+    try:
+        found = source.query_accounting([job_id]).get(job_id)
+    except SlurmError as exc:
+        log.info("job %s: memory request unknown for now: %s", job_id, exc)
+        return usage
+    if found is None or found.is_placeholder:
+        return usage
+    return replace(usage, req_mem_bytes=req_mem_bytes(found.real_req_mem, found.alloc_cpus, found.alloc_nodes),
+                   alloc_cpus=found.alloc_cpus)
+
+
+def read_usage(job_id: str, entry: QueueEntry, before: Optional[Usage], now: float, config: UsageConfig,
+               source: UsageSource) -> Usage:
+    usage = before if before is not None else Usage()
+    if usage.req_mem_bytes is None:
+        usage = _request(job_id, usage, source)
+    try:
+        found = parse_sstat(source.usage_text([job_id], config.sstat_interval)).get(job_id)
+    except SlurmError as exc:
+        return replace(usage, error=str(exc), gpu_idle_since=0.0)
+    if found is None or not found.steps:
+        return replace(usage, error="sstat shows no running step of this job (not started yet, or ended)",
+                       gpu_idle_since=0.0)
+    gpu_util = gpu_mem = None
+    if config.gpu_query is not GpuQuery.OFF:
+        gpu_util, gpu_mem = found.gpu_util_percent, found.gpu_mem_bytes
+    if config.gpu_query is GpuQuery.SRUN:
+        try:
+            reading = parse_gpu_csv(source.gpu_text(job_id))
+        except SlurmError as exc:  # no GPU, no nvidia-smi, srun refused: GPU use stays unknown, silently
+            log.info("job %s: no GPU reading from srun nvidia-smi: %s", job_id, exc)
+            reading = None
+        if reading is not None:
+            gpu_util, gpu_mem = reading.util_percent, reading.mem_used_bytes
+    idle_since = (usage.gpu_idle_since or now) if gpu_util is not None and gpu_util <= 0.0 else 0.0
+    return replace(usage, updated_at=now, max_rss_bytes=found.max_rss_bytes,
+                   cpu_fraction=cpu_fraction(found.cpu_seconds, entry.time_used, usage.alloc_cpus),
+                   gpu_util_percent=gpu_util, gpu_mem_bytes=gpu_mem, gpu_idle_since=idle_since, error="")
+
+
+def look_at_files(workdir: str, globs: Sequence[str], before: Optional[WatchedFiles]) -> WatchedFiles:
+    """Count, size and the newest of the files matching the globs (relative to the job's working directory)."""
+    found: Dict[str, os.stat_result] = {}
+    for pattern in globs:
+        full = pattern if os.path.isabs(pattern) else os.path.join(workdir, pattern)
+        for path in glob.glob(os.path.expanduser(full)):
+            try:
+                info = os.stat(path)
+            except OSError:
+                continue
+            if not os.path.isdir(path):
+                found[path] = info
+    total = sum(info.st_size for info in found.values())
+    newest = max(found, key=lambda path: found[path].st_mtime, default="")
+    return WatchedFiles(count=len(found), total_bytes=total,
+                        growth_bytes=total - before.total_bytes if before is not None else 0,
+                        newest_path=newest, newest_at=found[newest].st_mtime if newest else 0.0)
+
+
+def free_space(folders: Sequence[str]) -> List[DiskSpace]:
+    """statvfs of each distinct filesystem among these folders (what an unprivileged user may still write)."""
+    seen = set()
+    disks = []
+    for folder in dict.fromkeys(f for f in folders if f):
+        try:
+            device = os.stat(folder).st_dev
+            if device in seen:
+                continue
+            info = os.statvfs(folder)
+        except OSError:
+            continue
+        seen.add(device)
+        disks.append(DiskSpace(folder, info.f_bavail * info.f_frsize, info.f_blocks * info.f_frsize))
+    return disks
