@@ -143,7 +143,7 @@ def _add_submit(sub: Any) -> None:
         sub, "submit", 'jobmon submit --mem=32G --gres=gpu:1 train.sbatch --lr 3e-4',
         help="sbatch a script and start its monitor",
         description="Run sbatch with all flags unchanged, then start a detached monitor for the job.",
-        usage="jobmon submit [sbatch flags...] SCRIPT [script args...]",
+        usage="jobmon submit [--escalate ...] [--watch-files GLOB ...] [sbatch flags...] SCRIPT [script args...]",
     )
     parser.add_argument("argv", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     parser.set_defaults(handler=_cmd_submit)
@@ -163,7 +163,7 @@ def _cmd_submit(args: argparse.Namespace, ctx: Context) -> int:
         ladder = load_ladder_text(ladder_text, flags.ladder_file) if flags.ladder_file else ()
         policy = parse_policy(config.escalation, ctx.paths.config, ladder=ladder, max_retries=flags.max_retries)
     ctx.ready_paths()
-    record = submit(ctx.store(), ctx.slurm(), argv, cwd=os.getcwd(), policy=policy)
+    record = submit(ctx.store(), ctx.slurm(), argv, cwd=os.getcwd(), policy=policy, watch_files=flags.watch_files)
     print(f"Submitted batch job {record.job_id}")
     if record.chain is not None:
         how = f"ladder of {len(record.chain.ladder)} levels" if record.chain.ladder else "doubling on OOM/TIMEOUT"

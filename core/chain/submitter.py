@@ -39,17 +39,20 @@ def read_script(path: str) -> str:
 
 @dataclass(frozen=True)
 class SubmitOptions:
-    """jobmon's own `submit` flags, which come first: `--escalate [--ladder FILE] [--max-retries N]`."""
+    """jobmon's own `submit` flags, which come first: `--escalate [--ladder FILE] [--max-retries N]`,
+    `--watch-files GLOB` (repeatable)."""
 
     escalate: bool = False
     ladder_file: str = ""
     max_retries: Optional[int] = None
+    watch_files: Tuple[str, ...] = ()
 
 
 def split_jobmon_flags(argv: Sequence[str]) -> Tuple[SubmitOptions, List[str]]:
     """Take jobmon's leading flags off `jobmon submit`'s arguments; the rest belongs to sbatch."""
     args = list(argv)
     escalate, ladder, retries = False, "", None
+    watch: List[str] = []
     while args:
         head = args[0]
         name, has_value, value = head.partition("=")
@@ -57,7 +60,7 @@ def split_jobmon_flags(argv: Sequence[str]) -> Tuple[SubmitOptions, List[str]]:
             escalate = True
             args.pop(0)
             continue
-        if name not in ("--ladder", "--max-retries"):
+        if name not in ("--ladder", "--max-retries", "--watch-files"):
             break
         args.pop(0)
         if not has_value:
@@ -66,13 +69,17 @@ def split_jobmon_flags(argv: Sequence[str]) -> Tuple[SubmitOptions, List[str]]:
             value = args.pop(0)
         if name == "--ladder":
             ladder = value
+        elif name == "--watch-files":
+            if not value.strip():
+                raise JobmonError("--watch-files needs a file pattern like 'ckpt/*.pt'")
+            watch.append(value)
         elif not value.isdecimal():
             raise JobmonError(f"--max-retries {value!r} is not a whole number")
         else:
             retries = int(value)
     if (ladder or retries is not None) and not escalate:
         raise JobmonError("--ladder and --max-retries only make sense with --escalate")
-    return SubmitOptions(escalate, ladder, retries), args
+    return SubmitOptions(escalate, ladder, retries, tuple(watch)), args
 
 
 def first_level(policy: Policy, option_args: Sequence[str]) -> Level:
@@ -96,6 +103,7 @@ def first_level(policy: Policy, option_args: Sequence[str]) -> Level:
 
 def submit(
     store: StateStore, slurm: Slurm, argv: Sequence[str], *, cwd: str, policy: Optional[Policy] = None,
+    watch_files: Sequence[str] = (),
 ) -> JobRecord:
     """sbatch the script with its flags untouched, then write the job's record (not before success).
 
@@ -132,6 +140,7 @@ def submit(
         source=RecordSource.SUBMIT,
         chain=chain,
         log_options=LogOptions(output=options.output or "", error=options.error or "", chdir=options.chdir or ""),
+        watch_files=list(watch_files),
     )
     if options.array:
         record.array_spec = options.array

@@ -45,7 +45,9 @@ class StatusRow:
     problem: str = ""
     events: List[Dict[str, Any]] = field(default_factory=list)  # the outbox: key, kind, route, sink -> status
     progress: Optional[Dict[str, Any]] = None  # see progress_json; None when no progress line was understood
-    flags: List[str] = field(default_factory=list)  # STALLED, HUNG, TIME!
+    flags: List[str] = field(default_factory=list)  # STALLED, HUNG, TIME!, MEM!, GPU-idle, DISK!, CKPT-stale
+    usage: Optional[Dict[str, Any]] = None  # see usage_json; None before the first look at a running job
+    files: Optional[Dict[str, Any]] = None  # see files_json; None without watch_files
 
     def as_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -60,7 +62,7 @@ class StatusRow:
         if key == "last_poll":
             return "-" if value is None else f"{value:.0f}s ago"
         if key == "progress":
-            return progress_cell(self.progress, self.flags)
+            return progress_cell(self.progress, self.flags, self.files)
         return "-" if value in (None, "") else str(value)
 
 
@@ -93,6 +95,9 @@ def _problem(record: JobRecord, health: Health) -> str:
         return f"Slurm controller unreachable since {since}"
     if record.final is None and record.observation.accounting_down_since:
         return "sacct unavailable; waiting for the final record"
+    live = current(record)
+    if record.final is None and live is not None and live.usage is not None and live.usage.error:
+        return f"usage unknown: {live.usage.error}"
     return ""
 
 
@@ -108,7 +113,33 @@ def status_row(record: JobRecord, queue: Dict[str, QueueEntry], host: str, now: 
         problem=_problem(record, health), events=[_event(entry) for entry in record.outbox],
         progress=progress_json(current(record), now, running=record.final is None),
         flags=health_flags(current(record)) if record.final is None else [],
+        usage=usage_json(current(record)) if record.final is None else None,
+        files=files_json(current(record), now) if record.final is None else None,
     )
+
+
+def usage_json(live: Optional[LiveState]) -> Optional[Dict[str, Any]]:
+    """`status --json`'s usage of a running job (null values: unknown; `error` says why)."""
+    usage = live.usage if live is not None else None
+    if usage is None:
+        return None
+    fraction = usage.memory_fraction
+    return {
+        "max_rss_bytes": usage.max_rss_bytes, "req_mem_bytes": usage.req_mem_bytes,
+        "memory_fraction": round(fraction, 3) if fraction is not None else None, "cpu_fraction": usage.cpu_fraction,
+        "gpu_util_percent": usage.gpu_util_percent, "gpu_mem_bytes": usage.gpu_mem_bytes,
+        "updated_at": usage.updated_at or None, "error": usage.error or None,
+    }
+
+
+def files_json(live: Optional[LiveState], now: float) -> Optional[Dict[str, Any]]:
+    """The job's watched files: how many, their size and growth since the look before, the newest and its age."""
+    files = live.files if live is not None else None
+    if files is None:
+        return None
+    return {"count": files.count, "total_bytes": files.total_bytes, "growth_bytes": files.growth_bytes,
+            "newest": files.newest_path or None,
+            "newest_age_seconds": round(max(0.0, now - files.newest_at), 1) if files.newest_at else None}
 
 
 def progress_json(live: Optional[LiveState], now: float, running: bool) -> Optional[Dict[str, Any]]:
@@ -130,8 +161,9 @@ def progress_json(live: Optional[LiveState], now: float, running: bool) -> Optio
     }
 
 
-def progress_cell(progress: Optional[Dict[str, Any]], flags: Sequence[str]) -> str:
-    """`45%  ETA 1h12m`, `1200 it`, plus the flags; `-` when nothing is known."""
+def progress_cell(progress: Optional[Dict[str, Any]], flags: Sequence[str],
+                  files: Optional[Dict[str, Any]] = None) -> str:
+    """`45%  ETA 1h12m`, `1200 it`, plus the flags and `last checkpoint 2h10m ago`; `-` when nothing is known."""
     parts = []
     if progress is not None:
         fraction = progress["fraction"]
@@ -139,6 +171,8 @@ def progress_cell(progress: Optional[Dict[str, Any]], flags: Sequence[str]) -> s
         if progress["eta_seconds"] is not None:
             parts.append(f"ETA {format_span(progress['eta_seconds'])}" + ("" if progress["eta_confident"] else "?"))
     parts.extend(flags)
+    if files is not None and files["newest_age_seconds"] is not None:
+        parts.append(f"last checkpoint {format_span(files['newest_age_seconds'])} ago")
     return "  ".join(parts) or "-"
 
 
