@@ -16,7 +16,7 @@ from core.analysis.finding import Finding
 from core.config import Config
 from core.monitor.dispatcher import Dispatcher
 from core.monitor.monitor import Identity, Monitor
-from core.monitor.poller import Check, Poller
+from core.monitor.poller import Check, Poller, Sampler
 from core.monitor.records import Records
 from core.notify.events import Event, EventKind, Route, RouteFacts
 from core.notify.message import Envelope, Facts, Field, Message, Tone
@@ -329,7 +329,7 @@ class Story:
                  config: Config = CONFIG, clock: Optional[FakeClock] = None,
                  sinks: Optional[Dict[str, Sink]] = None, checks: Optional[Sequence[Check]] = None,
                  chains: Optional[Callable[[], Any]] = None, should_stop: Callable[[], bool] = lambda: False,
-                 scancel: Optional[Callable[[str], None]] = None) -> None:
+                 scancel: Optional[Callable[[str], None]] = None, sampler: Optional[Sampler] = None) -> None:
         from core.monitor.checks import checks_for
 
         self.store, self.job_id, self.slurm, self.config = store, job_id, slurm, config
@@ -339,7 +339,7 @@ class Story:
         self.delivery = FakeDelivery(store, config, self.sinks, self.clock)
         self.monitor = Monitor(
             Records(store, job_id), config=config,
-            poller=Poller(slurm, config, checks_for(config, lambda: patterns) if checks is None else checks),
+            poller=Poller(slurm, config, checks_for(config, lambda: patterns) if checks is None else checks, sampler),
             dispatcher=Dispatcher(self.delivery, config.sinks_for, "testhost"), chains=chains or self._no_chains,
             patterns=lambda: patterns, identity=Identity("testhost", 4242), should_stop=should_stop,
             scancel=scancel,
