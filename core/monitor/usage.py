@@ -39,6 +39,9 @@ def sample(record: JobRecord, entry: QueueEntry, live: LiveState, now: float, co
     """The LiveState after one look at the job's resources (a new object)."""
     new = replace(live, sampled_at=now, notes=list(live.notes))
     new.usage = read_usage(record.target, entry, live.usage, now, config, source)
+    before = live.usage.error if live.usage is not None else ""
+    if new.usage.error and new.usage.error != before:
+        log.info("job %s: usage unknown: %s", record.job_id, new.usage.error)
     globs = [*config.watch_files, *record.watch_files]
     new.files = look_at_files(record.workdir, globs, live.files) if globs else None
     if config.disk_free_fraction or config.disk_free_bytes:

@@ -11,7 +11,7 @@ from typing import Dict, List, Sequence
 import pytest
 
 from core.config import GpuQuery, HealthConfig, UsageConfig, parse_health
-from core.errors import ConfigError, SlurmError, SlurmUnavailable
+from core.errors import ConfigError, JobmonError, SlurmError, SlurmUnavailable
 from core.monitor.checks import CPU_LOW_AFTER, disk_critical, disk_low, sampler
 from core.monitor.live import health_flags
 from core.monitor.usage import free_space, look_at_files
@@ -439,4 +439,13 @@ def test_status_json_usage_is_null_where_unknown():
 def test_flags(tmp_path):
     live = LiveState(notes=["memory", "gpu_idle", "disk:low", "checkpoint_stale"])
     assert health_flags(live) == ["MEM!", "GPU-idle", "DISK!", "CKPT-stale"]
+
+
+def test_submit_takes_watch_files_before_the_sbatch_flags():
+    from core.chain.submitter import split_jobmon_flags
+
+    flags, rest = split_jobmon_flags(["--watch-files", "ckpt/*.pt", "--watch-files=out/*.h5", "--mem=4G", "t.sh"])
+    assert flags.watch_files == ("ckpt/*.pt", "out/*.h5") and rest == ["--mem=4G", "t.sh"]
+    with pytest.raises(JobmonError, match="--watch-files needs a file pattern"):
+        split_jobmon_flags(["--watch-files=", "t.sh"])
 
