@@ -3,6 +3,7 @@ real sstat, checkpoints that stop appearing, a filling disk (a tmpfs mounted her
 (no false warning, `status` says why)."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import tempfile
@@ -159,3 +160,41 @@ def test_without_sstat_there_is_no_false_warning_and_status_says_why(jm):
     time.sleep(5)
     assert jm.receiver.messages("error") == []
     assert jm.jobmon("cancel", "--job", job_id).returncode == 0
+
+
+SLEEP_JOB = r"""#!/bin/bash
+#SBATCH -J sleepy
+#SBATCH -t 2
+#SBATCH -o sleepy-%j.out
+sleep 60
+"""
+
+
+def test_two_monitors_share_one_sstat_per_interval(jm):
+    """Each snapshot of state/sstat.snapshot.json is one sstat call; once both jobs run, one call per
+    sstat_interval answers both monitors (two monitors on their own would make two)."""
+    jm.write_config(health={"sstat_interval": 10})
+    script = jm.write_script("sleepy.sbatch", SLEEP_JOB)
+    jobs = [jm.submit(script), jm.submit(script)]
+    for job_id in jobs:
+        wait_job_state(job_id, ("RUNNING",), 60)
+    snapshot = os.path.join(jm.home, "state", "sstat.snapshot.json")
+    calls = set()
+    deadline = time.monotonic() + 35
+    while time.monotonic() < deadline:
+        try:
+            with open(snapshot, encoding="utf-8") as handle:
+                data = json.load(handle)
+        except (OSError, ValueError):
+            data = {}
+        if set(jobs) <= set(data.get("queried", [])):
+            assert data["error"] == "" and all(f"{job}.batch|" in data["text"] for job in jobs), data
+            calls.add(data["taken_at"])
+        time.sleep(0.2)
+    assert 2 <= len(calls) <= 5, sorted(calls)  # 35 s at one call per 10 s (separate monitors: twice that)
+    gaps = [b - a for a, b in zip(sorted(calls), sorted(calls)[1:])]
+    assert all(gap >= 9.5 for gap in gaps), gaps
+    for job_id in jobs:
+        usage = jm.status_row(job_id)["usage"]
+        assert usage["error"] is None and usage["max_rss_bytes"] and usage["req_mem_bytes"] == 1024 ** 3, usage
+        assert jm.jobmon("cancel", "--job", job_id).returncode == 0
