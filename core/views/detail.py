@@ -233,9 +233,39 @@ def _summary(detail: JobDetail, width: int, glyphs: Glyphs) -> List[str]:
         lines.append(f"running since {clock(live.started_at)}{moved}")
     if row.flags:
         lines.append("health: " + "  ".join(row.flags))
+    lines.extend(resource_lines(row.usage, row.files))
     last_poll = "-" if row.last_poll is None else ago(row.last_poll)
     lines.append(f"monitor {row.monitor or '-'}" + (f" on {row.host} (pid {row.pid})" if row.host else "")
                  + f", last poll {last_poll}, notification {row.notification or '-'}")
+    return lines
+
+
+def resource_lines(usage: Optional[Dict[str, Any]], files: Optional[Dict[str, Any]]) -> List[str]:
+    """`usage: memory 343M of 400M (86 %), CPU 12 %, GPU 0 %` and `files: 5 (4.9K, +1K), newest ckpt/e5.pt 2m ago`
+    from a status row's JSON (what is unknown is left out)."""
+    from core.slurm.efficiency import format_size
+
+    lines = []
+    if usage is not None:
+        parts = []
+        if usage["max_rss_bytes"] is not None:
+            asked = f" of {format_size(usage['req_mem_bytes'])}" if usage["req_mem_bytes"] else ""
+            share = f" ({usage['memory_fraction'] * 100:.0f} %)" if usage["memory_fraction"] is not None else ""
+            parts.append(f"memory {format_size(usage['max_rss_bytes'])}{asked}{share}")
+        if usage["cpu_fraction"] is not None:
+            parts.append(f"CPU {usage['cpu_fraction'] * 100:.0f} %")
+        if usage["gpu_util_percent"] is not None:
+            memory = f" ({format_size(usage['gpu_mem_bytes'])})" if usage["gpu_mem_bytes"] else ""
+            parts.append(f"GPU {usage['gpu_util_percent']:.0f} %{memory}")
+        if usage["error"]:
+            parts.append(f"unknown now: {usage['error']}")
+        if parts:
+            lines.append("usage: " + ", ".join(parts))
+    if files is not None:
+        newest = (f", newest {os.path.basename(files['newest'])} {ago(files['newest_age_seconds'])}"
+                  if files["newest"] and files["newest_age_seconds"] is not None else ", none yet")
+        growth = f", +{format_size(files['growth_bytes'])}" if files["growth_bytes"] > 0 else ""
+        lines.append(f"files: {files['count']} ({format_size(files['total_bytes'])}{growth}){newest}")
     return lines
 
 

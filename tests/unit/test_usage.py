@@ -20,7 +20,7 @@ from core.slurm.model import AccountingRecord, CommandResult, QueueEntry
 from core.slurm.parse import SSTAT_FIELDS, parse_squeue
 from core.slurm.shared import SharedSlurm
 from core.slurm.usage import JobUsage, parse_gpu_csv, parse_sstat
-from core.state.model import DiskSpace, LiveState, Usage
+from core.state.model import DiskSpace, LiveState, Usage, WatchedFiles
 from core.views.status import files_json, progress_cell, usage_json
 from tests.support import CONFIG, HEADERS, FakeClock, Story, accounting_text, header_line, read_text, sacct_row
 
@@ -407,7 +407,6 @@ def test_disk_low_then_critical_two_warnings(story_store, patterns, monkeypatch)
 def test_checkpoints_that_stop_are_said_once(story_store, patterns, tmp_path, monkeypatch):
     written: List[float] = []
     import core.monitor.usage as usage_module
-    from core.state.model import WatchedFiles
 
     def files(workdir, globs, before):
         assert globs == ["ckpt/*.pt"]
@@ -449,3 +448,15 @@ def test_submit_takes_watch_files_before_the_sbatch_flags():
     with pytest.raises(JobmonError, match="--watch-files needs a file pattern"):
         split_jobmon_flags(["--watch-files=", "t.sh"])
 
+
+
+def test_the_detail_view_says_what_the_job_uses():
+    from core.views.detail import resource_lines
+
+    usage = usage_json(LiveState(usage=Usage(updated_at=5.0, max_rss_bytes=343 * M, req_mem_bytes=400 * M,
+                                             cpu_fraction=0.12, gpu_util_percent=0.0, gpu_mem_bytes=G)))
+    files = files_json(LiveState(files=WatchedFiles(5, 5000, 1000, "/w/ckpt/e5.pt", 100.0)), now=220.0)
+    assert resource_lines(usage, files) == ["usage: memory 343M of 400M (86 %), CPU 12 %, GPU 0 % (1G)",
+                                            "files: 5 (4.9K, +1K), newest e5.pt 2m ago"]
+    unknown = usage_json(LiveState(usage=Usage(error="sstat failed: Connection refused")))
+    assert resource_lines(unknown, None) == ["usage: unknown now: sstat failed: Connection refused"]
