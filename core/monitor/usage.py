@@ -39,9 +39,9 @@ def sample(record: JobRecord, entry: QueueEntry, live: LiveState, now: float, co
     """The LiveState after one look at the job's resources (a new object)."""
     new = replace(live, sampled_at=now, notes=list(live.notes))
     new.usage = read_usage(record.target, entry, live.usage, now, config, source)
-    before = live.usage.error if live.usage is not None else ""
-    if new.usage.error and new.usage.error != before:
-        log.info("job %s: usage unknown: %s", record.job_id, new.usage.error)
+    before = live.usage.problem if live.usage is not None else ""
+    if new.usage.problem and new.usage.problem != before:
+        log.info("job %s: usage unknown: %s", record.job_id, new.usage.problem)
     globs = [*config.watch_files, *record.watch_files]
     new.files = look_at_files(record.workdir, globs, live.files) if globs else None
     if config.disk_free_fraction or config.disk_free_bytes:
@@ -54,12 +54,11 @@ def _request(job_id: str, usage: Usage, source: UsageSource) -> Usage:
     try:
         found = source.query_accounting([job_id]).get(job_id)
     except SlurmError as exc:
-        log.info("job %s: memory request unknown for now: %s", job_id, exc)
-        return usage
+        return replace(usage, request_error=str(exc))
     if found is None or found.is_placeholder:
-        return usage
+        return replace(usage, request_error="")
     return replace(usage, req_mem_bytes=req_mem_bytes(found.real_req_mem, found.alloc_cpus, found.alloc_nodes),
-                   alloc_cpus=found.alloc_cpus)
+                   alloc_cpus=found.alloc_cpus, request_error="")
 
 
 def read_usage(job_id: str, entry: QueueEntry, before: Optional[Usage], now: float, config: UsageConfig,

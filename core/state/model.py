@@ -291,12 +291,20 @@ class Usage:
     gpu_mem_bytes: Optional[int] = None
     gpu_idle_since: float = 0.0  # first look of the current run of looks at 0 % GPU (0: not idle)
     error: str = ""  # why the values are unknown or old ("sstat failed: ...", "no step in sstat yet")
+    request_error: str = ""  # why the request (ReqMem, AllocCPUS) is unknown: sacct failed
 
     @property
     def memory_fraction(self) -> Optional[float]:
         if self.max_rss_bytes is None or not self.req_mem_bytes:
             return None
         return self.max_rss_bytes / self.req_mem_bytes
+
+    @property
+    def problem(self) -> str:
+        """What `status` says when the values are unknown: sstat's failure, else sacct's for the request."""
+        if self.error:
+            return self.error
+        return f"memory request unknown: {self.request_error}" if self.req_mem_bytes is None and self.request_error else ""
 
 
 @dataclass

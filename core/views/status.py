@@ -96,8 +96,8 @@ def _problem(record: JobRecord, health: Health) -> str:
     if record.final is None and record.observation.accounting_down_since:
         return "sacct unavailable; waiting for the final record"
     live = current(record)
-    if record.final is None and live is not None and live.usage is not None and live.usage.error:
-        return f"usage unknown: {live.usage.error}"
+    if record.final is None and live is not None and live.usage is not None and live.usage.problem:
+        return f"usage unknown: {live.usage.problem}"
     return ""
 
 
@@ -128,7 +128,7 @@ def usage_json(live: Optional[LiveState]) -> Optional[Dict[str, Any]]:
         "max_rss_bytes": usage.max_rss_bytes, "req_mem_bytes": usage.req_mem_bytes,
         "memory_fraction": round(fraction, 3) if fraction is not None else None, "cpu_fraction": usage.cpu_fraction,
         "gpu_util_percent": usage.gpu_util_percent, "gpu_mem_bytes": usage.gpu_mem_bytes,
-        "updated_at": usage.updated_at or None, "error": usage.error or None,
+        "updated_at": usage.updated_at or None, "error": usage.problem or None,
     }
 
 

@@ -460,3 +460,22 @@ def test_the_detail_view_says_what_the_job_uses():
                                             "files: 5 (4.9K, +1K), newest e5.pt 2m ago"]
     unknown = usage_json(LiveState(usage=Usage(error="sstat failed: Connection refused")))
     assert resource_lines(unknown, None) == ["usage: unknown now: sstat failed: Connection refused"]
+
+
+def test_without_sacct_the_request_is_unknown_and_status_says_so(story_store, patterns):
+    tale = story(story_store, patterns, lambda t: step("7900M"))
+
+    def sacct_down(job_ids):
+        if tale.clock.time() - START < 7200:
+            raise SlurmUnavailable("sacct failed: Connection refused")
+        return accounting_text(sacct_row(JOB, "RUNNING", req_mem="8G"))
+
+    tale.slurm.query_accounting = sacct_down
+    while tale.clock.time() < START + 3600:
+        tale.monitor.step(tale.clock.time())
+        tale.clock.sleep(30.0)
+    live = story_store.load(JOB).live
+    assert usage_json(live)["error"] == "memory request unknown: sacct failed: Connection refused"
+    assert usage_json(live)["memory_fraction"] is None and warnings(tale) == []
+    tale.run(5000)
+    assert warnings(tale) == ["approaching memory limit (96 % of 8G)"]  # once sacct answers again
