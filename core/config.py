@@ -205,7 +205,7 @@ class UsageConfig:
     memory_warn: Optional[float] = 0.9  # MaxRSS / the request; None: off
     cpu_low_warn: Optional[float] = None  # CPU use / AllocCPUS below this; None: off
     gpu_idle_after: Optional[float] = 1800.0  # a GPU at 0 % this long; None: off
-    gpu_query: GpuQuery = GpuQuery.OFF
+    gpu_query: GpuQuery = GpuQuery.SSTAT  # free: the same sstat call; nothing where GPUs are not accounted
     sstat_interval: float = 60.0  # sstat, globs and statvfs at most this often
     disk_free_fraction: float = DEFAULT_DISK_FREE_WARN[0]  # warn below this share free ...
     disk_free_bytes: int = DEFAULT_DISK_FREE_WARN[1]  # ... or this many bytes, whichever is larger

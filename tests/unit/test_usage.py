@@ -479,3 +479,10 @@ def test_without_sacct_the_request_is_unknown_and_status_says_so(story_store, pa
     assert usage_json(live)["memory_fraction"] is None and warnings(tale) == []
     tale.run(5000)
     assert warnings(tale) == ["approaching memory limit (96 % of 8G)"]  # once sacct answers again
+
+
+def test_gpu_query_off_reads_no_gpu_even_where_accounted(story_store, patterns):
+    tale = story(story_store, patterns, lambda t: step("1G", gpu=",gres/gpuutil=0"), gpu_query=GpuQuery.OFF)
+    tale.run(5000)
+    assert warnings(tale) == [] and story_store.load(JOB).live.usage.gpu_util_percent is None
+    assert UsageConfig().gpu_query is GpuQuery.SSTAT  # the default costs nothing more than the sstat call
