@@ -456,6 +456,7 @@ def full_record(job_id: str = "123") -> JobRecord:
             notes=["time:80%:3600"], last_lines=["saving checkpoint"], sampled_at=6.0,
             usage=Usage(updated_at=6.0, max_rss_bytes=300 << 20, req_mem_bytes=400 << 20, alloc_cpus=2,
                         cpu_fraction=0.5, gpu_util_percent=0.0, gpu_mem_bytes=1 << 30, gpu_idle_since=5.0,
+                        gpu_srun_failed=True,
                         error="sstat failed: timeout", request_error="sacct failed: Connection refused"),
             files=WatchedFiles(count=3, total_bytes=3000, growth_bytes=1000, newest_path="/w/ckpt/3.pt",
                                newest_at=5.5),

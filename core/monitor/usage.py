@@ -76,18 +76,21 @@ def read_usage(job_id: str, entry: QueueEntry, before: Optional[Usage], now: flo
     gpu_util = gpu_mem = None
     if config.gpu_query is not GpuQuery.OFF:
         gpu_util, gpu_mem = found.gpu_util_percent, found.gpu_mem_bytes
-    if config.gpu_query is GpuQuery.SRUN:
+    srun_failed = usage.gpu_srun_failed
+    if config.gpu_query is GpuQuery.SRUN and not srun_failed:
         try:
             reading = parse_gpu_csv(source.gpu_text(job_id))
         except SlurmError as exc:  # no GPU, no nvidia-smi, srun refused: GPU use stays unknown, silently
-            log.info("job %s: no GPU reading from srun nvidia-smi: %s", job_id, exc)
+            log.info("job %s: no GPU reading from srun nvidia-smi (not asked again this run): %s", job_id, exc)
             reading = None
+        srun_failed = reading is None  # each try is a job step: one that gave nothing is not repeated
         if reading is not None:
             gpu_util, gpu_mem = reading.util_percent, reading.mem_used_bytes
     idle_since = (usage.gpu_idle_since or now) if gpu_util is not None and gpu_util <= 0.0 else 0.0
     return replace(usage, updated_at=now, max_rss_bytes=found.max_rss_bytes,
                    cpu_fraction=cpu_fraction(found.cpu_seconds, entry.time_used, usage.alloc_cpus),
-                   gpu_util_percent=gpu_util, gpu_mem_bytes=gpu_mem, gpu_idle_since=idle_since, error="")
+                   gpu_util_percent=gpu_util, gpu_mem_bytes=gpu_mem, gpu_idle_since=idle_since,
+                   gpu_srun_failed=srun_failed, error="")
 
 
 def look_at_files(workdir: str, globs: Sequence[str], before: Optional[WatchedFiles]) -> WatchedFiles:

@@ -290,6 +290,7 @@ class Usage:
     gpu_util_percent: Optional[float] = None  # where the site accounts GPUs (or gpu_query "srun")
     gpu_mem_bytes: Optional[int] = None
     gpu_idle_since: float = 0.0  # first look of the current run of looks at 0 % GPU (0: not idle)
+    gpu_srun_failed: bool = False  # `srun ... nvidia-smi` gave nothing once: not tried again this run
     error: str = ""  # why the values are unknown or old ("sstat failed: ...", "no step in sstat yet")
     request_error: str = ""  # why the request (ReqMem, AllocCPUS) is unknown: sacct failed
 

@@ -198,3 +198,27 @@ def test_two_monitors_share_one_sstat_per_interval(jm):
         usage = jm.status_row(job_id)["usage"]
         assert usage["error"] is None and usage["max_rss_bytes"] and usage["req_mem_bytes"] == 1024 ** 3, usage
         assert jm.jobmon("cancel", "--job", job_id).returncode == 0
+
+
+SHORT_JOB = r"""#!/bin/bash
+#SBATCH -J gpu-less
+#SBATCH -t 1
+#SBATCH -o gpu-less-%j.out
+sleep 12
+"""
+
+
+def test_gpu_query_srun_without_a_gpu_is_silent_and_tried_once(jm):
+    """No GPU and no nvidia-smi here: the real `srun --overlap` step fails (exit 2); nothing is said, GPU use
+    stays unknown, the job's own end is untouched, and the failing step is not repeated."""
+    jm.write_config(health={"gpu_query": "srun", "sstat_interval": 2})
+    job_id = jm.submit(jm.write_script("gpuless.sbatch", SHORT_JOB))
+    state = jm.wait_done(job_id, timeout=90)
+    assert state["final"]["state"] == "COMPLETED"
+    assert jm.receiver.messages("error") == [] and len(jm.receiver.messages("success")) == 1
+    usage = state["live"]["usage"]
+    assert usage["gpu_util_percent"] is None and usage["gpu_srun_failed"] is True and usage["error"] == ""
+    steps = subprocess.run(["sacct", "-n", "-P", "-j", job_id, "--format=JobID,State"], capture_output=True,
+                           text=True, timeout=60).stdout.split()
+    assert [row for row in steps if row.startswith(f"{job_id}.0|")] and not [
+        row for row in steps if row.startswith(f"{job_id}.1|")], steps  # one srun step, not one per look

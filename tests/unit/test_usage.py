@@ -265,7 +265,8 @@ class RunningJob:
     def __init__(self, clock: FakeClock, usage, req_mem: str = "8G", ends_at: float = 3 * 3600.0,
                  cpus: str = "1") -> None:
         self.clock, self.usage, self.req_mem, self.ends_at, self.cpus = clock, usage, req_mem, ends_at, cpus
-        self.sstat_calls = 0
+        self.sstat_calls = self.srun_calls = 0
+        self.gpu_csv = None  # t -> nvidia-smi's CSV; None: srun fails (no GPU here)
 
     def query_queue(self, job_ids: Sequence[str], *, not_before: float = 0.0) -> Dict[str, QueueEntry]:
         used = self.clock.time() - START
@@ -288,7 +289,10 @@ class RunningJob:
         return header_line("sstat_usage.txt") + answer
 
     def gpu_text(self, job_id: str) -> str:
-        raise SlurmError("srun nvidia-smi failed: no GPU")
+        self.srun_calls += 1
+        if self.gpu_csv is None:
+            raise SlurmError("srun nvidia-smi failed: slurmstepd-vm: error: execve(): nvidia-smi: No such file")
+        return self.gpu_csv(self.clock.time() - START)
 
 
 def story(store, patterns, usage, *, interval: float = 60.0, **settings) -> Story:
@@ -386,7 +390,16 @@ def test_no_gpu_accounting_is_silent(story_store, patterns, query):
     tale.run(5000)
     live = story_store.load(JOB).live
     assert warnings(tale) == [] and live.usage.gpu_util_percent is None and live.usage.error == ""
+    assert tale.slurm.srun_calls == (1 if query is GpuQuery.SRUN else 0)  # a step that gave nothing: not again
 
+
+def test_an_idle_gpu_by_srun_nvidia_smi(story_store, patterns):
+    tale = story(story_store, patterns, lambda t: step("1G"), gpu_query=GpuQuery.SRUN)
+    tale.slurm.gpu_csv = lambda t: "0, 1200, 40960\n" if t > 600 else "93, 30000, 40960\n"
+    tale.run(5000)
+    assert warnings(tale) == ["GPU idle for 30m"]
+    assert "GPU memory in use: 1.2G" in tale.delivered("discord-error")[0].description
+    assert tale.slurm.srun_calls >= 3 * 3600 / 60 - 2
 
 def test_disk_low_then_critical_two_warnings(story_store, patterns, monkeypatch):
     import core.monitor.usage as usage_module
