@@ -70,9 +70,9 @@ def read_usage(job_id: str, entry: QueueEntry, before: Optional[Usage], now: flo
         found = parse_sstat(source.usage_text([job_id], config.sstat_interval)).get(job_id)
     except SlurmError as exc:
         return replace(usage, error=str(exc), gpu_idle_since=0.0)
-    if found is None or not found.steps:
-        return replace(usage, error="sstat shows no running step of this job (not started yet, or ended)",
-                       gpu_idle_since=0.0)
+    if found is None or not found.steps:  # before the first reading: not measured yet, no problem to show
+        gone = "sstat shows no running step of this job any more" if usage.updated_at else ""
+        return replace(usage, error=gone, gpu_idle_since=0.0)
     gpu_util = gpu_mem = None
     if config.gpu_query is not GpuQuery.OFF:
         gpu_util, gpu_mem = found.gpu_util_percent, found.gpu_mem_bytes
