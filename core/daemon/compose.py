@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, Tuple
 
 from core.config import Config, Paths, load_patterns
 from core.daemon.delivery import ChildDelivery, InProcessDelivery
@@ -19,8 +19,7 @@ from core.monitor.monitor import Identity, Monitor
 from core.monitor.poller import Poller
 from core.monitor.records import Records
 from core.slurm.client import Slurm
-from core.slurm.model import AccountingRecord
-from core.slurm.shared import SharedSlurm
+from core.slurm.shared import SharedSlurm, UsageSnapshot
 from core.state.model import JobRecord, Level
 from core.state.store import StateStore
 
@@ -80,16 +79,13 @@ def _assemble(
 
 
 class UsageView:
-    """What the resource sampler asks Slurm: sstat and sacct shared through the state folder; srun direct."""
+    """What the resource sampler asks Slurm: the sstat snapshot shared through the state folder; srun direct."""
 
     def __init__(self, shared: SharedSlurm, slurm: Slurm) -> None:
         self.shared, self.slurm = shared, slurm
 
-    def usage_text(self, job_ids: Sequence[str], max_age: float) -> str:
-        return self.shared.usage_text(job_ids, max_age)
-
-    def query_accounting(self, job_ids: Sequence[str]) -> Dict[str, AccountingRecord]:
-        return self.shared.query_accounting(job_ids)
+    def usage_snapshot(self, job_ids: Sequence[str], max_age: float) -> UsageSnapshot:
+        return self.shared.usage_snapshot(job_ids, max_age)
 
     def gpu_text(self, job_id: str) -> str:
         return self.slurm.gpu_text(job_id)

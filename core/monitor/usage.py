@@ -2,9 +2,10 @@
 
 `sample` folds one look into the run's LiveState (usage, files, disks); the checks in
 core.monitor.checks turn it into warnings. sstat is shared by all of the user's monitors (one call
-per interval, core.slurm.shared); the request (ReqMem, AllocCPUS) comes once per run from the
-shared sacct. A look that fails leaves the values unknown with the reason (`usage.error`), which
-`status` shows and which no check takes for a reading. Loaded only once a job runs.
+per interval, core.slurm.shared), and so is the request (ReqMem, AllocCPUS): one sacct with the
+refresh, for the running jobs whose request is not known yet. A look that fails leaves the values
+unknown with the reason (`usage.error`), which `status` shows and which no check takes for a
+reading. Loaded only once a job runs.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from typing import Dict, List, Optional, Protocol, Sequence
 from core.config import GpuQuery, UsageConfig
 from core.errors import SlurmError
 from core.slurm.efficiency import req_mem_bytes
-from core.slurm.model import AccountingRecord, QueueEntry
+from core.slurm.model import QueueEntry
+from core.slurm.shared import UsageSnapshot
 from core.slurm.usage import cpu_fraction, parse_gpu_csv, parse_sstat
 from core.state.model import DiskSpace, JobRecord, LiveState, Usage, WatchedFiles
 
@@ -25,11 +27,9 @@ log = logging.getLogger("jobmon.monitor")
 
 
 class UsageSource(Protocol):
-    """What a look asks Slurm (core.slurm.shared.SharedSlurm plus Slurm.gpu_text, or a test double)."""
+    """What a look asks Slurm (core.slurm.shared.SharedSlurm's snapshot plus Slurm.gpu_text, or a test double)."""
 
-    def usage_text(self, job_ids: Sequence[str], max_age: float) -> str: ...
-
-    def query_accounting(self, job_ids: Sequence[str]) -> Dict[str, AccountingRecord]: ...
+    def usage_snapshot(self, job_ids: Sequence[str], max_age: float) -> UsageSnapshot: ...
 
     def gpu_text(self, job_id: str) -> str: ...
 
@@ -49,27 +49,24 @@ def sample(record: JobRecord, entry: QueueEntry, live: LiveState, now: float, co
     return new
 
 
-def _request(job_id: str, usage: Usage, source: UsageSource) -> Usage:
-    """ReqMem and AllocCPUS from sacct, once per run (sacct's first seconds show a placeholder: later)."""
-    try:
-        found = source.query_accounting([job_id]).get(job_id)
-    except SlurmError as exc:
-        return replace(usage, request_error=str(exc))
-    if found is None or found.is_placeholder:
-        return replace(usage, request_error="")
-    return replace(usage, req_mem_bytes=req_mem_bytes(found.real_req_mem, found.alloc_cpus, found.alloc_nodes),
-                   alloc_cpus=found.alloc_cpus, request_error="")
+def _request(job_id: str, usage: Usage, snapshot: UsageSnapshot) -> Usage:
+    """ReqMem (per job, per node or per CPU) and AllocCPUS, as the shared snapshot's sacct gave them."""
+    found = snapshot.requests.get(job_id)
+    if found is None:
+        return replace(usage, request_error=snapshot.request_error)
+    req_mem, cpus, nodes = found
+    return replace(usage, req_mem_bytes=req_mem_bytes(req_mem, cpus, nodes), alloc_cpus=cpus, request_error="")
 
 
 def read_usage(job_id: str, entry: QueueEntry, before: Optional[Usage], now: float, config: UsageConfig,
                source: UsageSource) -> Usage:
     usage = before if before is not None else Usage()
+    snapshot = source.usage_snapshot([job_id], config.sstat_interval)
     if usage.req_mem_bytes is None:
-        usage = _request(job_id, usage, source)
-    try:
-        found = parse_sstat(source.usage_text([job_id], config.sstat_interval)).get(job_id)
-    except SlurmError as exc:
-        return replace(usage, error=str(exc), gpu_idle_since=0.0)
+        usage = _request(job_id, usage, snapshot)
+    if snapshot.error:
+        return replace(usage, error=snapshot.error, gpu_idle_since=0.0)
+    found = parse_sstat(snapshot.text).get(job_id) if job_id in snapshot.queried else None
     if found is None or not found.steps:  # before the first reading: not measured yet, no problem to show
         gone = "sstat shows no running step of this job any more" if usage.updated_at else ""
         return replace(usage, error=gone, gpu_idle_since=0.0)

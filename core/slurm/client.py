@@ -15,6 +15,7 @@ from core.errors import SbatchRejected, SlurmError, SlurmUnavailable
 from core.slurm.model import AccountingRecord, CommandResult, JobInfo, QueueEntry, Submission, base_job_id
 from core.slurm.parse import (
     GPU_QUERY,
+    REQUEST_FIELDS,
     SACCT_DELIMITER,
     SACCT_FIELDS,
     SSTAT_FIELDS,
@@ -150,6 +151,14 @@ class Slurm:
         if result.returncode != 0:
             raise _failure("sstat", result)
         return _with_header("sstat", result.stdout)
+
+    def request_text(self, job_ids: Sequence[str]) -> str:
+        """sacct's job rows (no steps) with what a job asked for: ReqMem, AllocCPUS, NNodes (header included)."""
+        result = self._run(["sacct", "-X", "-P", f"--delimiter={SACCT_DELIMITER}",
+                            f"--format={','.join(REQUEST_FIELDS)}", "-j", ",".join(job_ids)])
+        if result.returncode != 0:
+            raise SlurmUnavailable(f"sacct failed: {error_line(result.stderr) or 'no output'}")
+        return _with_header("sacct", result.stdout)
 
     def gpu_text(self, job_id: str) -> str:
         """nvidia-smi's CSV from inside the job's allocation (`srun --overlap`: this creates a job step)."""

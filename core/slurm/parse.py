@@ -28,6 +28,8 @@ SACCT_FIELDS = (
 )
 #: The sstat columns live usage reads (`sstat -p`: `|` between fields and after the last one).
 SSTAT_FIELDS = ("JobID", "MaxRSS", "NTasks", "TRESUsageInAve", "TRESUsageInMax", "TRESUsageInTot")
+#: What live usage needs of sacct: the request (placeholder rows are told by JobName, User and ReqMem).
+REQUEST_FIELDS = ("JobID", "JobName", "State", "User", "ReqMem", "AllocCPUS", "NNodes")
 #: What `gpu_query: "srun"` asks nvidia-smi for, one CSV line per GPU.
 GPU_QUERY = "--query-gpu=utilization.gpu,memory.used,memory.total"
 #: The squeue columns jobmon reads: (format letter, the header squeue prints for it).

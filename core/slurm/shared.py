@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Sequence, Tuple, TypeVar
 
 from core.errors import SlurmError, SlurmUnavailable
@@ -43,6 +43,18 @@ class QueueSnapshot:
     taken_at: float
     entries: Dict[str, QueueEntry]
     error: str = ""
+
+
+@dataclass(frozen=True)
+class UsageSnapshot:
+    """The shared sstat answer (raw text, parsed by core.slurm.usage) and the requests known so far."""
+
+    taken_at: float = 0.0
+    queried: List[str] = field(default_factory=list)
+    text: str = ""
+    error: str = ""  # sstat failed: every job's usage is unknown
+    requests: Dict[str, Tuple[str, int, int]] = field(default_factory=dict)  # job -> (ReqMem, AllocCPUS, NNodes)
+    request_error: str = ""  # sacct failed for the requests still unknown
 
 
 def _encode_queue(snapshot: QueueSnapshot) -> str:
@@ -191,40 +203,39 @@ class SharedSlurm:
         return self._select(parse_sacct(text), job_ids)
 
     # -- sstat ------------------------------------------------------------------------------
-    def usage_text(self, job_ids: Sequence[str], max_age: float) -> str:
-        """sstat's text covering these running jobs, younger than `max_age`: one `sstat -a -j a,b,c` for every
-        running job of the user (from the queue snapshot) serves all their monitors for that long. Raises
-        SlurmUnavailable when that sstat failed (shared too: each monitor says why, none retries it)."""
+    def usage_snapshot(self, job_ids: Sequence[str], max_age: float) -> UsageSnapshot:
+        """The shared sstat snapshot, younger than `max_age`: one `sstat -a -j a,b,c` for every job the queue
+        snapshot shows RUNNING serves all monitors for that long (a job that started since waits for the next
+        one: exactly one sstat per interval however many jobs run). With it, each job's request from one
+        `sacct -X` for the jobs whose request is not known yet (none once all are). A failed sstat is shared as
+        its error."""
         cached = self._load_usage()
-        if not self._usage_fresh(cached, job_ids, max_age):
+        if not self._usage_fresh(cached, max_age):
             try:
                 with self._lock("sstat.snapshot"):
                     cached = self._load_usage()
-                    if not self._usage_fresh(cached, job_ids, max_age):
-                        cached = self._refresh_usage(job_ids)
+                    if not self._usage_fresh(cached, max_age):
+                        cached = self._refresh_usage(cached, job_ids)
             except (TimeoutError, OSError):  # lock held too long, or a read-only state folder
-                cached = self._refresh_usage(job_ids)
-        if cached.get("error"):
-            raise SlurmUnavailable(str(cached["error"]))
-        return str(cached.get("text", ""))
+                cached = self._refresh_usage(cached, job_ids)
+        return cached
 
-    def _load_usage(self) -> Dict[str, Any]:
+    def _load_usage(self) -> UsageSnapshot:
         try:
             data = json.loads(self._read(USAGE_FILE) or "{}")
-        except ValueError:
-            return {}
-        return data if isinstance(data, dict) else {}
+            requests = {str(job): (str(row[0]), int(row[1]), int(row[2]))
+                        for job, row in dict(data.get("requests", {})).items()}
+            return UsageSnapshot(float(data.get("taken_at", 0.0)), [str(j) for j in data.get("queried", [])],
+                                 str(data.get("text", "")), str(data.get("error", "")), requests,
+                                 str(data.get("request_error", "")))
+        except (ValueError, TypeError, AttributeError, IndexError):
+            return UsageSnapshot()
 
-    def _usage_fresh(self, cached: Dict[str, Any], job_ids: Sequence[str], max_age: float) -> bool:
-        try:
-            taken_at = float(cached.get("taken_at", 0.0) or 0.0)
-            covered = set(cached.get("queried", []))
-        except (TypeError, ValueError):
-            return False
+    def _usage_fresh(self, cached: UsageSnapshot, max_age: float) -> bool:
         now = self.clock()
-        return now - max_age < taken_at <= now + 1.0 and set(job_ids) <= covered
+        return now - max_age < cached.taken_at <= now + 1.0
 
-    def _refresh_usage(self, job_ids: Sequence[str]) -> Dict[str, Any]:
+    def _refresh_usage(self, before: UsageSnapshot, job_ids: Sequence[str]) -> UsageSnapshot:
         running = [key for key, entry in self._load_queue().entries.items()
                    if entry.state is JobState.RUNNING and key.isdecimal()]  # sstat wants plain job ids
         queried = sorted(set(running) | set(job_ids), key=_numeric_key)
@@ -232,9 +243,21 @@ class SharedSlurm:
             text, error = self.slurm.usage_text(queried), ""
         except SlurmError as exc:
             text, error = "", str(exc) or "sstat failed"
-        cached = {"taken_at": self.clock(), "queried": queried, "text": text, "error": error}
-        self._write(USAGE_FILE, json.dumps(cached))
-        return cached
+        requests = {job: request for job, request in before.requests.items() if job in queried}
+        unknown = [job for job in queried if job not in requests]
+        request_error = ""
+        if unknown:
+            try:
+                for record in parse_sacct(self.slurm.request_text(unknown)):
+                    if record.job_id in unknown and not record.is_placeholder and record.real_req_mem:
+                        requests[record.job_id] = (record.real_req_mem, record.alloc_cpus, record.alloc_nodes)
+            except SlurmError as exc:
+                request_error = str(exc) or "sacct failed"
+        snapshot = UsageSnapshot(self.clock(), queried, text, error, requests, request_error)
+        self._write(USAGE_FILE, json.dumps({
+            "taken_at": snapshot.taken_at, "queried": queried, "text": text, "error": error,
+            "requests": {job: list(request) for job, request in requests.items()}, "request_error": request_error}))
+        return snapshot
 
     @staticmethod
     def _select(records: List[AccountingRecord], job_ids: Sequence[str]) -> Dict[str, AccountingRecord]:

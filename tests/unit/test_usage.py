@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import replace
 from typing import Dict, List, Sequence
 
@@ -17,8 +18,8 @@ from core.monitor.live import health_flags
 from core.monitor.usage import free_space, look_at_files
 from core.slurm.client import Slurm
 from core.slurm.model import AccountingRecord, CommandResult, QueueEntry
-from core.slurm.parse import SSTAT_FIELDS, parse_squeue
-from core.slurm.shared import SharedSlurm
+from core.slurm.parse import REQUEST_FIELDS, SACCT_DELIMITER, SSTAT_FIELDS, parse_squeue
+from core.slurm.shared import SharedSlurm, UsageSnapshot
 from core.slurm.usage import JobUsage, parse_gpu_csv, parse_sstat
 from core.state.model import DiskSpace, LiveState, Usage, WatchedFiles
 from core.views.status import files_json, progress_cell, usage_json
@@ -160,16 +161,25 @@ def test_a_failed_sstat_is_an_error_not_an_empty_answer(result, error):
         Slurm(Runner(result)).usage_text(["5"])
 
 
+def request_rows(*rows: str) -> str:
+    """sacct's answer to Slurm.request_text: REQUEST_FIELDS rows (JobID, JobName, State, User, ReqMem, AllocCPUS,
+    NNodes) under their header, `|` fields joined with sacct's delimiter."""
+    return "".join(SACCT_DELIMITER.join(line.split("|")) + "\n" for line in ("|".join(REQUEST_FIELDS), *rows))
+
+
 class CountingSlurm:
-    """sstat that counts its calls; the queue snapshot lists two running jobs and a pending one."""
+    """sstat and sacct that count their calls; the queue snapshot lists the `running` jobs and a pending one."""
 
     def __init__(self, fail: str = "") -> None:
         self.usage_calls: List[List[str]] = []
+        self.request_calls: List[List[str]] = []
         self.fail = fail
+        self.running = ["1211", "1212"]
+        self.placeholder = {"1212"}  # sacct's stub for 1212 at first
 
     def query_user_queue(self) -> Dict[str, QueueEntry]:
         rows = "".join(f"{job}|{state}|None|0:10|5:00|4:50|N/A|vm|N/A\n"
-                       for job, state in (("1211", "RUNNING"), ("1212", "RUNNING"), ("1213", "PENDING")))
+                       for job, state in [*((job, "RUNNING") for job in self.running), ("1213", "PENDING")])
         return {e.job_id: e for e in parse_squeue(header_line("squeue_live.txt") + rows)}
 
     def usage_text(self, job_ids: Sequence[str]) -> str:
@@ -178,31 +188,45 @@ class CountingSlurm:
             raise SlurmUnavailable(self.fail)
         return read_text(HEADERS, "sstat_usage.txt")
 
+    def request_text(self, job_ids: Sequence[str]) -> str:
+        self.request_calls.append(list(job_ids))
+        rows = [f"{job}|allocation|RUNNING|root|16?|2|1" if job in self.placeholder else
+                f"{job}|use-mem|RUNNING|jobmon-it|400M|1|1" for job in job_ids]
+        self.placeholder = set()
+        return request_rows(*rows)
+
 
 def test_all_monitors_share_one_sstat_per_interval(tmp_path):
     clock = FakeClock()
     slurm = CountingSlurm()
     monitors = [SharedSlurm(slurm, str(tmp_path), max_age=10.0, clock=clock.time) for _ in range(2)]
     monitors[0].queue_snapshot()
-    texts = [monitor.usage_text([job], 60.0) for monitor, job in zip(monitors, ("1211", "1212"))]
+    snapshots = [monitor.usage_snapshot([job], 60.0) for monitor, job in zip(monitors, ("1211", "1212"))]
     assert slurm.usage_calls == [["1211", "1212"]]  # every running job of the user, in one call
-    assert parse_sstat(texts[1])["1212"].steps == 2
-    clock.sleep(59.0)
-    monitors[1].usage_text(["1212"], 60.0)
+    assert parse_sstat(snapshots[1].text)["1212"].steps == 2
+    assert snapshots[1].requests == {"1211": ("400M", 1, 1)}  # 1212's placeholder is no request
+    slurm.running.append("1300")  # a job that starts now waits for the next snapshot: no extra call
+    clock.sleep(30.0)
+    monitors[0].queue_snapshot()
+    assert "1300" not in monitors[1].usage_snapshot(["1300"], 60.0).queried
+    clock.sleep(29.0)
     assert len(slurm.usage_calls) == 1
     clock.sleep(2.0)
-    monitors[1].usage_text(["1212"], 60.0)
-    assert len(slurm.usage_calls) == 2
-    assert json.loads((tmp_path / "sstat.snapshot.json").read_text())["queried"] == ["1211", "1212"]
+    again = monitors[1].usage_snapshot(["1300"], 60.0)
+    assert slurm.usage_calls[1] == ["1211", "1212", "1300"]
+    assert slurm.request_calls == [["1211", "1212"], ["1212", "1300"]]  # known requests are not asked again
+    assert again.requests == {job: ("400M", 1, 1) for job in ("1211", "1212", "1300")}
+    clock.sleep(61.0)
+    monitors[0].usage_snapshot(["1211"], 60.0)
+    assert len(slurm.request_calls) == 2  # every request known: sstat alone
+    assert json.loads((tmp_path / "sstat.snapshot.json").read_text())["queried"] == ["1211", "1212", "1300"]
 
 
 def test_a_failed_sstat_is_shared_as_an_error(tmp_path):
     clock = FakeClock()
     slurm = CountingSlurm(fail="sstat failed: Connection refused")
     first, second = (SharedSlurm(slurm, str(tmp_path), max_age=10.0, clock=clock.time) for _ in range(2))
-    for monitor in (first, second):
-        with pytest.raises(SlurmUnavailable, match="Connection refused"):
-            monitor.usage_text(["1211"], 60.0)
+    assert [m.usage_snapshot(["1211"], 60.0).error for m in (first, second)] == ["sstat failed: Connection refused"] * 2
     assert len(slurm.usage_calls) == 1
 
 
@@ -260,39 +284,70 @@ def clock_text(seconds: float) -> str:
 
 
 class RunningJob:
-    """squeue says RUNNING since START; sstat answers from `usage(t)` (t: seconds since START), or fails."""
+    """squeue says RUNNING since START; sstat answers from `usage(t)` (t: seconds since START) or fails; sacct
+    gives the request from `request(t)`: (ReqMem, AllocCPUS), None for sacct's placeholder, or an error."""
 
-    def __init__(self, clock: FakeClock, usage, req_mem: str = "8G", ends_at: float = 3 * 3600.0,
-                 cpus: str = "1") -> None:
-        self.clock, self.usage, self.req_mem, self.ends_at, self.cpus = clock, usage, req_mem, ends_at, cpus
-        self.sstat_calls = self.srun_calls = 0
+    def __init__(self, clock: FakeClock, usage, ends_at: float = 3 * 3600.0) -> None:
+        self.clock, self.usage, self.ends_at = clock, usage, ends_at
+        self.request = lambda t: ("8G", 1)
+        self.sstat_calls = self.request_calls = self.srun_calls = 0
         self.gpu_csv = None  # t -> nvidia-smi's CSV; None: srun fails (no GPU here)
 
+    def since_start(self) -> float:
+        return self.clock.time() - START
+
     def query_queue(self, job_ids: Sequence[str], *, not_before: float = 0.0) -> Dict[str, QueueEntry]:
-        used = self.clock.time() - START
+        return self.query_user_queue()
+
+    def query_user_queue(self) -> Dict[str, QueueEntry]:
+        used = self.since_start()
         state = "RUNNING" if used < self.ends_at else "COMPLETED"
         row = f"{JOB}|{state}|None|{clock_text(used)}|10:00:00|{clock_text(36000 - used)}|2026-11-29T00:19:50|vm|N/A\n"
         return {e.job_id: e for e in parse_squeue(header_line("squeue_live.txt") + row)}
 
     def query_accounting(self, job_ids: Sequence[str]) -> Dict[str, AccountingRecord]:
-        state = "RUNNING" if self.clock.time() - START < self.ends_at else "COMPLETED"
-        return accounting_text(sacct_row(JOB, state, req_mem=self.req_mem, cpus=self.cpus))
+        state = "RUNNING" if self.since_start() < self.ends_at else "COMPLETED"
+        return accounting_text(sacct_row(JOB, state))
 
     def next_poll_delay(self, interval: float, job_id: str) -> float:
         return interval
 
-    def usage_text(self, job_ids: Sequence[str], max_age: float) -> str:
+    def usage_text(self, job_ids: Sequence[str]) -> str:
         self.sstat_calls += 1
-        answer = self.usage(self.clock.time() - START)
+        answer = self.usage(self.since_start())
         if isinstance(answer, Exception):
             raise answer
         return header_line("sstat_usage.txt") + answer
+
+    def request_text(self, job_ids: Sequence[str]) -> str:
+        self.request_calls += 1
+        answer = self.request(self.since_start())
+        if isinstance(answer, Exception):
+            raise answer
+        if answer is None:
+            return request_rows(f"{JOB}|allocation|RUNNING|root|16?|1|1")
+        return request_rows(f"{JOB}|train|RUNNING|alice|{answer[0]}|{answer[1]}|1")
 
     def gpu_text(self, job_id: str) -> str:
         self.srun_calls += 1
         if self.gpu_csv is None:
             raise SlurmError("srun nvidia-smi failed: slurmstepd-vm: error: execve(): nvidia-smi: No such file")
-        return self.gpu_csv(self.clock.time() - START)
+        return self.gpu_csv(self.since_start())
+
+
+class Source:
+    """The sampler's view: the real shared snapshot over the fake job (as core.daemon.compose.UsageView)."""
+
+    def __init__(self, job: RunningJob, folder: str) -> None:
+        self.job = job
+        self.shared = SharedSlurm(job, folder, max_age=30.0, clock=job.clock.time)  # type: ignore[arg-type]
+
+    def usage_snapshot(self, job_ids: Sequence[str], max_age: float) -> UsageSnapshot:
+        self.shared.queue_snapshot()
+        return self.shared.usage_snapshot(job_ids, max_age)
+
+    def gpu_text(self, job_id: str) -> str:
+        return self.job.gpu_text(job_id)
 
 
 def story(store, patterns, usage, *, interval: float = 60.0, **settings) -> Story:
@@ -300,7 +355,8 @@ def story(store, patterns, usage, *, interval: float = 60.0, **settings) -> Stor
                      health=replace(HealthConfig(), usage=UsageConfig(sstat_interval=interval, **settings)))
     clock = FakeClock(START)
     job = RunningJob(clock, usage)
-    return Story(store, JOB, job, patterns, config=config, clock=clock, sampler=sampler(job, config.health.usage))
+    source = Source(job, tempfile.mkdtemp(prefix="sstat-"))
+    return Story(store, JOB, job, patterns, config=config, clock=clock, sampler=sampler(source, config.health.usage))
 
 
 def warnings(tale: Story) -> List[str]:
@@ -326,7 +382,7 @@ def test_memory_near_the_request_is_said_once(story_store, patterns):
 def test_memory_is_counted_against_a_per_cpu_request(story_store, patterns):
     """ReqMem `1Gc` (Slurm < 21.08) with 4 CPUs is 4G for the job (core.slurm.efficiency.req_mem_bytes)."""
     tale = story(story_store, patterns, lambda t: step("3800M"))
-    tale.slurm.req_mem, tale.slurm.cpus = "1Gc", "4"
+    tale.slurm.request = lambda t: ("1Gc", 4)
     tale.run(5000)
     assert warnings(tale) == ["approaching memory limit (93 % of 4G)"]
 
@@ -352,24 +408,15 @@ def test_an_unknown_usage_warns_nothing_and_says_why(story_store, patterns):
 
 def test_a_placeholder_request_is_asked_again_later(story_store, patterns):
     tale = story(story_store, patterns, lambda t: step("7900M"))
-    asked = []
-    real = tale.slurm.query_accounting
-
-    def placeholder_first(job_ids):
-        asked.append(tale.clock.time())
-        if len(asked) == 1:
-            return accounting_text(sacct_row(JOB, "RUNNING", req_mem="16?", user="root", name="allocation"))
-        return real(job_ids)
-
-    tale.slurm.query_accounting = placeholder_first
+    tale.slurm.request = lambda t: None if t < 60 else ("8G", 1)  # sacct's stub in the first seconds
     tale.run(5000)
     assert warnings(tale) == ["approaching memory limit (96 % of 8G)"]
-    assert len(asked) >= 2
+    assert tale.slurm.request_calls == 2  # the stub, then the request: never again once known
 
 
 def test_low_cpu_use_is_said_once_after_half_an_hour(story_store, patterns):
     tale = story(story_store, patterns, lambda t: step("1G", clock_text(t * 0.05 * 4)), cpu_low_warn=0.25)
-    tale.slurm.cpus = "4"
+    tale.slurm.request = lambda t: ("8G", 4)
     tale.run(5000)
     assert warnings(tale) == ["using 5 % of its 4 CPUs"]
     said = [e.created_at - START for e in story_store.load(JOB).outbox if e.kind.value == "cpu_low"]
@@ -479,13 +526,8 @@ def test_the_detail_view_says_what_the_job_uses():
 
 def test_without_sacct_the_request_is_unknown_and_status_says_so(story_store, patterns):
     tale = story(story_store, patterns, lambda t: step("7900M"))
-
-    def sacct_down(job_ids):
-        if tale.clock.time() - START < 7200:
-            raise SlurmUnavailable("sacct failed: Connection refused")
-        return accounting_text(sacct_row(JOB, "RUNNING", req_mem="8G"))
-
-    tale.slurm.query_accounting = sacct_down
+    down = SlurmUnavailable("sacct failed: Connection refused")
+    tale.slurm.request = lambda t: down if t < 7200 else ("8G", 1)
     while tale.clock.time() < START + 3600:
         tale.monitor.step(tale.clock.time())
         tale.clock.sleep(30.0)
