@@ -192,3 +192,14 @@ def test_every_core_package_is_installed_by_pyproject():
     found = {"core." + os.path.relpath(folder, CORE).replace(os.sep, ".") if folder != CORE else "core"
              for folder, _, files in os.walk(CORE) if "__init__.py" in files}
     assert found <= listed, f"add to pyproject.toml packages: {sorted(found - listed)}"
+
+
+def test_test_modules_have_unique_names():
+    """pytest imports test modules by their base name (tests/ has no packages): two `test_x.py` in
+    different folders fail the whole run's collection."""
+    seen: dict = {}
+    for folder, _, files in os.walk(os.path.join(ROOT, "tests")):
+        for name in files:
+            if name.startswith("test_") and name.endswith(".py"):
+                assert name not in seen, f"{name} is in {seen[name]} and {folder}: rename one"
+                seen[name] = folder
