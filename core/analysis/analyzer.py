@@ -220,8 +220,8 @@ def merge_patterns(builtin: Sequence[Pattern], user: Sequence[Pattern]) -> Tuple
 
     A user entry whose id is a built-in one replaces that entry in place, keeping its rank among
     the built-ins (so redefining `cuda_oom` does not push it above `slurm_oom`). User entries
-    with new ids go before all built-ins, in the user's order: a project-specific message is
-    more specific than any generic one.
+    with new ids go before all built-ins, in the user's order: on one line a project-specific
+    message is more specific than any generic one (across lines the first error in time leads).
     """
     replacement = {p.id: p for p in user}
     builtin_ids = {p.id for p in builtin}
