@@ -361,3 +361,64 @@ def order_categories(
 def is_wrapper(pattern: Pattern, found: Iterable[str]) -> bool:
     """Whether `pattern` reports a cause printed elsewhere, given the categories `found` in the same log."""
     return pattern.wraps or any(category in pattern.wraps_ids for category in found)
+
+
+# -- explaining -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Explanation:
+    """Why a category stands where it does: the pattern and regex that matched its first line, and the rule."""
+
+    category: str
+    line_no: int  # 0: named by Slurm's final state, no log line
+    regex: str  # the regex that matched ("" for a finding from Slurm's state)
+    library_rank: int  # the pattern's place in the library, from 0
+    reason: str
+    warning: bool = False
+
+
+def explain(
+    lines: Sequence[str], patterns: Sequence[Pattern], outcome: Optional[JobEnd] = None, first_line_no: int = 1,
+    max_findings: int = 50,
+) -> Tuple[Analysis, Tuple[Explanation, ...]]:
+    """The analysis of `lines` and, for each category (root cause first) and each kind of warning, why."""
+    analysis = analyze(lines, patterns, first_line_no, max_findings, outcome)
+    by_id: Dict[str, Pattern] = {}
+    for pattern in patterns:
+        by_id.setdefault(pattern.id, pattern)
+    rank = {pattern_id: index for index, pattern_id in enumerate(by_id)}
+    found = set(analysis.categories)
+
+    def regex_of(finding: Finding) -> str:
+        index = finding.line_no - first_line_no
+        if finding.line_no == 0 or not 0 <= index < len(lines):
+            return ""
+        classified = _classify(lines[index], patterns, finding.line_no)
+        return classified[1].regex.pattern if classified is not None and classified[0] == finding else ""
+
+    explained: List[Explanation] = []
+    for position, category in enumerate(analysis.categories):
+        pattern = by_id[category]
+        finding = next(f for f in analysis.findings if f.category == category)
+        if outcome is not None and outcome.state in pattern.states:
+            reason = f"the job ended {outcome.state}, a state this pattern names ('states'): it leads"
+        elif pattern.wraps:
+            reason = "a report that wraps a cause printed elsewhere ('wraps'): after every cause, in library order"
+        elif is_wrapper(pattern, found):
+            wrapped = ", ".join(c for c in pattern.wraps_ids if c in found)
+            reason = f"reports {wrapped}, also found ('wraps'): after every cause, in library order"
+        else:
+            reason = f"a cause first seen on line {finding.line_no}: causes come in the order they first appear"
+        if position == 0:
+            reason = "root cause: " + reason
+        explained.append(Explanation(category, finding.line_no, regex_of(finding), rank[category], reason))
+    if outcome is not None and outcome.is_clean:
+        why = f"the job ended cleanly ({outcome.state}, exit code 0): nothing in its log is a failure"
+    else:
+        why = "the line also matches one of this pattern's 'survivable' regexes: the run went on"
+    seen = set()
+    for warning in analysis.warnings:
+        if warning.category not in seen:
+            seen.add(warning.category)
+            explained.append(Explanation(warning.category, warning.line_no, regex_of(warning),
+                                         rank[warning.category], why, warning=True))
+    return analysis, tuple(explained)
