@@ -6,6 +6,7 @@ This module alone reads argv, prints and chooses exit codes; `core/` does the wo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -559,12 +560,20 @@ def _cmd_doctor(args: argparse.Namespace, ctx: Context) -> int:
 
 # -- analyze --------------------------------------------------------------------------------
 def _add_analyze(sub: Any) -> None:
-    parser = _command(sub, "analyze", 'jobmon analyze slurm-48190.out --lines 2000',
-                      help="run the error analyzer on a log file")
-    parser.add_argument("logfile")
+    parser = _command(sub, "analyze", 'jobmon analyze slurm-48190.out --state FAILED --exit-code 1 --explain',
+                      help="run the error analyzer on log files")
+    parser.add_argument("logs", nargs="+", metavar="LOG",
+                        help="a log file, a directory (each file in it) or - (standard input)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--lines", type=_positive_int, default=None, metavar="N",
                         help="analyse the last N lines (default: config's analysis.tail_lines, 500)")
+    parser.add_argument("--explain", action="store_true",
+                        help="show which pattern and regex matched each finding and why the order")
+    parser.add_argument("--state", default=None, metavar="STATE",
+                        help="how Slurm ended the job (COMPLETED, TIMEOUT, OUT_OF_MEMORY...): its cause leads, "
+                             "and a clean end has warnings only")
+    parser.add_argument("--exit-code", type=int, default=0, metavar="N", help="the job's exit code (with --state)")
+    parser.add_argument("--signal", type=int, default=0, metavar="N", help="the signal that ended it (with --state)")
     parser.set_defaults(handler=_cmd_analyze)
 
 
@@ -578,39 +587,103 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _cmd_analyze(args: argparse.Namespace, ctx: Context) -> int:
-    from core.analysis.analyzer import analyze
-    from core.analysis.logtail import read_tail
+def _analyze_inputs(names: Sequence[str]) -> List[str]:
+    """The files to analyse: each name, a directory's regular files (sorted), or "-" for standard input."""
+    found: List[str] = []
+    for name in names:
+        if name == "-":
+            found.append(name)
+        elif os.path.isdir(name):
+            files = sorted(os.path.join(name, entry) for entry in os.listdir(name)
+                           if not entry.startswith(".") and os.path.isfile(os.path.join(name, entry)))
+            if not files:
+                raise JobmonError(f"{name} is a directory with no files in it")
+            found.extend(files)
+        elif not os.path.exists(name):
+            raise JobmonError(f"{name}: no such file")
+        elif not os.access(name, os.R_OK):
+            raise JobmonError(f"{name}: permission denied")
+        else:
+            found.append(name)
+    if found.count("-") > 1:
+        raise JobmonError("standard input (-) can be read only once")
+    return found
 
-    path = args.logfile
-    if os.path.isdir(path):
-        raise JobmonError(f"{path} is a directory; give a log file")
-    if not os.path.exists(path):
-        raise JobmonError(f"{path}: no such file")
-    if not os.access(path, os.R_OK):
-        raise JobmonError(f"{path}: permission denied")
+
+def _cmd_analyze(args: argparse.Namespace, ctx: Context) -> int:
+    from core.analysis.analyzer import explain
+    from core.analysis.jobend import JobEnd
+    from core.analysis.logtail import read_tail, tail_of_text
+    from core.slurm.model import JobState
+
+    if args.state is None and (args.exit_code or args.signal):
+        raise JobmonError("--exit-code and --signal describe how the job ended: give --state too")
+    outcome = None
+    if args.state is not None:
+        state = JobState.parse(args.state)
+        if state is JobState.UNKNOWN:
+            raise JobmonError(f"--state {args.state!r} is not a Slurm job state (COMPLETED, FAILED, TIMEOUT, ...)")
+        outcome = JobEnd(state.value, args.exit_code, args.signal)
+    names = _analyze_inputs(args.logs)
     lines = args.lines or ctx.config_or_defaults().tail_lines
-    tail = read_tail(path, lines)
-    analysis = analyze(tail.lines, load_patterns(ctx.paths))
+    patterns = load_patterns(ctx.paths)
+    reports = []
+    for index, name in enumerate(names):
+        tail = tail_of_text(sys.stdin.read(), lines) if name == "-" else read_tail(name, lines)
+        analysis, explained = explain(tail.lines, patterns, outcome)
+        label = "(standard input)" if name == "-" else name
+        if args.json:
+            report = {"path": label, **analysis.to_json_dict()}
+            if args.explain:
+                report["explain"] = [dataclasses.asdict(e) for e in explained]
+            reports.append(report)
+            continue
+        if index:
+            print()
+        _print_analysis(label, tail, analysis, explained if args.explain else ())
     if args.json:
-        print(json.dumps(analysis.to_json_dict(), indent=1))
-        return 0
+        print(json.dumps(reports[0] if len(reports) == 1 else reports, indent=1))
+    return 0
+
+
+def _print_analysis(label: str, tail: Any, analysis: Any, explained: Sequence[Any]) -> None:
     scope = "whole file" if tail.whole else f"last {len(tail.lines)} lines"
-    if not analysis.findings:
-        print(f"No known error pattern in {path} ({scope}).")
-        return 0
-    print(f"{path} ({scope}): root cause first: {', '.join(analysis.categories)}")
-    hints = {f.category: f.hint for f in analysis.findings}
-    for category in analysis.categories:
-        print(f"  {category}: {hints[category]}")
-    print()
-    print(f"{'LINE':>6}  {'SEVERITY':<9} {'CATEGORY':<24} TEXT")
-    for finding in analysis.findings:
-        number = finding.line_no if tail.whole else f"-{len(tail.lines) - finding.line_no + 1}"
-        print(f"{number!s:>6}  {finding.severity:<9} {finding.category:<24} {finding.line[:160]}")
+
+    def number(line_no: int) -> str:
+        if line_no == 0:
+            return "slurm"
+        return str(line_no) if tail.whole else f"-{len(tail.lines) - line_no + 1}"
+
+    if not analysis.findings and not analysis.warnings:
+        print(f"No known error pattern in {label} ({scope}).")
+        return
+    if analysis.categories:
+        print(f"{label} ({scope}): root cause first: {', '.join(analysis.categories)}")
+        hints = {f.category: f.hint for f in analysis.findings}
+        for category in analysis.categories:
+            print(f"  {category}: {hints[category]}")
+    else:
+        print(f"{label} ({scope}): no failure cause; warnings seen: "
+              f"{', '.join(dict.fromkeys(w.category for w in analysis.warnings))}")
+    for title, shown in (("", analysis.findings), ("WARNINGS SEEN", analysis.warnings)):
+        if not shown:
+            continue
+        print()
+        if title:
+            print(title)
+        print(f"{'LINE':>6}  {'SEVERITY':<9} {'CATEGORY':<24} TEXT")
+        for finding in shown:
+            print(f"{number(finding.line_no):>6}  {finding.severity:<9} {finding.category:<24} {finding.line[:160]}")
+    if explained:
+        print()
+        print("WHY (root cause first, then warnings)")
+        for item in explained:
+            where = "from Slurm's final state" if item.line_no == 0 else f"line {number(item.line_no)}"
+            print(f"  {item.category} (library rank {item.library_rank}, {where}): {item.reason}")
+            if item.regex:
+                print(f"      matched regex: {item.regex}")
     if not tail.whole:
         print("(negative line numbers count from the end of the file)")
-    return 0
 
 
 COMMANDS: Sequence[Callable[[Any], None]] = (

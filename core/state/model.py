@@ -331,6 +331,7 @@ class JobRecord:
     categories: List[str] = field(default_factory=list)
     findings: List[Finding] = field(default_factory=list)
     excerpt: str = ""
+    warnings: List[Finding] = field(default_factory=list)  # log lines that looked bad in a run that went on
     outbox: List[OutboxEntry] = field(default_factory=list)
     live: Optional[LiveState] = None
     schema_version: int = SCHEMA_VERSION

@@ -18,7 +18,7 @@ SLURM_COMMANDS = {"sbatch", "squeue", "sacct", "scontrol", "scancel", "sinfo", "
 
 #: Layers, lowest first: a module imports only from its own layer or below (lazy imports included).
 LAYERS: Tuple[Tuple[str, ...], ...] = (
-    ("errors", "locking", "files", "analysis.finding", "analysis.lines"),  # leaves
+    ("errors", "locking", "files", "analysis.finding", "analysis.lines", "analysis.jobend"),  # leaves
     ("slurm", "notify", "progress"),  # the Slurm adapter; messages, outbox and sinks; reading a running job's logs
     ("state",),  # the job record and its storage
     ("outcome", "analysis"),  # how a job ended; what its logs say
@@ -138,7 +138,7 @@ def test_only_the_sinks_http_module_imports_requests_and_only_when_it_sends():
 
 def test_the_analyzer_is_pure():
     allowed = {"re", "json", "dataclasses", "typing", "__future__", "core.errors", "core.analysis.finding",
-               "core.analysis.lines"}
+               "core.analysis.lines", "core.analysis.jobend"}
     assert imported(parse("analysis.analyzer")) <= allowed
 
 

@@ -1,6 +1,7 @@
 """Bad input gets one clear line and a non-zero exit, never a traceback (no Slurm needed)."""
 from __future__ import annotations
 
+import io
 import json
 import os
 
@@ -83,10 +84,15 @@ def test_broken_user_patterns_stop_submit_and_name_the_entry(home, capsys, monke
     (["cancel", "12x"], "is not a Slurm job id"),
     (["cancel", "4242"], "not monitored"),
     (["analyze", "nope.log"], "no such file"),
-    (["analyze", "."], "is a directory"),
+    (["analyze", "empty"], "is a directory with no files in it"),
+    (["analyze", "-", "-"], "standard input (-) can be read only once"),
+    (["analyze", "--exit-code", "1", "x.log"], "give --state too"),
+    (["analyze", "--state", "EXPLODED", "x.log"], "is not a Slurm job state"),
 ])
 def test_bad_ids_and_paths(home, capsys, argv, expected):
     write_config(home, GOOD_CONFIG)
+    (home / "empty").mkdir()
+    (home / "x.log").write_text("Killed\n")
     code, _, err = run(capsys, *argv)
     assert code != 0 and expected in err
 
@@ -120,6 +126,43 @@ def test_status_with_no_jobs_and_analyze_json(home, capsys):
                                      "line_no": 2, "line": "Traceback (most recent call last):"}
     code, out, _ = run(capsys, "analyze", str(log))
     assert code == 0 and "root cause first: cuda_oom, python_traceback" in out
+
+
+def test_analyze_reads_several_files_a_directory_and_standard_input(home, capsys, monkeypatch):
+    logs = home / "logs"
+    logs.mkdir()
+    (logs / "a.err").write_text(
+        "slurmstepd: error: *** JOB 7 ON n1 CANCELLED AT 2024-04-20T09:09:37 DUE TO TIME LIMIT ***\n")
+    (logs / "b.err").write_text("OSError: [Errno 24] Too many open files\n")
+    (logs / ".hidden").write_text("Killed\n")
+    monkeypatch.setattr("sys.stdin", io.StringIO("step 3\nKilled\n"))
+    code, out, _ = run(capsys, "analyze", "--json", str(logs), "-")
+    assert code == 0
+    reports = json.loads(out)
+    assert [(r["path"], r["categories"]) for r in reports] == [
+        (str(logs / "a.err"), ["slurm_timeout"]), (str(logs / "b.err"), ["too_many_open_files"]),
+        ("(standard input)", ["killed_signal"])]
+    assert all(r["warnings"] == [] for r in reports)
+
+
+def test_analyze_knows_how_the_job_ended_and_explains_the_order(home, capsys):
+    log = home / "train.err"
+    log.write_text("epoch 3 loss: nan\nTraceback (most recent call last):\n"
+                   "torch.cuda.OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 MiB\n")
+    code, out, _ = run(capsys, "analyze", "--json", "--state", "TIMEOUT", "--signal", "15", str(log))
+    assert json.loads(out)["categories"] == ["slurm_timeout", "nan_loss", "cuda_oom", "python_traceback"]
+    code, out, _ = run(capsys, "analyze", "--json", "--state", "COMPLETED", str(log))
+    result = json.loads(out)
+    assert result["categories"] == [] and result["findings"] == []
+    assert [w["category"] for w in result["warnings"]] == ["nan_loss", "python_traceback", "cuda_oom"]
+    code, out, _ = run(capsys, "analyze", "--explain", str(log))
+    assert code == 0 and "root cause first: nan_loss, cuda_oom, python_traceback" in out
+    assert "nan_loss (library rank" in out and "root cause: a cause first seen on line 1" in out
+    assert "python_traceback (library rank" in out and "wraps a cause printed elsewhere" in out
+    assert "matched regex: Traceback \\(most recent call last\\):" in out
+    code, out, _ = run(capsys, "analyze", "--explain", "--state", "TIMEOUT", str(log))
+    assert "slurm_timeout (library rank" in out and "from Slurm's final state" in out
+    assert "the job ended TIMEOUT, a state this pattern names ('states'): it leads" in out
 
 
 def test_config_readable_by_others_warns(home, capsys):

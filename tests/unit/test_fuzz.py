@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.analysis.analyzer import MAX_LINE_CHARS as FINDING_MAX_CHARS
-from core.analysis.analyzer import Analysis, analyze, parse_patterns
+from core.analysis.analyzer import Analysis, analyze, is_wrapper, parse_patterns
 from core.analysis.logtail import MAX_LINE_CHARS as TAIL_MAX_CHARS
 from core.analysis.logtail import read_tail
 from core.errors import JobmonError, PatternError
@@ -490,7 +490,15 @@ def _check_analysis(result: Analysis, n_lines: int, first_line_no: int, max_find
     rank = {pattern_id: index for index, pattern_id in enumerate(PATTERN_IDS)}
     assert set(result.categories) <= set(PATTERN_IDS)
     assert len(set(result.categories)) == len(result.categories)
-    assert [rank[c] for c in result.categories] == sorted(rank[c] for c in result.categories)
+    by_id = {p.id: p for p in BUILTIN_PATTERNS}
+    first_line = {f.category: f.line_no for f in reversed(result.findings)}
+    if len(result.categories) < max_findings:  # none cut: every category found is here
+        wraps = [is_wrapper(by_id[c], result.categories) for c in result.categories]
+        assert wraps == sorted(wraps), "causes before the reports that wrap them"
+        causes = [c for c, w in zip(result.categories, wraps) if not w]
+        wrappers = [c for c, w in zip(result.categories, wraps) if w]
+        assert [first_line[c] for c in causes] == sorted(first_line[c] for c in causes), "causes in time order"
+        assert [rank[c] for c in wrappers] == sorted(rank[c] for c in wrappers), "wrappers in library order"
     assert len(result.findings) <= max_findings
     line_nos = [f.line_no for f in result.findings]
     assert line_nos == sorted(line_nos)
