@@ -7,8 +7,9 @@ clean completions.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
+from core.analysis.finding import Finding
 from core.monitor.alerts import describe_progress
 from core.notify.events import Event, EventKind, Route
 from core.notify.message import Facts, Field, Message, Tone
@@ -244,25 +245,25 @@ def escalation_event(record: JobRecord, chain: Chain, previous: Attempt) -> Even
 def _finding_lines(record: JobRecord) -> List[str]:
     """One line per category; for arrays, how many failed tasks showed it."""
     lines = []
-    seen = set()
-    for finding in record.findings:
-        if finding.category in seen:
-            continue
-        seen.add(finding.category)
+    for finding in first_of_each_category(record.findings):
         affected = sum(finding.category in task.categories for task in record.tasks)
         count = f" ({affected} task{'s' if affected != 1 else ''})" if record.tasks else ""
         lines.append(f"{finding.category}{count}: {finding.hint}".rstrip(": "))
     return lines[:MAX_FINDINGS_SHOWN]
 
 
+def first_of_each_category(findings: Sequence[Finding]) -> List[Finding]:
+    """The first finding of each category, in the order given."""
+    first: Dict[str, Finding] = {}
+    for finding in findings:
+        first.setdefault(finding.category, finding)
+    return list(first.values())
+
+
 def warning_lines(record: JobRecord) -> List[str]:
     """One line per kind of warning seen: where it was first seen and what the line said."""
     lines = []
-    seen = set()
-    for warning in record.warnings:
-        if warning.category in seen:
-            continue
-        seen.add(warning.category)
+    for warning in first_of_each_category(record.warnings):
         text = warning.line if len(warning.line) <= WARNING_LINE_CHARS else warning.line[:WARNING_LINE_CHARS - 1] + "…"
         lines.append(f"{warning.category} (line {warning.line_no}): {text}")
     return lines[:MAX_FINDINGS_SHOWN]
