@@ -279,10 +279,16 @@ def _cmd_status(args: argparse.Namespace, ctx: Context) -> int:
     rows, warning = collect_status(store, ctx.shared_slurm(config, fresh=True), include_old=args.all)
     if warning:
         ctx.warn(warning)
+    server = _server_line(ctx)
     if args.json:
-        print(json.dumps(rows_as_json(rows), indent=1))
+        data = rows_as_json(rows)
+        if server is not None:
+            data["serve"] = server
+        print(json.dumps(data, indent=1))
         return 0
     _print_status(rows, args.all)
+    if server is not None:
+        print(f"serve: {server['health']} pid {server['pid']} on {server['host']}, {server['url']}")
     if not rows:
         from core.config import other_home_hint
 
@@ -290,6 +296,23 @@ def _cmd_status(args: argparse.Namespace, ctx: Context) -> int:
         if elsewhere:  # a switched install method switched JOBMON_HOME: the jobs did not vanish
             ctx.warn(f"this JOBMON_HOME ({ctx.paths.home}) has no jobs, but {elsewhere}")
     return 0
+
+
+def _server_line(ctx: Context) -> Optional[dict]:
+    """`jobmon serve`'s record for `status` (None when no server was ever started here or it stopped)."""
+    import time
+
+    from core.daemon.liveness import Health, this_host
+    from core.serve.record import load_server, server_health
+
+    record = load_server(ctx.ready_paths().state)
+    if record is None:
+        return None
+    health = server_health(record, this_host(), time.time())
+    if health is Health.DONE:
+        return None
+    return {"health": health.value, "pid": record.pid, "host": record.host, "url": record.url,
+            "started_at": record.started_at}
 
 
 def _print_status(rows: Sequence[StatusRow], include_old: bool) -> None:
@@ -485,6 +508,61 @@ def _cmd_recover(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
+# -- serve --------------------------------------------------------------------------------
+def _add_serve(sub: Any) -> None:
+    parser = _command(
+        sub, "serve", "jobmon serve --detach   # then open http://127.0.0.1:8642/",
+        help="a read-only web dashboard and JSON/Prometheus endpoints over your jobs",
+        epilog="Pages: / (dashboard), /healthz, /stats, /jobs, /jobs/<id>, /metrics. Loopback only unless --bind "
+               "names another address; then JOBMON_SERVE_TOKEN must be set and every request must carry it "
+               "(Authorization: Bearer TOKEN, or ?token=TOKEN in the browser once).",
+    )
+    parser.add_argument("--port", type=int, default=None, metavar="N", help="TCP port (default 8642; 0: any free port)")
+    parser.add_argument("--bind", default=None, metavar="ADDRESS", help="address to listen on (default 127.0.0.1)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--detach", action="store_true", help="run in the background like the monitors (survives logout)")
+    mode.add_argument("--stop", action="store_true", help="stop the background server")
+    parser.set_defaults(handler=_cmd_serve)
+
+
+def _cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
+    import logging
+
+    from core.serve.main import DEFAULT_BIND, DEFAULT_PORT, open_server, run_server, shared_slurm, start_detached
+    from core.serve.record import load_server, stop_server
+    from core.serve.server import TOKEN_ENV
+
+    paths = ctx.ready_paths()
+    if args.stop:
+        if args.port is not None or args.bind is not None:
+            raise JobmonError("--stop takes no --port or --bind")
+        record = load_server(paths.state)
+        if record is None or record.stopped_at or not stop_server(record):
+            where = f" on {record.host}" if record is not None and record.host and not record.stopped_at else ""
+            print(f"jobmon: no running server to stop{where}")
+            return 0
+        print(f"jobmon: stopped the server (pid {record.pid}, {record.url})")
+        return 0
+    bind = DEFAULT_BIND if args.bind is None else args.bind
+    port = DEFAULT_PORT if args.port is None else args.port
+    if not 0 <= port <= 65535:
+        raise JobmonError(f"--port {port}: must be between 0 and 65535")
+    token = os.environ.get(TOKEN_ENV, "")
+    ctx.store()  # the first-use notice, if any
+    config = ctx.config_or_defaults()
+    if args.detach:
+        record = start_detached(paths, bind, port, token)
+        print(f"jobmon: serving {record.url} (pid {record.pid}, log {os.path.join(paths.logs, 'serve.log')}); "
+              "`jobmon serve --stop` stops it")
+        return 0
+    server = open_server(paths, shared_slurm(paths, config.running_interval), bind, port, token)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(message)s")
+    url = server.record.url if server.record is not None else f"{bind}:{port}"
+    print(f"jobmon: serving {url} (Ctrl-C stops)", flush=True)
+    run_server(server)
+    return 0
+
+
 # -- test-notify ----------------------------------------------------------------------------
 def _add_test_notify(sub: Any) -> None:
     for command, summary in (("test-notify", "send a test message to each configured sink (or those named)"),
@@ -615,7 +693,7 @@ def _cmd_analyze(args: argparse.Namespace, ctx: Context) -> int:
 
 COMMANDS: Sequence[Callable[[Any], None]] = (
     _add_init, _add_submit, _add_watch, _add_status, _add_show, _add_cancel, _add_recover, _add_report, _add_history,
-    _add_test_notify, _add_analyze, _add_doctor, _add_completion,
+    _add_test_notify, _add_analyze, _add_doctor, _add_completion, _add_serve,
 )
 
 
