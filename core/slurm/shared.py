@@ -62,7 +62,7 @@ class SchedulerCalls:
 
 def _encode_queue(snapshot: QueueSnapshot) -> str:
     rows = [[e.job_id, e.state.value, e.reason, e.time_used, e.time_limit, e.time_left, e.start_time, e.nodes,
-             e.submit_time] for e in snapshot.entries.values()]
+             e.submit_time, e.partition, e.name] for e in snapshot.entries.values()]
     return json.dumps({"taken_at": snapshot.taken_at, "error": snapshot.error, "rows": rows,
                        "calls": snapshot.calls, "failures": snapshot.failures})
 
@@ -70,7 +70,7 @@ def _encode_queue(snapshot: QueueSnapshot) -> str:
 def _decode_queue(text: str) -> QueueSnapshot:
     data = json.loads(text)
     entries = {
-        row[0]: QueueEntry(row[0], JobState.parse(row[1]), *row[2:9]) for row in data.get("rows", [])
+        row[0]: QueueEntry(row[0], JobState.parse(row[1]), *row[2:11]) for row in data.get("rows", [])
     }
     return QueueSnapshot(float(data["taken_at"]), entries, str(data.get("error", "")),
                          int(data.get("calls", 0)), int(data.get("failures", 0)))
