@@ -153,6 +153,7 @@ def _cmd_submit(args: argparse.Namespace, ctx: Context) -> int:
     from core.chain.policy import load_ladder_text, parse_policy
     from core.chain.submitter import split_jobmon_flags, submit
     from core.daemon.launcher import start_monitor
+    from core.errors import AlreadyMonitored
 
     config = ctx.config(require_webhook=True)
     load_patterns(ctx.paths)  # a broken user patterns file must stop us before sbatch, not the daemon later
@@ -168,7 +169,12 @@ def _cmd_submit(args: argparse.Namespace, ctx: Context) -> int:
     if record.chain is not None:
         how = f"ladder of {len(record.chain.ladder)} levels" if record.chain.ladder else "doubling on OOM/TIMEOUT"
         print(f"jobmon: escalation on: up to {record.chain.max_retries} resubmissions, {how}")
-    pid = start_monitor(ctx.paths, record.job_id)
+    try:
+        pid = start_monitor(ctx.paths, record.job_id)
+    except AlreadyMonitored as exc:  # `watch --all` found the job first and started its one monitor
+        print(f"jobmon: {exc}: started by `jobmon watch --all`, it monitors the job with this submission's "
+              f"settings (log {ctx.paths.monitor_log(record.job_id)})")
+        return 0
     print(f"jobmon: monitoring job {record.job_id} (daemon pid {pid}, log {ctx.paths.monitor_log(record.job_id)})")
     return 0
 
@@ -176,8 +182,20 @@ def _cmd_submit(args: argparse.Namespace, ctx: Context) -> int:
 # -- watch ----------------------------------------------------------------------------------
 def _add_watch(sub: Any) -> None:
     parser = _command(sub, "watch", 'jobmon watch 48213 --output slurm-48213.out',
-                      help="monitor a job submitted with plain sbatch")
-    parser.add_argument("job_id")
+                      help="monitor a job submitted with plain sbatch (--all: every new job of yours)",
+                      usage="jobmon watch JOBID [--error PATH] [--output PATH] [--resend]\n"
+                            "       jobmon watch --all [--partition P,...] [--name REGEX] [--since 10m] | --all --stop",
+                      epilog="--all starts one background watcher (it survives logout; `status` shows it, `recover` "
+                             "restarts it) that gives every new job of yours matching the filters a monitor, "
+                             "whatever submitted it (sbatch, snakemake, submitit, ...). It finds them in the squeue "
+                             "snapshot the monitors share.")
+    parser.add_argument("job_id", nargs="?")
+    parser.add_argument("--all", action="store_true", help="watch every new job of yours (a background watcher)")
+    parser.add_argument("--partition", default="", metavar="P,...", help="--all: only jobs in these partitions")
+    parser.add_argument("--name", default="", metavar="REGEX", help="--all: only jobs whose name matches (searched)")
+    parser.add_argument("--since", default="", metavar="WHEN",
+                        help="--all: also jobs submitted this long before now (10m, 2h; default: from now on)")
+    parser.add_argument("--stop", action="store_true", help="--all: stop the watcher")
     parser.add_argument("--error", metavar="PATH", help="the job's stderr file (default: from scontrol)")
     parser.add_argument("--output", metavar="PATH", help="the job's stdout file (default: from scontrol)")
     parser.add_argument("--resend", action="store_true",
@@ -192,6 +210,12 @@ def _cmd_watch(args: argparse.Namespace, ctx: Context) -> int:
     from core.daemon.main import run_inline
     from core.notify.outbox import problems, summary_status
 
+    if args.all or args.stop:
+        return _watch_all(args, ctx)
+    if args.job_id is None:
+        raise JobmonError("give a job id, or --all to watch every new job of yours")
+    if args.partition or args.name or args.since:
+        raise JobmonError("--partition, --name and --since go with --all")
     config = ctx.config(require_webhook=True)
     load_patterns(ctx.paths)
     ctx.ready_paths()
@@ -212,6 +236,32 @@ def _cmd_watch(args: argparse.Namespace, ctx: Context) -> int:
     trouble = problems(record.outbox)
     print(f"jobmon: notification {summary_status(record.outbox)}" + (f": {'; '.join(trouble)}" if trouble else ""))
     return 0 if record.done else 1
+
+
+def _watch_all(args: argparse.Namespace, ctx: Context) -> int:
+    import time
+
+    from core.daemon.watchall import make_filter, start_watcher, stop_watcher, watch_log
+    from core.views.history import parse_since
+
+    if args.job_id is not None or args.resend or args.error or args.output:
+        raise JobmonError("--all takes no job id, --resend, --error or --output")
+    paths = ctx.ready_paths()
+    if args.stop:
+        if not args.all:
+            raise JobmonError("--stop goes with --all: `jobmon watch --all --stop`")
+        stopped = stop_watcher(paths)
+        print(f"jobmon: stopped the watcher (pid {stopped.pid})" if stopped else "jobmon: no running watcher to stop")
+        return 0
+    ctx.config(require_webhook=True)  # every monitor it starts needs the config (and its ${ENV} secrets)
+    load_patterns(paths)
+    now = time.time()
+    wanted = make_filter(args.partition, args.name, parse_since(args.since, now) if args.since else now)
+    ctx.store()
+    record = start_watcher(paths, wanted)
+    print(f"jobmon: watching every new job of yours ({wanted.describe()}); watcher pid {record.pid}, "
+          f"log {watch_log(paths)}; `jobmon watch --all --stop` stops it")
+    return 0
 
 
 def _covered_by_its_array(store: StateStore, job_id_text: str) -> bool:
@@ -279,16 +329,17 @@ def _cmd_status(args: argparse.Namespace, ctx: Context) -> int:
     rows, warning = collect_status(store, ctx.shared_slurm(config, fresh=True), include_old=args.all)
     if warning:
         ctx.warn(warning)
-    server = _server_line(ctx)
+    services = _services(ctx)
     if args.json:
         data = rows_as_json(rows)
-        if server is not None:
-            data["serve"] = server
+        data.update(services)
         print(json.dumps(data, indent=1))
         return 0
     _print_status(rows, args.all)
-    if server is not None:
-        print(f"serve: {server['health']} pid {server['pid']} on {server['host']}, {server['url']}")
+    for name, service in services.items():
+        where = service["url"] if name == "serve" else service["filters"]
+        print(f"{'watch --all' if name == 'watch_all' else name}: {service['health']} pid {service['pid']} "
+              f"on {service['host']}, {where}")
     if not rows:
         from core.config import other_home_hint
 
@@ -298,21 +349,32 @@ def _cmd_status(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
-def _server_line(ctx: Context) -> Optional[dict]:
-    """`jobmon serve`'s record for `status` (None when no server was ever started here or it stopped)."""
+def _services(ctx: Context) -> dict:
+    """The background services `status` shows (`serve`, `watch_all`), unless never started or stopped on purpose."""
     import time
 
     from core.daemon.liveness import Health, this_host
-    from core.serve.record import load_server, server_health
+    from core.daemon.service import service_health
+    from core.daemon.watchall import load_watcher, parse_filter_args
+    from core.serve.record import load_server
 
-    record = load_server(ctx.ready_paths().state)
-    if record is None:
-        return None
-    health = server_health(record, this_host(), time.time())
-    if health is Health.DONE:
-        return None
-    return {"health": health.value, "pid": record.pid, "host": record.host, "url": record.url,
-            "started_at": record.started_at}
+    state = ctx.ready_paths().state
+    found = {}
+    for name, record in (("serve", load_server(state)), ("watch_all", load_watcher(state))):
+        if record is None:
+            continue
+        health = service_health(record, this_host(), time.time())
+        if health is Health.DONE:
+            continue
+        found[name] = {"health": health.value, "pid": record.pid, "host": record.host, "started_at": record.started_at}
+        if name == "serve":
+            found[name]["url"] = record.url
+        else:
+            try:
+                found[name]["filters"] = parse_filter_args(record.args).describe()
+            except JobmonError:
+                found[name]["filters"] = " ".join(record.args)
+    return found
 
 
 def _print_status(rows: Sequence[StatusRow], include_old: bool) -> None:
