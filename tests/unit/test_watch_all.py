@@ -64,6 +64,7 @@ def test_the_real_capture_selects_by_name_partition_and_time():
     assert select_new(snapshot, make_filter("debug", "oth", T0), set()) == ["1267"]
     assert select_new(snapshot, make_filter("gpu,big", "", T0), set()) == []
     assert select_new(snapshot, make_filter("", "", T0 + 60), set()) == [], "submitted before the watcher's start"
+    assert select_new(snapshot, make_filter("", "^sweep", T0 + 33.9), set()) == ["1266"], "squeue's whole seconds"
     assert select_new(snapshot, make_filter("", "", T0), {"1266"}) == ["1267"]
 
 
