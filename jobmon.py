@@ -563,6 +563,9 @@ def _cmd_recover(args: argparse.Namespace, ctx: Context) -> int:
     except ConfigError as exc:  # every monitor it would start trusts the file: nothing is touched before it is fixed
         raise ConfigError(f"{exc}; nothing was recovered or changed: fix it, then run `jobmon recover` again") from None
     actions = recover_all(ctx.ready_paths(), ctx.store(), config)
+    server = _recover_server(ctx)
+    if server:
+        actions.append(f"serve: {server}")
     for line in actions:
         print(f"jobmon: {line}")
     if not actions:
@@ -623,6 +626,25 @@ def _cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
     print(f"jobmon: serving {url} (Ctrl-C stops)", flush=True)
     run_server(server)
     return 0
+
+
+def _recover_server(ctx: Context) -> str:
+    """Start `jobmon serve --detach` again on its address when it died (not when it was stopped)."""
+    import time
+
+    from core.daemon.liveness import Health, this_host
+    from core.serve.main import start_detached
+    from core.serve.record import load_server, server_health
+    from core.serve.server import TOKEN_ENV
+
+    record = load_server(ctx.paths.state)
+    if record is None or server_health(record, this_host(), time.time()) is not Health.DEAD:
+        return ""
+    try:
+        started = start_detached(ctx.paths, record.bind, record.port, os.environ.get(TOKEN_ENV, ""))
+    except JobmonError as exc:
+        return f"not restarted: {exc}"
+    return f"server restarted (pid {started.pid}, {started.url})"
 
 
 # -- test-notify ----------------------------------------------------------------------------
