@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from http.cookies import SimpleCookie
+from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
@@ -151,10 +151,10 @@ def _token_of(handler: BaseHTTPRequestHandler) -> Tuple[str, bool]:
     query = parse_qs(urlsplit(handler.path).query).get("token", [])
     if query:
         return query[0], True
-    cookie = SimpleCookie()
+    cookie: SimpleCookie = SimpleCookie()
     try:
         cookie.load(handler.headers.get("Cookie", ""))
-    except Exception:  # a malformed Cookie header is no token
+    except CookieError:  # a malformed Cookie header is no token
         return "", False
     return (cookie[COOKIE].value if COOKIE in cookie else ""), False
 
