@@ -61,11 +61,11 @@ def test_watch_all_attaches_to_matching_sbatch_jobs_once_and_a_racing_submit_sti
         sweep_a, sweep_b, other = sbatch(jm, "sweep-a", 6), sbatch(jm, "sweep-b", 6), sbatch(jm, "other-c", 6)
         script = jm.write_script("race.sbatch", RACE_JOB)
         raced = [jm.submit(script) for _ in range(3)]
-        # The watcher first: this submit's scontrol (between its sbatch and its record) takes 3 s, so the watcher
+        # The watcher first: this submit's scontrol (between its sbatch and its record) takes 5 s, so the watcher
         # (polling every second) creates the record and starts the monitor, and submit adopts the record.
         slow = os.path.join(jm.work, "slowbin")
         os.makedirs(slow)
-        jm.write_script("slowbin/scontrol", f"#!/bin/sh\nsleep 3\nexec {shutil.which('scontrol')} \"$@\"\n")
+        jm.write_script("slowbin/scontrol", f"#!/bin/sh\nsleep 5\nexec {shutil.which('scontrol')} \"$@\"\n")
         late = jm.jobmon("submit", script, extra_env={"PATH": f"{slow}:{USER_PATH}"})
         assert late.returncode == 0, late.stdout + late.stderr
         adopted = late.stdout.split("Submitted batch job ", 1)[1].split()[0]
