@@ -154,6 +154,7 @@ def _cmd_submit(args: argparse.Namespace, ctx: Context) -> int:
     from core.chain.policy import load_ladder_text, parse_policy
     from core.chain.submitter import split_jobmon_flags, submit
     from core.daemon.launcher import start_monitor
+    from core.errors import AlreadyMonitored
 
     config = ctx.config(require_webhook=True)
     load_patterns(ctx.paths)  # a broken user patterns file must stop us before sbatch, not the daemon later
@@ -169,7 +170,12 @@ def _cmd_submit(args: argparse.Namespace, ctx: Context) -> int:
     if record.chain is not None:
         how = f"ladder of {len(record.chain.ladder)} levels" if record.chain.ladder else "doubling on OOM/TIMEOUT"
         print(f"jobmon: escalation on: up to {record.chain.max_retries} resubmissions, {how}")
-    pid = start_monitor(ctx.paths, record.job_id)
+    try:
+        pid = start_monitor(ctx.paths, record.job_id)
+    except AlreadyMonitored as exc:  # `watch --all` found the job first and started its one monitor
+        print(f"jobmon: {exc}: started by `jobmon watch --all`, it monitors the job with this submission's "
+              f"settings (log {ctx.paths.monitor_log(record.job_id)})")
+        return 0
     print(f"jobmon: monitoring job {record.job_id} (daemon pid {pid}, log {ctx.paths.monitor_log(record.job_id)})")
     return 0
 
@@ -177,8 +183,20 @@ def _cmd_submit(args: argparse.Namespace, ctx: Context) -> int:
 # -- watch ----------------------------------------------------------------------------------
 def _add_watch(sub: Any) -> None:
     parser = _command(sub, "watch", 'jobmon watch 48213 --output slurm-48213.out',
-                      help="monitor a job submitted with plain sbatch")
-    parser.add_argument("job_id")
+                      help="monitor a job submitted with plain sbatch (--all: every new job of yours)",
+                      usage="jobmon watch JOBID [--error PATH] [--output PATH] [--resend]\n"
+                            "       jobmon watch --all [--partition P,...] [--name REGEX] [--since 10m] | --all --stop",
+                      epilog="--all starts one background watcher (it survives logout; `status` shows it, `recover` "
+                             "restarts it) that gives every new job of yours matching the filters a monitor, "
+                             "whatever submitted it (sbatch, snakemake, submitit, ...). It finds them in the squeue "
+                             "snapshot the monitors share.")
+    parser.add_argument("job_id", nargs="?")
+    parser.add_argument("--all", action="store_true", help="watch every new job of yours (a background watcher)")
+    parser.add_argument("--partition", default="", metavar="P,...", help="--all: only jobs in these partitions")
+    parser.add_argument("--name", default="", metavar="REGEX", help="--all: only jobs whose name matches (searched)")
+    parser.add_argument("--since", default="", metavar="WHEN",
+                        help="--all: also jobs submitted this long before now (10m, 2h; default: from now on)")
+    parser.add_argument("--stop", action="store_true", help="--all: stop the watcher")
     parser.add_argument("--error", metavar="PATH", help="the job's stderr file (default: from scontrol)")
     parser.add_argument("--output", metavar="PATH", help="the job's stdout file (default: from scontrol)")
     parser.add_argument("--resend", action="store_true",
@@ -193,6 +211,12 @@ def _cmd_watch(args: argparse.Namespace, ctx: Context) -> int:
     from core.daemon.main import run_inline
     from core.notify.outbox import problems, summary_status
 
+    if args.all or args.stop:
+        return _watch_all(args, ctx)
+    if args.job_id is None:
+        raise JobmonError("give a job id, or --all to watch every new job of yours")
+    if args.partition or args.name or args.since:
+        raise JobmonError("--partition, --name and --since go with --all")
     config = ctx.config(require_webhook=True)
     load_patterns(ctx.paths)
     ctx.ready_paths()
@@ -213,6 +237,32 @@ def _cmd_watch(args: argparse.Namespace, ctx: Context) -> int:
     trouble = problems(record.outbox)
     print(f"jobmon: notification {summary_status(record.outbox)}" + (f": {'; '.join(trouble)}" if trouble else ""))
     return 0 if record.done else 1
+
+
+def _watch_all(args: argparse.Namespace, ctx: Context) -> int:
+    import time
+
+    from core.daemon.watchall import make_filter, start_watcher, stop_watcher, watch_log
+    from core.views.history import parse_since
+
+    if args.job_id is not None or args.resend or args.error or args.output:
+        raise JobmonError("--all takes no job id, --resend, --error or --output")
+    paths = ctx.ready_paths()
+    if args.stop:
+        if not args.all:
+            raise JobmonError("--stop goes with --all: `jobmon watch --all --stop`")
+        stopped = stop_watcher(paths)
+        print(f"jobmon: stopped the watcher (pid {stopped.pid})" if stopped else "jobmon: no running watcher to stop")
+        return 0
+    ctx.config(require_webhook=True)  # every monitor it starts needs the config (and its ${ENV} secrets)
+    load_patterns(paths)
+    now = time.time()
+    wanted = make_filter(args.partition, args.name, parse_since(args.since, now) if args.since else now)
+    ctx.store()
+    record = start_watcher(paths, wanted)
+    print(f"jobmon: watching every new job of yours ({wanted.describe()}); watcher pid {record.pid}, "
+          f"log {watch_log(paths)}; `jobmon watch --all --stop` stops it")
+    return 0
 
 
 def _covered_by_its_array(store: StateStore, job_id_text: str) -> bool:
@@ -280,10 +330,17 @@ def _cmd_status(args: argparse.Namespace, ctx: Context) -> int:
     rows, warning = collect_status(store, ctx.shared_slurm(config, fresh=True), include_old=args.all)
     if warning:
         ctx.warn(warning)
+    services = _services(ctx)
     if args.json:
-        print(json.dumps(rows_as_json(rows), indent=1))
+        data = rows_as_json(rows)
+        data.update(services)
+        print(json.dumps(data, indent=1))
         return 0
     _print_status(rows, args.all)
+    for name, service in services.items():
+        where = service["url"] if name == "serve" else service["filters"]
+        print(f"{'watch --all' if name == 'watch_all' else name}: {service['health']} pid {service['pid']} "
+              f"on {service['host']}, {where}")
     if not rows:
         from core.config import other_home_hint
 
@@ -291,6 +348,34 @@ def _cmd_status(args: argparse.Namespace, ctx: Context) -> int:
         if elsewhere:  # a switched install method switched JOBMON_HOME: the jobs did not vanish
             ctx.warn(f"this JOBMON_HOME ({ctx.paths.home}) has no jobs, but {elsewhere}")
     return 0
+
+
+def _services(ctx: Context) -> dict:
+    """The background services `status` shows (`serve`, `watch_all`), unless never started or stopped on purpose."""
+    import time
+
+    from core.daemon.liveness import Health, this_host
+    from core.daemon.service import service_health
+    from core.daemon.watchall import load_watcher, parse_filter_args
+    from core.serve.record import load_server
+
+    state = ctx.ready_paths().state
+    found = {}
+    for name, record in (("serve", load_server(state)), ("watch_all", load_watcher(state))):
+        if record is None:
+            continue
+        health = service_health(record, this_host(), time.time())
+        if health is Health.DONE:
+            continue
+        found[name] = {"health": health.value, "pid": record.pid, "host": record.host, "started_at": record.started_at}
+        if name == "serve":
+            found[name]["url"] = record.url
+        else:
+            try:
+                found[name]["filters"] = parse_filter_args(record.args).describe()
+            except JobmonError:
+                found[name]["filters"] = " ".join(record.args)
+    return found
 
 
 def _print_status(rows: Sequence[StatusRow], include_old: bool) -> None:
@@ -479,11 +564,88 @@ def _cmd_recover(args: argparse.Namespace, ctx: Context) -> int:
     except ConfigError as exc:  # every monitor it would start trusts the file: nothing is touched before it is fixed
         raise ConfigError(f"{exc}; nothing was recovered or changed: fix it, then run `jobmon recover` again") from None
     actions = recover_all(ctx.ready_paths(), ctx.store(), config)
+    server = _recover_server(ctx)
+    if server:
+        actions.append(f"serve: {server}")
     for line in actions:
         print(f"jobmon: {line}")
     if not actions:
         print("jobmon: nothing to recover: every monitor is alive or done")
     return 0
+
+
+# -- serve --------------------------------------------------------------------------------
+def _add_serve(sub: Any) -> None:
+    parser = _command(
+        sub, "serve", "jobmon serve --detach   # then open http://127.0.0.1:8642/",
+        help="a read-only web dashboard and JSON/Prometheus endpoints over your jobs",
+        epilog="Pages: / (dashboard), /healthz, /stats, /jobs, /jobs/<id>, /metrics. Loopback only unless --bind "
+               "names another address; then JOBMON_SERVE_TOKEN must be set and every request must carry it "
+               "(Authorization: Bearer TOKEN, or ?token=TOKEN in the browser once).",
+    )
+    parser.add_argument("--port", type=int, default=None, metavar="N", help="TCP port (default 8642; 0: any free port)")
+    parser.add_argument("--bind", default=None, metavar="ADDRESS", help="address to listen on (default 127.0.0.1)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--detach", action="store_true", help="run in the background like the monitors (survives logout)")
+    mode.add_argument("--stop", action="store_true", help="stop the background server")
+    parser.set_defaults(handler=_cmd_serve)
+
+
+def _cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
+    import logging
+
+    from core.serve.main import DEFAULT_BIND, DEFAULT_PORT, open_server, run_server, shared_slurm, start_detached
+    from core.serve.record import load_server, stop_server
+    from core.serve.server import TOKEN_ENV
+
+    paths = ctx.ready_paths()
+    if args.stop:
+        if args.port is not None or args.bind is not None:
+            raise JobmonError("--stop takes no --port or --bind")
+        record = load_server(paths.state)
+        if record is None or record.stopped_at or not stop_server(record):
+            where = f" on {record.host}" if record is not None and record.host and not record.stopped_at else ""
+            print(f"jobmon: no running server to stop{where}")
+            return 0
+        print(f"jobmon: stopped the server (pid {record.pid}, {record.url})")
+        return 0
+    bind = DEFAULT_BIND if args.bind is None else args.bind
+    port = DEFAULT_PORT if args.port is None else args.port
+    if not 0 <= port <= 65535:
+        raise JobmonError(f"--port {port}: must be between 0 and 65535")
+    token = os.environ.get(TOKEN_ENV, "")
+    ctx.store()  # the first-use notice, if any
+    config = ctx.config_or_defaults()
+    if args.detach:
+        record = start_detached(paths, bind, port, token)
+        print(f"jobmon: serving {record.url} (pid {record.pid}, log {os.path.join(paths.logs, 'serve.log')}); "
+              "`jobmon serve --stop` stops it")
+        return 0
+    server = open_server(paths, shared_slurm(paths, config.running_interval), bind, port, token)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(message)s")
+    url = server.record.url if server.record is not None else f"{bind}:{port}"
+    print(f"jobmon: serving {url} (Ctrl-C stops)", flush=True)
+    run_server(server)
+    return 0
+
+
+def _recover_server(ctx: Context) -> str:
+    """Start `jobmon serve --detach` again on its address when it died (not when it was stopped)."""
+    import time
+
+    from core.daemon.liveness import Health, this_host
+    from core.serve.main import start_detached
+    from core.serve.record import load_server, server_health
+    from core.serve.server import TOKEN_ENV
+
+    record = load_server(ctx.paths.state)
+    if record is None or server_health(record, this_host(), time.time()) is not Health.DEAD:
+        return ""
+    try:
+        started = start_detached(ctx.paths, record.bind, record.port, os.environ.get(TOKEN_ENV, ""))
+    except JobmonError as exc:
+        return f"not restarted: {exc}"
+    return f"server restarted (pid {started.pid}, {started.url})"
 
 
 # -- test-notify ----------------------------------------------------------------------------
@@ -688,7 +850,7 @@ def _print_analysis(label: str, tail: Any, analysis: Any, explained: Sequence[An
 
 COMMANDS: Sequence[Callable[[Any], None]] = (
     _add_init, _add_submit, _add_watch, _add_status, _add_show, _add_cancel, _add_recover, _add_report, _add_history,
-    _add_test_notify, _add_analyze, _add_doctor, _add_completion,
+    _add_test_notify, _add_analyze, _add_doctor, _add_completion, _add_serve,
 )
 
 

@@ -113,6 +113,8 @@ class QueueEntry:
     start_time: str = ""  # ISO local time, or "N/A" while pending without an estimate
     nodes: str = ""
     submit_time: str = ""
+    partition: str = ""
+    name: str = ""  # the last column squeue prints: a `|` in a job name stays in it
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ RECENT = 24 * 3600.0
 class RecordSource(str, enum.Enum):
     SUBMIT = "submit"  # `jobmon submit`: jobmon ran sbatch
     WATCH = "watch"  # `jobmon watch`: a job submitted with plain sbatch
+    WATCH_ALL = "watch-all"  # found by `jobmon watch --all`; `jobmon submit` adopts it when it comes second
 
 
 class FinalSource(str, enum.Enum):

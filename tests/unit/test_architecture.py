@@ -26,6 +26,7 @@ LAYERS: Tuple[Tuple[str, ...], ...] = (
     ("config",),
     ("monitor",),  # polling, checks, chains, dispatching: one job's monitor
     ("daemon", "views", "doctor"),  # processes, liveness, composition; what the CLI shows; `jobmon doctor`
+    ("serve",),  # `jobmon serve`: HTTP endpoints and the dashboard over what the views show
 )
 
 
@@ -153,9 +154,10 @@ def test_pure_rules_touch_no_files_processes_or_clocks():
 
 
 def test_only_the_entry_points_read_argv():
-    """jobmon.py for the CLI; `python -m core.daemon` and `python -m core.daemon.deliver` for the children."""
+    """jobmon.py for the CLI; `python -m core.daemon`, `python -m core.daemon.deliver`, `python -m
+    core.daemon.watchall` and `python -m core.serve` for the children."""
     for module in core_modules():
-        if module not in ("daemon.__main__", "daemon.deliver"):
+        if module not in ("daemon.__main__", "daemon.deliver", "daemon.watchall", "serve.__main__"):
             assert "sys.argv" not in ast.unparse(parse(module)), f"core/{module}.py reads argv"
 
 

@@ -457,3 +457,69 @@ def test_status_with_no_jobs_here_points_at_the_home_that_has_them(two_homes, ca
     assert code == 0 and "No monitored jobs" in out
     assert f"this JOBMON_HOME ({active}) has no jobs, but {checkout}/state exists in the checkout" in err
     assert f"export JOBMON_HOME={checkout}" in err
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["watch"], "give a job id, or --all"),
+    (["watch", "123", "--name", "^sweep-"], "go with --all"),
+    (["watch", "--all", "123"], "takes no job id"),
+    (["watch", "--stop"], "--stop goes with --all"),
+    (["watch", "--all", "--name", "sweep-("], "not a valid regular expression"),
+    (["watch", "--all", "--since", "yesterday"], "--since 'yesterday'"),
+    (["serve", "--bind", "0.0.0.0", "--port", "0"], "JOBMON_SERVE_TOKEN"),
+    (["serve", "--port", "70000"], "between 0 and 65535"),
+    (["serve", "--stop", "--port", "1"], "--stop takes no"),
+])
+def test_watch_all_and_serve_refuse_bad_arguments_in_one_line(home, capsys, monkeypatch, argv, expected):
+    write_config(home, GOOD_CONFIG)
+    monkeypatch.delenv("JOBMON_SERVE_TOKEN", raising=False)
+    monkeypatch.setenv("PATH", "/nonexistent")  # nothing is started, no Slurm command is looked for
+    code, _, err = run(capsys, *argv)
+    assert code != 0 and expected in err and err.count("\n") == 1, err
+
+
+def test_stopping_services_that_never_ran_says_so(home, capsys):
+    assert run(capsys, "watch", "--all", "--stop")[:2] == (0, "jobmon: no running watcher to stop\n")
+    assert run(capsys, "serve", "--stop")[:2] == (0, "jobmon: no running server to stop\n")
+
+
+def test_status_lists_a_dead_watcher_and_a_live_server_and_json_carries_them(home, capsys):
+    from core.daemon.liveness import process_start_ticks, this_host
+    from core.daemon.service import ServiceRecord, save_service
+    from core.daemon.watchall import make_filter, watch_path
+    from core.serve.record import save_server
+
+    run(capsys, "status")  # creates the folders
+    state = str(home / "state")
+    save_service(watch_path(state), ServiceRecord(pid=0, host=this_host(), args=make_filter("", "^s", 0).as_args()))
+    save_server(state, ServiceRecord(pid=os.getpid(), start_ticks=process_start_ticks(os.getpid()) or 0,
+                                     host=this_host(), bind="127.0.0.1", port=8642))
+    code, out, _ = run(capsys, "status")
+    assert code == 0
+    assert f"serve: ALIVE pid {os.getpid()} on {this_host()}, http://127.0.0.1:8642/" in out
+    assert "watch --all: DEAD pid 0" in out and "name matching '^s'" in out
+    data = json.loads(run(capsys, "status", "--json")[1])
+    assert data["serve"]["health"] == "ALIVE" and data["watch_all"]["health"] == "DEAD"
+
+
+def test_recover_restarts_a_dead_server_on_its_address_and_not_a_stopped_one(home, capsys, monkeypatch):
+    from core.daemon.liveness import this_host
+    from core.serve import main as serve_main
+    from core.serve.record import ServerRecord, save_server
+
+    write_config(home, GOOD_CONFIG)
+    run(capsys, "status")
+    started = []
+
+    def fake_start(paths, bind, port, token):
+        started.append((bind, port))
+        return ServerRecord(pid=77, bind=bind, port=port)
+
+    monkeypatch.setattr(serve_main, "start_detached", fake_start)
+    dead = ServerRecord(pid=0, host=this_host(), bind="127.0.0.1", port=8650)
+    save_server(str(home / "state"), dead)
+    code, out, _ = run(capsys, "recover")
+    assert code == 0 and "serve: server restarted (pid 77, http://127.0.0.1:8650/)" in out
+    dead.stopped_at = 1.0
+    save_server(str(home / "state"), dead)
+    assert "serve:" not in run(capsys, "recover")[1] and started == [("127.0.0.1", 8650)]

@@ -416,15 +416,16 @@ _squeue_job_ids = st.one_of(
 
 @st.composite
 def _squeue_output(draw):
-    entries = [QueueEntry(job_id, draw(st.sampled_from(list(JobState))), *(draw(_SQUEUE_WORD) for _ in range(7)))
+    entries = [QueueEntry(job_id, draw(st.sampled_from(list(JobState))), *(draw(_SQUEUE_WORD) for _ in range(9)))
                for job_id in draw(st.lists(_squeue_job_ids, max_size=5, unique=True))]
-    extra = draw(st.lists(st.sampled_from(["PARTITION", "NAME", "USER"]), max_size=2, unique=True))
+    extra = draw(st.lists(st.sampled_from(["USER", "COMMENT"]), max_size=2, unique=True))
     titles = draw(st.permutations([title for _, title in SQUEUE_COLUMNS] + extra))
     lines = ["|".join(titles)]
     for entry in entries:
         cells = {"JOBID": entry.job_id, "STATE": entry.state.value, "REASON": entry.reason, "TIME": entry.time_used,
                  "TIME_LIMIT": entry.time_limit, "TIME_LEFT": entry.time_left, "START_TIME": entry.start_time,
-                 "NODELIST": entry.nodes, "SUBMIT_TIME": entry.submit_time}
+                 "NODELIST": entry.nodes, "SUBMIT_TIME": entry.submit_time, "PARTITION": entry.partition,
+                 "NAME": entry.name}
         lines.append("|".join(cells[title] if title in cells else draw(_SQUEUE_WORD) for title in titles))
     return entries, "\n".join(lines) + "\n"
 
