@@ -6,6 +6,7 @@ This module alone reads argv, prints and chooses exit codes; `core/` does the wo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -153,6 +154,7 @@ def _cmd_submit(args: argparse.Namespace, ctx: Context) -> int:
     from core.chain.policy import load_ladder_text, parse_policy
     from core.chain.submitter import split_jobmon_flags, submit
     from core.daemon.launcher import start_monitor
+    from core.errors import AlreadyMonitored
 
     config = ctx.config(require_webhook=True)
     load_patterns(ctx.paths)  # a broken user patterns file must stop us before sbatch, not the daemon later
@@ -168,7 +170,12 @@ def _cmd_submit(args: argparse.Namespace, ctx: Context) -> int:
     if record.chain is not None:
         how = f"ladder of {len(record.chain.ladder)} levels" if record.chain.ladder else "doubling on OOM/TIMEOUT"
         print(f"jobmon: escalation on: up to {record.chain.max_retries} resubmissions, {how}")
-    pid = start_monitor(ctx.paths, record.job_id)
+    try:
+        pid = start_monitor(ctx.paths, record.job_id)
+    except AlreadyMonitored as exc:  # `watch --all` found the job first and started its one monitor
+        print(f"jobmon: {exc}: started by `jobmon watch --all`, it monitors the job with this submission's "
+              f"settings (log {ctx.paths.monitor_log(record.job_id)})")
+        return 0
     print(f"jobmon: monitoring job {record.job_id} (daemon pid {pid}, log {ctx.paths.monitor_log(record.job_id)})")
     return 0
 
@@ -176,8 +183,20 @@ def _cmd_submit(args: argparse.Namespace, ctx: Context) -> int:
 # -- watch ----------------------------------------------------------------------------------
 def _add_watch(sub: Any) -> None:
     parser = _command(sub, "watch", 'jobmon watch 48213 --output slurm-48213.out',
-                      help="monitor a job submitted with plain sbatch")
-    parser.add_argument("job_id")
+                      help="monitor a job submitted with plain sbatch (--all: every new job of yours)",
+                      usage="jobmon watch JOBID [--error PATH] [--output PATH] [--resend]\n"
+                            "       jobmon watch --all [--partition P,...] [--name REGEX] [--since 10m] | --all --stop",
+                      epilog="--all starts one background watcher (it survives logout; `status` shows it, `recover` "
+                             "restarts it) that gives every new job of yours matching the filters a monitor, "
+                             "whatever submitted it (sbatch, snakemake, submitit, ...). It finds them in the squeue "
+                             "snapshot the monitors share.")
+    parser.add_argument("job_id", nargs="?")
+    parser.add_argument("--all", action="store_true", help="watch every new job of yours (a background watcher)")
+    parser.add_argument("--partition", default="", metavar="P,...", help="--all: only jobs in these partitions")
+    parser.add_argument("--name", default="", metavar="REGEX", help="--all: only jobs whose name matches (searched)")
+    parser.add_argument("--since", default="", metavar="WHEN",
+                        help="--all: also jobs submitted this long before now (10m, 2h; default: from now on)")
+    parser.add_argument("--stop", action="store_true", help="--all: stop the watcher")
     parser.add_argument("--error", metavar="PATH", help="the job's stderr file (default: from scontrol)")
     parser.add_argument("--output", metavar="PATH", help="the job's stdout file (default: from scontrol)")
     parser.add_argument("--resend", action="store_true",
@@ -192,6 +211,12 @@ def _cmd_watch(args: argparse.Namespace, ctx: Context) -> int:
     from core.daemon.main import run_inline
     from core.notify.outbox import problems, summary_status
 
+    if args.all or args.stop:
+        return _watch_all(args, ctx)
+    if args.job_id is None:
+        raise JobmonError("give a job id, or --all to watch every new job of yours")
+    if args.partition or args.name or args.since:
+        raise JobmonError("--partition, --name and --since go with --all")
     config = ctx.config(require_webhook=True)
     load_patterns(ctx.paths)
     ctx.ready_paths()
@@ -212,6 +237,32 @@ def _cmd_watch(args: argparse.Namespace, ctx: Context) -> int:
     trouble = problems(record.outbox)
     print(f"jobmon: notification {summary_status(record.outbox)}" + (f": {'; '.join(trouble)}" if trouble else ""))
     return 0 if record.done else 1
+
+
+def _watch_all(args: argparse.Namespace, ctx: Context) -> int:
+    import time
+
+    from core.daemon.watchall import make_filter, start_watcher, stop_watcher, watch_log
+    from core.views.history import parse_since
+
+    if args.job_id is not None or args.resend or args.error or args.output:
+        raise JobmonError("--all takes no job id, --resend, --error or --output")
+    paths = ctx.ready_paths()
+    if args.stop:
+        if not args.all:
+            raise JobmonError("--stop goes with --all: `jobmon watch --all --stop`")
+        stopped = stop_watcher(paths)
+        print(f"jobmon: stopped the watcher (pid {stopped.pid})" if stopped else "jobmon: no running watcher to stop")
+        return 0
+    ctx.config(require_webhook=True)  # every monitor it starts needs the config (and its ${ENV} secrets)
+    load_patterns(paths)
+    now = time.time()
+    wanted = make_filter(args.partition, args.name, parse_since(args.since, now) if args.since else now)
+    ctx.store()
+    record = start_watcher(paths, wanted)
+    print(f"jobmon: watching every new job of yours ({wanted.describe()}); watcher pid {record.pid}, "
+          f"log {watch_log(paths)}; `jobmon watch --all --stop` stops it")
+    return 0
 
 
 def _covered_by_its_array(store: StateStore, job_id_text: str) -> bool:
@@ -279,10 +330,17 @@ def _cmd_status(args: argparse.Namespace, ctx: Context) -> int:
     rows, warning = collect_status(store, ctx.shared_slurm(config, fresh=True), include_old=args.all)
     if warning:
         ctx.warn(warning)
+    services = _services(ctx)
     if args.json:
-        print(json.dumps(rows_as_json(rows), indent=1))
+        data = rows_as_json(rows)
+        data.update(services)
+        print(json.dumps(data, indent=1))
         return 0
     _print_status(rows, args.all)
+    for name, service in services.items():
+        where = service["url"] if name == "serve" else service["filters"]
+        print(f"{'watch --all' if name == 'watch_all' else name}: {service['health']} pid {service['pid']} "
+              f"on {service['host']}, {where}")
     if not rows:
         from core.config import other_home_hint
 
@@ -290,6 +348,34 @@ def _cmd_status(args: argparse.Namespace, ctx: Context) -> int:
         if elsewhere:  # a switched install method switched JOBMON_HOME: the jobs did not vanish
             ctx.warn(f"this JOBMON_HOME ({ctx.paths.home}) has no jobs, but {elsewhere}")
     return 0
+
+
+def _services(ctx: Context) -> dict:
+    """The background services `status` shows (`serve`, `watch_all`), unless never started or stopped on purpose."""
+    import time
+
+    from core.daemon.liveness import Health, this_host
+    from core.daemon.service import service_health
+    from core.daemon.watchall import load_watcher, parse_filter_args
+    from core.serve.record import load_server
+
+    state = ctx.ready_paths().state
+    found = {}
+    for name, record in (("serve", load_server(state)), ("watch_all", load_watcher(state))):
+        if record is None:
+            continue
+        health = service_health(record, this_host(), time.time())
+        if health is Health.DONE:
+            continue
+        found[name] = {"health": health.value, "pid": record.pid, "host": record.host, "started_at": record.started_at}
+        if name == "serve":
+            found[name]["url"] = record.url
+        else:
+            try:
+                found[name]["filters"] = parse_filter_args(record.args).describe()
+            except JobmonError:
+                found[name]["filters"] = " ".join(record.args)
+    return found
 
 
 def _print_status(rows: Sequence[StatusRow], include_old: bool) -> None:
@@ -478,11 +564,88 @@ def _cmd_recover(args: argparse.Namespace, ctx: Context) -> int:
     except ConfigError as exc:  # every monitor it would start trusts the file: nothing is touched before it is fixed
         raise ConfigError(f"{exc}; nothing was recovered or changed: fix it, then run `jobmon recover` again") from None
     actions = recover_all(ctx.ready_paths(), ctx.store(), config)
+    server = _recover_server(ctx)
+    if server:
+        actions.append(f"serve: {server}")
     for line in actions:
         print(f"jobmon: {line}")
     if not actions:
         print("jobmon: nothing to recover: every monitor is alive or done")
     return 0
+
+
+# -- serve --------------------------------------------------------------------------------
+def _add_serve(sub: Any) -> None:
+    parser = _command(
+        sub, "serve", "jobmon serve --detach   # then open http://127.0.0.1:8642/",
+        help="a read-only web dashboard and JSON/Prometheus endpoints over your jobs",
+        epilog="Pages: / (dashboard), /healthz, /stats, /jobs, /jobs/<id>, /metrics. Loopback only unless --bind "
+               "names another address; then JOBMON_SERVE_TOKEN must be set and every request must carry it "
+               "(Authorization: Bearer TOKEN, or ?token=TOKEN in the browser once).",
+    )
+    parser.add_argument("--port", type=int, default=None, metavar="N", help="TCP port (default 8642; 0: any free port)")
+    parser.add_argument("--bind", default=None, metavar="ADDRESS", help="address to listen on (default 127.0.0.1)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--detach", action="store_true", help="run in the background like the monitors (survives logout)")
+    mode.add_argument("--stop", action="store_true", help="stop the background server")
+    parser.set_defaults(handler=_cmd_serve)
+
+
+def _cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
+    import logging
+
+    from core.serve.main import DEFAULT_BIND, DEFAULT_PORT, open_server, run_server, shared_slurm, start_detached
+    from core.serve.record import load_server, stop_server
+    from core.serve.server import TOKEN_ENV
+
+    paths = ctx.ready_paths()
+    if args.stop:
+        if args.port is not None or args.bind is not None:
+            raise JobmonError("--stop takes no --port or --bind")
+        record = load_server(paths.state)
+        if record is None or record.stopped_at or not stop_server(record):
+            where = f" on {record.host}" if record is not None and record.host and not record.stopped_at else ""
+            print(f"jobmon: no running server to stop{where}")
+            return 0
+        print(f"jobmon: stopped the server (pid {record.pid}, {record.url})")
+        return 0
+    bind = DEFAULT_BIND if args.bind is None else args.bind
+    port = DEFAULT_PORT if args.port is None else args.port
+    if not 0 <= port <= 65535:
+        raise JobmonError(f"--port {port}: must be between 0 and 65535")
+    token = os.environ.get(TOKEN_ENV, "")
+    ctx.store()  # the first-use notice, if any
+    config = ctx.config_or_defaults()
+    if args.detach:
+        record = start_detached(paths, bind, port, token)
+        print(f"jobmon: serving {record.url} (pid {record.pid}, log {os.path.join(paths.logs, 'serve.log')}); "
+              "`jobmon serve --stop` stops it")
+        return 0
+    server = open_server(paths, shared_slurm(paths, config.running_interval), bind, port, token)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(message)s")
+    url = server.record.url if server.record is not None else f"{bind}:{port}"
+    print(f"jobmon: serving {url} (Ctrl-C stops)", flush=True)
+    run_server(server)
+    return 0
+
+
+def _recover_server(ctx: Context) -> str:
+    """Start `jobmon serve --detach` again on its address when it died (not when it was stopped)."""
+    import time
+
+    from core.daemon.liveness import Health, this_host
+    from core.serve.main import start_detached
+    from core.serve.record import load_server, server_health
+    from core.serve.server import TOKEN_ENV
+
+    record = load_server(ctx.paths.state)
+    if record is None or server_health(record, this_host(), time.time()) is not Health.DEAD:
+        return ""
+    try:
+        started = start_detached(ctx.paths, record.bind, record.port, os.environ.get(TOKEN_ENV, ""))
+    except JobmonError as exc:
+        return f"not restarted: {exc}"
+    return f"server restarted (pid {started.pid}, {started.url})"
 
 
 # -- test-notify ----------------------------------------------------------------------------
@@ -559,12 +722,20 @@ def _cmd_doctor(args: argparse.Namespace, ctx: Context) -> int:
 
 # -- analyze --------------------------------------------------------------------------------
 def _add_analyze(sub: Any) -> None:
-    parser = _command(sub, "analyze", 'jobmon analyze slurm-48190.out --lines 2000',
-                      help="run the error analyzer on a log file")
-    parser.add_argument("logfile")
+    parser = _command(sub, "analyze", 'jobmon analyze slurm-48190.out --state FAILED --exit-code 1 --explain',
+                      help="run the error analyzer on log files")
+    parser.add_argument("logs", nargs="+", metavar="LOG",
+                        help="a log file, a directory (each file in it) or - (standard input)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--lines", type=_positive_int, default=None, metavar="N",
                         help="analyse the last N lines (default: config's analysis.tail_lines, 500)")
+    parser.add_argument("--explain", action="store_true",
+                        help="show which pattern and regex matched each finding and why the order")
+    parser.add_argument("--state", default=None, metavar="STATE",
+                        help="how Slurm ended the job (COMPLETED, TIMEOUT, OUT_OF_MEMORY...): its cause leads, "
+                             "and a clean end has warnings only")
+    parser.add_argument("--exit-code", type=int, default=0, metavar="N", help="the job's exit code (with --state)")
+    parser.add_argument("--signal", type=int, default=0, metavar="N", help="the signal that ended it (with --state)")
     parser.set_defaults(handler=_cmd_analyze)
 
 
@@ -578,44 +749,108 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _cmd_analyze(args: argparse.Namespace, ctx: Context) -> int:
-    from core.analysis.analyzer import analyze
-    from core.analysis.logtail import read_tail
+def _analyze_inputs(names: Sequence[str]) -> List[str]:
+    """The files to analyse: each name, a directory's regular files (sorted), or "-" for standard input."""
+    found: List[str] = []
+    for name in names:
+        if name == "-":
+            found.append(name)
+        elif os.path.isdir(name):
+            files = sorted(os.path.join(name, entry) for entry in os.listdir(name)
+                           if not entry.startswith(".") and os.path.isfile(os.path.join(name, entry)))
+            if not files:
+                raise JobmonError(f"{name} is a directory with no files in it")
+            found.extend(files)
+        elif not os.path.exists(name):
+            raise JobmonError(f"{name}: no such file")
+        elif not os.access(name, os.R_OK):
+            raise JobmonError(f"{name}: permission denied")
+        else:
+            found.append(name)
+    if found.count("-") > 1:
+        raise JobmonError("standard input (-) can be read only once")
+    return found
 
-    path = args.logfile
-    if os.path.isdir(path):
-        raise JobmonError(f"{path} is a directory; give a log file")
-    if not os.path.exists(path):
-        raise JobmonError(f"{path}: no such file")
-    if not os.access(path, os.R_OK):
-        raise JobmonError(f"{path}: permission denied")
+
+def _cmd_analyze(args: argparse.Namespace, ctx: Context) -> int:
+    from core.analysis.analyzer import explain
+    from core.analysis.jobend import JobEnd
+    from core.analysis.logtail import read_tail, tail_of_text
+    from core.slurm.model import JobState
+
+    if args.state is None and (args.exit_code or args.signal):
+        raise JobmonError("--exit-code and --signal describe how the job ended: give --state too")
+    outcome = None
+    if args.state is not None:
+        state = JobState.parse(args.state)
+        if state is JobState.UNKNOWN:
+            raise JobmonError(f"--state {args.state!r} is not a Slurm job state (COMPLETED, FAILED, TIMEOUT, ...)")
+        outcome = JobEnd(state.value, args.exit_code, args.signal)
+    names = _analyze_inputs(args.logs)
     lines = args.lines or ctx.config_or_defaults().tail_lines
-    tail = read_tail(path, lines)
-    analysis = analyze(tail.lines, load_patterns(ctx.paths))
+    patterns = load_patterns(ctx.paths)
+    reports = []
+    for index, name in enumerate(names):
+        tail = tail_of_text(sys.stdin.read(), lines) if name == "-" else read_tail(name, lines)
+        analysis, explained = explain(tail.lines, patterns, outcome)
+        label = "(standard input)" if name == "-" else name
+        if args.json:
+            report = {"path": label, **analysis.to_json_dict()}
+            if args.explain:
+                report["explain"] = [dataclasses.asdict(e) for e in explained]
+            reports.append(report)
+            continue
+        if index:
+            print()
+        _print_analysis(label, tail, analysis, explained if args.explain else ())
     if args.json:
-        print(json.dumps(analysis.to_json_dict(), indent=1))
-        return 0
+        print(json.dumps(reports[0] if len(reports) == 1 else reports, indent=1))
+    return 0
+
+
+def _print_analysis(label: str, tail: Any, analysis: Any, explained: Sequence[Any]) -> None:
     scope = "whole file" if tail.whole else f"last {len(tail.lines)} lines"
-    if not analysis.findings:
-        print(f"No known error pattern in {path} ({scope}).")
-        return 0
-    print(f"{path} ({scope}): root cause first: {', '.join(analysis.categories)}")
-    hints = {f.category: f.hint for f in analysis.findings}
-    for category in analysis.categories:
-        print(f"  {category}: {hints[category]}")
-    print()
-    print(f"{'LINE':>6}  {'SEVERITY':<9} {'CATEGORY':<24} TEXT")
-    for finding in analysis.findings:
-        number = finding.line_no if tail.whole else f"-{len(tail.lines) - finding.line_no + 1}"
-        print(f"{number!s:>6}  {finding.severity:<9} {finding.category:<24} {finding.line[:160]}")
+
+    def number(line_no: int) -> str:
+        if line_no == 0:
+            return "slurm"
+        return str(line_no) if tail.whole else f"-{len(tail.lines) - line_no + 1}"
+
+    if not analysis.findings and not analysis.warnings:
+        print(f"No known error pattern in {label} ({scope}).")
+        return
+    if analysis.categories:
+        print(f"{label} ({scope}): root cause first: {', '.join(analysis.categories)}")
+        hints = {f.category: f.hint for f in analysis.findings}
+        for category in analysis.categories:
+            print(f"  {category}: {hints[category]}")
+    else:
+        print(f"{label} ({scope}): no failure cause; warnings seen: "
+              f"{', '.join(dict.fromkeys(w.category for w in analysis.warnings))}")
+    for title, shown in (("", analysis.findings), ("WARNINGS SEEN", analysis.warnings)):
+        if not shown:
+            continue
+        print()
+        if title:
+            print(title)
+        print(f"{'LINE':>6}  {'SEVERITY':<9} {'CATEGORY':<24} TEXT")
+        for finding in shown:
+            print(f"{number(finding.line_no):>6}  {finding.severity:<9} {finding.category:<24} {finding.line[:160]}")
+    if explained:
+        print()
+        print("WHY (root cause first, then warnings)")
+        for item in explained:
+            where = "from Slurm's final state" if item.line_no == 0 else f"line {number(item.line_no)}"
+            print(f"  {item.category} (library rank {item.library_rank}, {where}): {item.reason}")
+            if item.regex:
+                print(f"      matched regex: {item.regex}")
     if not tail.whole:
         print("(negative line numbers count from the end of the file)")
-    return 0
 
 
 COMMANDS: Sequence[Callable[[Any], None]] = (
     _add_init, _add_submit, _add_watch, _add_status, _add_show, _add_cancel, _add_recover, _add_report, _add_history,
-    _add_test_notify, _add_analyze, _add_doctor, _add_completion,
+    _add_test_notify, _add_analyze, _add_doctor, _add_completion, _add_serve,
 )
 
 

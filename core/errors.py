@@ -28,6 +28,14 @@ class StateLocked(StateError):
     """Another jobmon process held a record's lock for the whole wait: try again later."""
 
 
+class RecordExists(StateError):
+    """The job has a record already: `submit`, `watch` or `watch --all` got there first."""
+
+
+class AlreadyMonitored(StateError):
+    """A live (or just started) monitor has the job: starting another would be a second one."""
+
+
 class SlurmError(JobmonError):
     """A Slurm command failed in a way that is not a transient outage."""
 

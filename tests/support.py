@@ -442,6 +442,7 @@ def full_record(job_id: str = "123") -> JobRecord:
         findings=[Finding(category="cuda_oom", severity="critical", line_no=3, line="CUDA out of memory",
                           hint="smaller batch")],
         excerpt="line 1\nline 2",
+        warnings=[Finding(category="nan_loss", severity="error", line_no=1, line="loss: nan", hint="lower the lr")],
         outbox=[OutboxEntry(key=f"{job_id}:final:1", kind=EventKind.FINAL, route=Route.ERROR, created_at=8.0,
                             message=message, routed_at=8.5,
                             deliveries={"discord-error": SinkDelivery(

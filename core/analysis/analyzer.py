@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from core.analysis.finding import Finding
+from core.analysis.jobend import JobEnd
 from core.analysis.lines import clean_line as clean_line  # re-exported: the analyzer's callers clean with it
 from core.analysis.lines import clean_text, last_segment, strip_prefixes
 from core.errors import PatternError
@@ -24,7 +25,9 @@ MAX_LINE_CHARS = 300
 WINDOW_CHARS = 4096
 
 _ID = re.compile(r"[a-z][a-z0-9_]*\Z")
-_ENTRY_KEYS = frozenset({"id", "severity", "regexes", "description", "hint", "exclude", "hang"})
+_ENTRY_KEYS = frozenset({"id", "severity", "regexes", "description", "hint", "exclude", "hang", "survivable",
+                         "wraps", "states"})
+_STATE = re.compile(r"[A-Z][A-Z_]*\Z")
 _JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
                int: "a number", float: "a number", type(None): "null"}
 
@@ -40,14 +43,31 @@ class Pattern:
     hint: str
     exclude: Tuple[re.Pattern[str], ...] = ()
     hang: bool = False  # seen while the job runs, it means the job is stuck: said at once, not at the end
+    #: Lines of this kind that a run survives (an out-of-memory caught and the batch skipped): a warning
+    #: seen, never a failure finding.
+    survivable: Tuple[re.Pattern[str], ...] = ()
+    #: A report that wraps a cause printed elsewhere (a generic traceback, "Killed", a launcher's
+    #: summary): ranked after every cause.
+    wraps: bool = False
+    #: A report of these causes only (a DataLoader worker's death wraps too_many_open_files): ranked
+    #: after every cause when one of them was found too.
+    wraps_ids: Tuple[str, ...] = ()
+    #: Slurm final states that are this cause: a job that ended so has it as root cause whatever the log says.
+    states: Tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Analysis:
-    """Findings in line order; categories ordered by importance, so the likely root cause is first."""
+    """Findings in line order; categories ordered by importance, so the likely root cause is first.
+
+    `warnings` are scary lines that are not a failure: lines a run survives (see Pattern.survivable),
+    and every finding of a job that ended cleanly. A finding with line_no 0 comes from Slurm's final
+    state, not from a log line.
+    """
 
     findings: Tuple[Finding, ...]
     categories: Tuple[str, ...]
+    warnings: Tuple[Finding, ...] = ()
 
     @property
     def root_cause(self) -> Optional[Finding]:
@@ -59,11 +79,14 @@ class Analysis:
     def to_json_dict(self) -> Dict[str, Any]:
         return {
             "categories": list(self.categories),
-            "findings": [
-                {"category": f.category, "severity": f.severity, "line_no": f.line_no, "line": f.line}
-                for f in self.findings
-            ],
+            "findings": [_finding_json(f) for f in self.findings],
+            "warnings": [_finding_json(f) for f in self.warnings],
         }
+
+
+def _finding_json(finding: Finding) -> Dict[str, Any]:
+    return {"category": finding.category, "severity": finding.severity, "line_no": finding.line_no,
+            "line": finding.line}
 
 
 # -- the patterns file ----------------------------------------------------------------------
@@ -124,9 +147,14 @@ def _parse_entry(entry: object, where: str) -> Pattern:
     regexes = _regexes(entry, "regexes", where)
     if not regexes:
         raise PatternError(f"{where}: 'regexes' must not be empty")
-    hang = entry.get("hang", False)
-    if not isinstance(hang, bool):
-        raise PatternError(f"{where}: 'hang' must be true or false, not {_json_type(hang)}")
+    hang = _flag(entry, "hang", where)
+    wraps = entry.get("wraps", False)
+    if not isinstance(wraps, bool) and not (isinstance(wraps, list) and all(
+            isinstance(i, str) and _ID.match(i) for i in wraps)):
+        raise PatternError(f"{where}: 'wraps' must be true, false or an array of pattern ids")
+    states = entry.get("states", [])
+    if not isinstance(states, list) or not all(isinstance(s, str) and _STATE.match(s) for s in states):
+        raise PatternError(f"{where}: 'states' must be an array of Slurm state names such as \"TIMEOUT\"")
     return Pattern(
         id=pattern_id,
         severity=severity,
@@ -135,7 +163,18 @@ def _parse_entry(entry: object, where: str) -> Pattern:
         hint=_text(entry, "hint", where),
         exclude=_regexes(entry, "exclude", where) if "exclude" in entry else (),
         hang=hang,
+        survivable=_regexes(entry, "survivable", where) if "survivable" in entry else (),
+        wraps=wraps is True,
+        wraps_ids=tuple(wraps) if isinstance(wraps, list) else (),
+        states=tuple(states),
     )
+
+
+def _flag(entry: Dict[str, object], key: str, where: str) -> bool:
+    value = entry.get(key, False)
+    if not isinstance(value, bool):
+        raise PatternError(f"{where}: {key!r} must be true or false, not {_json_type(value)}")
+    return value
 
 
 def _text(entry: Dict[str, object], key: str, where: str) -> str:
@@ -181,8 +220,8 @@ def merge_patterns(builtin: Sequence[Pattern], user: Sequence[Pattern]) -> Tuple
 
     A user entry whose id is a built-in one replaces that entry in place, keeping its rank among
     the built-ins (so redefining `cuda_oom` does not push it above `slurm_oom`). User entries
-    with new ids go before all built-ins, in the user's order: a project-specific message is
-    more specific than any generic one.
+    with new ids go before all built-ins, in the user's order: on one line a project-specific
+    message is more specific than any generic one (across lines the first error in time leads).
     """
     replacement = {p.id: p for p in user}
     builtin_ids = {p.id for p in builtin}
@@ -202,11 +241,23 @@ def _views(raw: str) -> Tuple[Tuple[str, str], ...]:
     return ((head, strip_prefixes(head)), (tail, tail))
 
 
-def _search(pattern: Pattern, text: str) -> Optional[re.Match[str]]:
+@dataclass(frozen=True)
+class _Hit:
+    pattern: Pattern
+    regex: re.Pattern[str]
+    match: re.Match[str]
+    survived: bool  # a survivable regex matched too: a warning, not a failure
+
+
+def _search(pattern: Pattern, text: str) -> Optional[_Hit]:
     for regex in pattern.regexes:
         match = regex.search(text)
         if match is not None:
-            return None if any(x.search(text) for x in pattern.exclude) else match
+            if any(x.search(text) for x in pattern.survivable):
+                return _Hit(pattern, regex, match, survived=True)
+            if any(x.search(text) for x in pattern.exclude):
+                return None
+            return _Hit(pattern, regex, match, survived=False)
     return None
 
 
@@ -216,14 +267,14 @@ def _excerpt(text: str, start: int) -> str:
     return text[begin:begin + MAX_LINE_CHARS]
 
 
-def _classify(raw: str, patterns: Sequence[Pattern], line_no: int) -> Optional[Finding]:
+def _classify(raw: str, patterns: Sequence[Pattern], line_no: int) -> Optional[Tuple[Finding, _Hit]]:
     views = _views(raw)
     for pattern in patterns:
         for shown, matched in views:
-            match = _search(pattern, matched) if matched else None
-            if match is not None:
-                line = _excerpt(shown, len(shown) - len(matched) + match.start())
-                return Finding(pattern.id, pattern.severity, line_no, line, pattern.hint)
+            hit = _search(pattern, matched) if matched else None
+            if hit is not None:
+                line = _excerpt(shown, len(shown) - len(matched) + hit.match.start())
+                return Finding(pattern.id, pattern.severity, line_no, line, pattern.hint), hit
     return None
 
 
@@ -232,32 +283,142 @@ def analyze(
     patterns: Sequence[Pattern],
     first_line_no: int = 1,
     max_findings: int = 50,
+    outcome: Optional[JobEnd] = None,
 ) -> Analysis:
-    """Classify each line by the first pattern (in library order) that matches it.
+    """Classify each line by the first pattern (in library order) that matches it; order the causes.
+
+    The root cause comes first (see `order_categories`): a cause Slurm's final state names, then the
+    causes in the order they first appear (the first error in time, across ranks, not the last one
+    printed; on one line the library order decides, so `cuda_oom` beats `cuda_error`), then the
+    reports that wrap a cause (`wraps`: a generic traceback, "Killed", mpirun's abort) in library order.
+    A job that ended cleanly (`outcome.is_clean`) gets no cause: its findings become warnings.
 
     Findings come in line order. Past `max_findings` the earliest finding of every category is
     still kept (the most important categories first if even those are too many), then the
-    earliest of the rest. Categories come in pattern order, so a specific cause such as
-    `cuda_oom` precedes the `python_traceback` that merely reports it.
+    earliest of the rest; at most `max_findings` warnings are kept.
     """
     if max_findings < 0:
         raise ValueError(f"max_findings must be at least 0, not {max_findings}")
-    rank: Dict[str, int] = {}
-    for index, pattern in enumerate(patterns):
-        rank.setdefault(pattern.id, index)
+    by_id: Dict[str, Pattern] = {}
+    for pattern in patterns:
+        by_id.setdefault(pattern.id, pattern)
     first_of: Dict[str, Finding] = {}
     others: List[Finding] = []
+    warnings: List[Finding] = []
     for offset, raw in enumerate(lines):
-        finding = _classify(raw, patterns, first_line_no + offset)
-        if finding is None:
+        classified = _classify(raw, patterns, first_line_no + offset)
+        if classified is None:
             continue
-        if finding.category not in first_of:
+        finding, hit = classified
+        if hit.survived:
+            if len(warnings) < max_findings:
+                warnings.append(finding)
+        elif finding.category not in first_of:
             first_of[finding.category] = finding
         elif len(others) < max_findings:
             others.append(finding)
-    leaders = sorted(first_of.values(), key=lambda f: rank[f.category])[:max_findings]
+    if outcome is not None and outcome.is_clean:
+        seen = sorted(list(first_of.values()) + others + warnings, key=lambda f: f.line_no)
+        return Analysis(findings=(), categories=(), warnings=tuple(seen[:max_findings]))
+    if outcome is not None:
+        for pattern in patterns:
+            if outcome.state in pattern.states and pattern.id not in first_of:
+                first_of[pattern.id] = Finding(pattern.id, pattern.severity, 0, f"Slurm: the job ended {outcome.state}",
+                                               pattern.hint)
+                break
+    ordered = order_categories(first_of, by_id, outcome)[:max_findings]
+    leaders = [first_of[category] for category in ordered]
     kept = leaders + others[:max_findings - len(leaders)]
     return Analysis(
         findings=tuple(sorted(kept, key=lambda f: f.line_no)),
-        categories=tuple(f.category for f in leaders),
+        categories=tuple(ordered),
+        warnings=tuple(warnings),
     )
+
+
+def order_categories(
+    first_of: Dict[str, Finding], by_id: Dict[str, Pattern], outcome: Optional[JobEnd] = None,
+) -> List[str]:
+    """The one ordering rule, most important first, given each category's first finding.
+
+    1. a category whose pattern lists the job's final state (`states`: TIMEOUT is `slurm_timeout`);
+    2. causes, by the line they first appear on (the first error in time), ties by library order;
+    3. wrappers (`wraps`: reports of a cause printed elsewhere, or of the listed causes when one of
+       them was found), by library order.
+    """
+    rank = {pattern_id: index for index, pattern_id in enumerate(by_id)}
+    state = outcome.state if outcome is not None else None
+
+    def key(category: str) -> Tuple[bool, bool, int, int]:
+        pattern = by_id[category]
+        named = state is not None and state in pattern.states
+        wraps = is_wrapper(pattern, first_of)
+        return (not named, wraps, 0 if wraps else first_of[category].line_no, rank[category])
+
+    return sorted(first_of, key=key)
+
+
+def is_wrapper(pattern: Pattern, found: Iterable[str]) -> bool:
+    """Whether `pattern` reports a cause printed elsewhere, given the categories `found` in the same log."""
+    return pattern.wraps or any(category in pattern.wraps_ids for category in found)
+
+
+# -- explaining -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Explanation:
+    """Why a category stands where it does: the pattern and regex that matched its first line, and the rule."""
+
+    category: str
+    line_no: int  # 0: named by Slurm's final state, no log line
+    regex: str  # the regex that matched ("" for a finding from Slurm's state)
+    library_rank: int  # the pattern's place in the library, from 0
+    reason: str
+    warning: bool = False
+
+
+def explain(
+    lines: Sequence[str], patterns: Sequence[Pattern], outcome: Optional[JobEnd] = None, first_line_no: int = 1,
+    max_findings: int = 50,
+) -> Tuple[Analysis, Tuple[Explanation, ...]]:
+    """The analysis of `lines` and, for each category (root cause first) and each kind of warning, why."""
+    analysis = analyze(lines, patterns, first_line_no, max_findings, outcome)
+    by_id: Dict[str, Pattern] = {}
+    for pattern in patterns:
+        by_id.setdefault(pattern.id, pattern)
+    rank = {pattern_id: index for index, pattern_id in enumerate(by_id)}
+    found = set(analysis.categories)
+
+    def regex_of(finding: Finding) -> str:
+        index = finding.line_no - first_line_no
+        if finding.line_no == 0 or not 0 <= index < len(lines):
+            return ""
+        classified = _classify(lines[index], patterns, finding.line_no)
+        return classified[1].regex.pattern if classified is not None and classified[0] == finding else ""
+
+    explained: List[Explanation] = []
+    for position, category in enumerate(analysis.categories):
+        pattern = by_id[category]
+        finding = next(f for f in analysis.findings if f.category == category)
+        if outcome is not None and outcome.state in pattern.states:
+            reason = f"the job ended {outcome.state}, a state this pattern names ('states'): it leads"
+        elif pattern.wraps:
+            reason = "a report that wraps a cause printed elsewhere ('wraps'): after every cause, in library order"
+        elif is_wrapper(pattern, found):
+            wrapped = ", ".join(c for c in pattern.wraps_ids if c in found)
+            reason = f"reports {wrapped}, also found ('wraps'): after every cause, in library order"
+        else:
+            reason = f"a cause first seen on line {finding.line_no}: causes come in the order they first appear"
+        if position == 0:
+            reason = "root cause: " + reason
+        explained.append(Explanation(category, finding.line_no, regex_of(finding), rank[category], reason))
+    if outcome is not None and outcome.is_clean:
+        why = f"the job ended cleanly ({outcome.state}, exit code 0): nothing in its log is a failure"
+    else:
+        why = "the line also matches one of this pattern's 'survivable' regexes: the run went on"
+    seen = set()
+    for warning in analysis.warnings:
+        if warning.category not in seen:
+            seen.add(warning.category)
+            explained.append(Explanation(warning.category, warning.line_no, regex_of(warning),
+                                         rank[warning.category], why, warning=True))
+    return analysis, tuple(explained)

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import re
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from core.analysis.analyzer import Analysis, Pattern, analyze, clean_line
 from core.analysis.finding import Finding
+from core.analysis.jobend import JobEnd
 from core.analysis.logtail import read_tail
 from core.errors import JobmonError
 from core.slurm.jobscript import JobOptions, resolve_log_paths
@@ -60,14 +61,17 @@ def job_options(record: JobRecord, array: Optional[str]) -> JobOptions:
                       chdir=options.chdir or None, array=array)
 
 
-def analyze_logs(paths: Sequence[str], patterns: Sequence[Pattern], tail_lines: int) -> Tuple[Analysis, str]:
-    """Analyse the tail of stderr (and stdout when it is another file); pick the excerpt."""
+def analyze_logs(
+    paths: Sequence[str], patterns: Sequence[Pattern], tail_lines: int, outcome: Optional[JobEnd] = None,
+) -> Tuple[Analysis, str]:
+    """Analyse the tail of stderr (and stdout when it is another file), knowing how the job ended when
+    `outcome` says; pick the excerpt."""
     lines: List[str] = []
     for path in paths:
         lines.extend(read_tail(path, tail_lines).lines)
-    analysis = analyze(lines, patterns)
+    analysis = analyze(lines, patterns, outcome=outcome)
     root = analysis.root_cause
-    anchor = root.line_no - 1 if root is not None else None
+    anchor = root.line_no - 1 if root is not None and root.line_no > 0 else None  # line 0: Slurm's state
     return analysis, choose_excerpt([clean_line(line, keep_indent=True) for line in lines], anchor)
 
 
@@ -95,19 +99,28 @@ def _analysis_priority(task: TaskOutcome) -> bool:
 def analyze_group_logs(
     record: JobRecord, tasks: Sequence[TaskOutcome], patterns: Sequence[Pattern], tail_lines: int,
 ) -> Tuple[Analysis, str]:
-    """Analyse the logs of (up to MAX_TASK_LOGS) failed tasks, writing each task's categories into it;
-    findings are merged, root cause first."""
+    """Analyse the logs of (up to MAX_TASK_LOGS) failed tasks, each with its own outcome, writing each
+    task's categories into it; findings are merged, root cause first: a category ranks by the best place
+    it took in any task's own order (then by the library), so a cause that led in one task precedes a
+    wrapper that led in another."""
     rank = {pattern.id: index for index, pattern in enumerate(patterns)}
+    place: Dict[str, Tuple[int, int]] = {}
     findings: List[Finding] = []
+    warnings: List[Finding] = []
     excerpt = ""
-    best_rank = len(rank) + 1
+    best: Tuple[int, int] = (len(rank) + 1, len(rank) + 1)
     for task in sorted((t for t in tasks if t.is_failure), key=_analysis_priority)[:MAX_TASK_LOGS]:
-        analysis, task_excerpt = analyze_logs(task_log_files(record, task), patterns, tail_lines)
+        outcome = JobEnd(task.state.value, task.exit_code, task.signal)
+        analysis, task_excerpt = analyze_logs(task_log_files(record, task), patterns, tail_lines, outcome)
         task.categories = list(analysis.categories)
         findings.extend(analysis.findings)
-        task_rank = rank.get(analysis.categories[0], len(rank)) if analysis.categories else len(rank)
-        if task_excerpt and (task_rank < best_rank or not excerpt):
-            best_rank = task_rank
+        warnings.extend(analysis.warnings)
+        for index, category in enumerate(analysis.categories):
+            place[category] = min(place.get(category, (index, rank.get(category, len(rank)))),
+                                  (index, rank.get(category, len(rank))))
+        task_best = place[analysis.categories[0]] if analysis.categories else (len(rank), len(rank))
+        if task_excerpt and (task_best < best or not excerpt):
+            best = task_best
             excerpt = f"task {task.task_id}:\n{task_excerpt}"
-    categories = tuple(sorted({f.category for f in findings}, key=lambda c: rank.get(c, len(rank))))
-    return Analysis(findings=tuple(findings), categories=categories), excerpt
+    categories = tuple(sorted(place, key=lambda c: place[c]))
+    return Analysis(findings=tuple(findings), categories=categories, warnings=tuple(warnings)), excerpt

@@ -45,15 +45,25 @@ def read_tail(path: str, max_lines: int = 500, max_bytes: int = DEFAULT_MAX_BYTE
     except OSError:
         return Tail((), False, 0)
     data = b"".join(reversed(chunks))
-    # Split on \n only: a progress bar's \r belongs to its line (the analyzer reads past it).
-    lines = data.decode("utf-8", errors="replace").split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+    lines = _split(data.decode("utf-8", errors="replace"))
     if position > 0 and len(lines) > 1:
         lines = lines[1:]  # the first line was cut by where we started reading
     whole = position == 0 and len(lines) <= max_lines
     return Tail(tuple(_cap(line) for line in lines[-max_lines:]), whole, end)
+
+
+def tail_of_text(text: str, max_lines: int = 500) -> Tail:
+    """The last `max_lines` lines of text already read (standard input), cut as `read_tail` cuts a file."""
+    lines = _split(text)
+    return Tail(tuple(_cap(line) for line in lines[-max_lines:]), len(lines) <= max_lines, len(text))
+
+
+def _split(text: str) -> List[str]:
+    """Split on \n only: a progress bar's \r belongs to its line (the analyzer reads past it)."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
 def _cap(line: str) -> str:

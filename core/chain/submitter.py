@@ -1,6 +1,7 @@
 """Create a job's record: by submitting its script (`jobmon submit`) or attaching to it (`jobmon watch`)."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass
@@ -8,7 +9,7 @@ from typing import List, Optional, Sequence, Set, Tuple
 
 from core.analysis.logs import job_options
 from core.chain.policy import MEM_OPTIONS, Policy, apply_level, canonical_option, memory_option, without_options
-from core.errors import JobmonError, UnknownJob
+from core.errors import JobmonError, RecordExists, UnknownJob
 from core.slurm.arrays import compress_ids, parse_array_spec
 from core.slurm.client import Slurm, current_user
 from core.slurm.jobscript import (
@@ -152,8 +153,37 @@ def submit(
         )
         record.stdout_path, record.stderr_path = predicted.stdout, predicted.stderr
         _prefer_controller_paths(record, slurm)
-    store.create(record)
+    create_or_adopt(store, record)
     return record
+
+
+#: What a record found by `watch --all` keeps when `jobmon submit` adopts it: what its monitor has seen and done.
+ADOPTION_KEEPS = frozenset({"monitor", "observation", "final", "tasks", "categories", "findings", "excerpt", "outbox",
+                            "live", "created_at", "schema_version"})
+
+
+def create_or_adopt(store: StateStore, record: JobRecord) -> bool:
+    """Create the record of a job `jobmon submit` just submitted; True when `watch --all` had found the job first.
+
+    The watcher and submit race for the same job: whoever creates the record first (under its lock) owns it.
+    When the watcher won, submit's fuller record (script, arguments, escalation) replaces its own, keeping
+    what its monitor has seen and sent; any other existing record is an error (RecordExists).
+    """
+    try:
+        store.create(record)
+        return False
+    except RecordExists:
+        pass
+
+    def adopt(existing: JobRecord) -> None:
+        if existing.source is not RecordSource.WATCH_ALL:
+            raise RecordExists(f"job {record.job_id} is already monitored (state file {store.path(record.job_id)})")
+        for item in dataclasses.fields(JobRecord):
+            if item.name not in ADOPTION_KEEPS:
+                setattr(existing, item.name, getattr(record, item.name))
+
+    store.update(record.job_id, adopt)
+    return True
 
 
 def chain_comment(record: JobRecord, attempt: int) -> str:
@@ -214,13 +244,15 @@ def _apply_job_info(record: JobRecord, info: JobInfo) -> None:
 
 def attach(
     store: StateStore, slurm: Slurm, job_id_text: str, *, stdout: Optional[str], stderr: Optional[str],
+    source: RecordSource = RecordSource.WATCH,
 ) -> Tuple[JobRecord, bool]:
-    """Create the record of a job submitted with plain sbatch; returns (record, already finished)."""
+    """Create the record of a job submitted with plain sbatch; returns (record, already finished).
+    RecordExists when the job has one already (`store.create` is the claim every way in takes)."""
     job_id = validate_job_id(job_id_text)
     infos = slurm.show_jobs(job_id)
     info = infos[0] if infos else None
     finished = info is None or all(job.state.is_final for job in infos)
-    record = JobRecord(job_id=job_id, created_at=time.time(), source=RecordSource.WATCH, user=current_user())
+    record = JobRecord(job_id=job_id, created_at=time.time(), source=source, user=current_user())
     if info is not None:
         _apply_job_info(record, info)
         record.submit_dir = info.work_dir

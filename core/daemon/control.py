@@ -60,7 +60,24 @@ def recover_all(paths: Paths, store: StateStore, config: Config) -> List[str]:
             action = f"skipped, {exc}"
         if action:
             actions.append(f"job {job_id}: {action}")
+    watcher = _recover_watcher(paths, now)
+    if watcher:
+        actions.append(f"watch --all: {watcher}")
     return actions
+
+
+def _recover_watcher(paths: Paths, now: float) -> Optional[str]:
+    """Start `watch --all` again, with its filters, when it died (not when it was stopped)."""
+    from core.daemon.watchall import load_watcher, parse_filter_args, start_watcher, watcher_health
+
+    record = load_watcher(paths.state)
+    if record is None or watcher_health(record, now) is not Health.DEAD:
+        return None
+    try:
+        started = start_watcher(paths, parse_filter_args(record.args))
+    except JobmonError as exc:
+        return f"not restarted: {exc}"
+    return f"watcher restarted (pid {started.pid})"
 
 
 def _recover_one(paths: Paths, store: StateStore, config: Config, record: JobRecord, host: str,

@@ -7,7 +7,7 @@ import time
 from core.config import Paths, load_config
 from core.daemon.liveness import Health, monitor_health, this_host
 from core.daemon.process import child_env, detach_and_exec, module_argv
-from core.errors import StateError
+from core.errors import AlreadyMonitored
 from core.state.model import JobRecord
 from core.state.store import StateStore
 
@@ -30,7 +30,7 @@ def start_monitor(paths: Paths, job_id: str, *, allow_restart: bool = False) -> 
         if record.monitor.pid or record.monitor.heartbeat:
             if health in (Health.ALIVE, Health.SUSPECT) or (health is Health.DEAD and not allow_restart):
                 where = f" on {record.monitor.host}" if record.monitor.host else ""
-                raise StateError(
+                raise AlreadyMonitored(
                     f"job {job_id} already has a monitor{where} (pid {record.monitor.pid}, {health.value})")
         record.monitor.pid = 0
         record.monitor.start_ticks = 0

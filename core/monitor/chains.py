@@ -175,6 +175,7 @@ class ChainRunner:
             current.created_at = now
             if not current.array_spec:
                 current.tasks, current.categories, current.findings, current.excerpt = [], [], [], ""
+                current.warnings = []
                 current.stdout_path, current.stderr_path = made[0].stdout, made[0].stderr
             enqueue(current, [escalation_event(current, chain, previous)], now)
 

@@ -7,8 +7,9 @@ clean completions.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
+from core.analysis.finding import Finding
 from core.monitor.alerts import describe_progress
 from core.notify.events import Event, EventKind, Route
 from core.notify.message import Facts, Field, Message, Tone
@@ -20,6 +21,8 @@ from core.state.model import Attempt, Chain, FinalRecord, JobRecord
 
 WARNING_STATES = frozenset({JobState.TIMEOUT, JobState.CANCELLED})
 MAX_FINDINGS_SHOWN = 6
+#: A warning seen shows this much of its log line.
+WARNING_LINE_CHARS = 120
 
 
 def route_for(final: FinalRecord) -> Route:
@@ -97,6 +100,10 @@ def build_message(record: JobRecord, host: str = "") -> Message:
         description.append(f"Likely cause: {root.category} — {root.hint}".rstrip(" —"))
     elif not final.is_success:
         description.append("No known error pattern matched the end of the log.")
+    if final.is_success and record.warnings:
+        kinds = ", ".join(dict.fromkeys(w.category for w in record.warnings))
+        description.append(f"Completed, but its log shows warnings: {kinds}. "
+                           "Check that the run learned what it should.")
     if final.state is JobState.PENDING and final.reason:
         description.append("The job can never start; cancel it with scancel and fix its dependency.")
     reached = progress_reached(record)
@@ -136,6 +143,8 @@ def build_message(record: JobRecord, host: str = "") -> Message:
     ]
     if record.findings:
         fields.append(Field("Findings", "\n".join(_finding_lines(record)), inline=False))
+    if record.warnings:
+        fields.append(Field("Warnings seen", "\n".join(warning_lines(record)), inline=False))
     if chain is not None and chain.rounds:  # an array chain: its attempts' core-hours are failed tasks only
         fields.append(Field("Rounds", "\n".join(round_lines(chain)), inline=False))
         fields.append(Field("Wasted core-hours", f"{sum(a.core_hours for a in chain.attempts):.2f}"))
@@ -236,14 +245,27 @@ def escalation_event(record: JobRecord, chain: Chain, previous: Attempt) -> Even
 def _finding_lines(record: JobRecord) -> List[str]:
     """One line per category; for arrays, how many failed tasks showed it."""
     lines = []
-    seen = set()
-    for finding in record.findings:
-        if finding.category in seen:
-            continue
-        seen.add(finding.category)
+    for finding in first_of_each_category(record.findings):
         affected = sum(finding.category in task.categories for task in record.tasks)
         count = f" ({affected} task{'s' if affected != 1 else ''})" if record.tasks else ""
         lines.append(f"{finding.category}{count}: {finding.hint}".rstrip(": "))
+    return lines[:MAX_FINDINGS_SHOWN]
+
+
+def first_of_each_category(findings: Sequence[Finding]) -> List[Finding]:
+    """The first finding of each category, in the order given."""
+    first: Dict[str, Finding] = {}
+    for finding in findings:
+        first.setdefault(finding.category, finding)
+    return list(first.values())
+
+
+def warning_lines(record: JobRecord) -> List[str]:
+    """One line per kind of warning seen: where it was first seen and what the line said."""
+    lines = []
+    for warning in first_of_each_category(record.warnings):
+        text = warning.line if len(warning.line) <= WARNING_LINE_CHARS else warning.line[:WARNING_LINE_CHARS - 1] + "…"
+        lines.append(f"{warning.category} (line {warning.line_no}): {text}")
     return lines[:MAX_FINDINGS_SHOWN]
 
 

@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from core.errors import ConfigError
 from core.notify.outbox import Answer, Outcome
+from core.notify.sink import Sink
 
 ELLIPSIS = "…"
 DETAIL_LIMIT = 300
@@ -259,3 +260,22 @@ def transport_info() -> Tuple[str, str]:
     import requests.certs
 
     return str(requests.__version__), str(requests.certs.where())
+
+
+class UrlSink(Sink):
+    """A sink that posts to one URL: the URL is where it delivers (its destination for pacing) and,
+    redacted, how `status` and `test-notify` name it. `post_with` replaces the HTTP call in tests."""
+
+    kind = "url"
+
+    def __init__(self, name: str, url: str, post_with: Optional[Any] = None) -> None:
+        super().__init__(name)
+        self.url = url
+        self._post = post_with
+
+    @property
+    def destination(self) -> str:
+        return self.url.strip()
+
+    def describe(self) -> str:
+        return f"{self.kind} {redact_url(self.url)}"

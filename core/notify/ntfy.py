@@ -15,11 +15,10 @@ from __future__ import annotations
 from email.header import Header
 from typing import Any, Dict, Optional, Tuple
 
-from core.notify.http import fit, post, redact_url, scrub, secrets_of
+from core.notify.http import UrlSink, fit, post, scrub, secrets_of
 from core.notify.message import Envelope, Message, Tone
 from core.notify.outbox import Outcome
 from core.notify.plain import render_text
-from core.notify.sink import Sink
 
 BODY_LIMIT = 4096
 TITLE_LIMIT = 250
@@ -46,24 +45,20 @@ def render_request(message: Message) -> Tuple[bytes, Dict[str, str]]:
     return (body or message.title or "jobmon").encode("utf-8"), headers
 
 
-class NtfySink(Sink):
+class NtfySink(UrlSink):
     """An ntfy topic (https://ntfy.sh/<topic> or a self-hosted server), with an optional access token."""
 
     min_spacing = 1.0
     per_minute = 12  # ntfy.sh's default sustained rate per visitor: one request per 5 s
 
-    def __init__(self, name: str, url: str, token: str = "", post_with: Optional[Any] = None) -> None:
-        super().__init__(name)
-        self.url = url
-        self.token = token
-        self._post = post_with
+    kind = "ntfy"
 
-    @property
-    def destination(self) -> str:
-        return self.url.strip()
+    def __init__(self, name: str, url: str, token: str = "", post_with: Optional[Any] = None) -> None:
+        super().__init__(name, url, post_with)
+        self.token = token
 
     def describe(self) -> str:
-        return f"ntfy {redact_url(self.url)}" + (" (with token)" if self.token else "")
+        return super().describe() + (" (with token)" if self.token else "")
 
     def render(self, message: Message, envelope: Optional[Envelope] = None) -> Tuple[bytes, Dict[str, str]]:
         return render_request(message)

@@ -16,11 +16,10 @@ from __future__ import annotations
 import re
 from typing import Any, Dict, List, Optional
 
-from core.notify.http import ELLIPSIS, fit, fit_tail, post, redact_url, secrets_of
+from core.notify.http import ELLIPSIS, UrlSink, fit, fit_tail, post, secrets_of
 from core.notify.message import Envelope, Message, Tone
 from core.notify.outbox import Outcome
 from core.notify.plain import render_text
-from core.notify.sink import Sink
 
 HEADER_LIMIT = 150
 SECTION_LIMIT = 3000
@@ -73,23 +72,12 @@ def render_payload(message: Message) -> Dict[str, Any]:
     return {"text": text, "blocks": blocks}
 
 
-class SlackSink(Sink):
+class SlackSink(UrlSink):
     """A Slack incoming webhook (https://hooks.slack.com/services/...)."""
 
+    kind = "slack"
     min_spacing = 1.0  # about one message per second per webhook
     per_minute = 50
-
-    def __init__(self, name: str, url: str, post_with: Optional[Any] = None) -> None:
-        super().__init__(name)
-        self.url = url
-        self._post = post_with
-
-    @property
-    def destination(self) -> str:
-        return self.url.strip()
-
-    def describe(self) -> str:
-        return f"slack {redact_url(self.url)}"
 
     def render(self, message: Message, envelope: Optional[Envelope] = None) -> Dict[str, Any]:
         return render_payload(message)

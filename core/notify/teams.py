@@ -17,10 +17,9 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, List, Optional
 
-from core.notify.http import fit, fit_tail, post, redact_url, secrets_of
+from core.notify.http import UrlSink, fit, fit_tail, post, secrets_of
 from core.notify.message import Envelope, Message, Tone
 from core.notify.outbox import Outcome
-from core.notify.sink import Sink
 
 #: 28 KB as Teams documents it, less room for the HTTP framing it may count too.
 SIZE_LIMIT = 28 * 1024 - 512
@@ -81,23 +80,12 @@ def render_payload(message: Message, limit: int = SIZE_LIMIT) -> Dict[str, Any]:
     return payload
 
 
-class TeamsSink(Sink):
+class TeamsSink(UrlSink):
     """A Teams Workflows webhook URL (https://....logic.azure.com/... or ...powerplatform.com/...)."""
 
+    kind = "teams"
     min_spacing = 1.0
     per_minute = 30
-
-    def __init__(self, name: str, url: str, post_with: Optional[Any] = None) -> None:
-        super().__init__(name)
-        self.url = url
-        self._post = post_with
-
-    @property
-    def destination(self) -> str:
-        return self.url.strip()
-
-    def describe(self) -> str:
-        return f"teams {redact_url(self.url)}"
 
     def render(self, message: Message, envelope: Optional[Envelope] = None) -> bytes:
         return encode(render_payload(message))

@@ -22,10 +22,9 @@ import json
 from datetime import datetime, timezone
 from typing import Any, Dict, Optional, Tuple
 
-from core.notify.http import fit, fit_tail, post, redact_url, scrub, secrets_of
+from core.notify.http import UrlSink, fit, fit_tail, post, scrub, secrets_of
 from core.notify.message import Envelope, Message
 from core.notify.outbox import Outcome
-from core.notify.sink import Sink
 
 SPEC_VERSION = "1.0"
 TYPE_PREFIX = "org.jobmon.job."
@@ -80,26 +79,22 @@ def render_event(message: Message, envelope: Optional[Envelope], source: str = D
             return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-class WebhookSink(Sink):
+class WebhookSink(UrlSink):
     """Any https endpoint that takes CloudEvents (CI, a chat bridge, your own service)."""
 
     min_spacing = 0.2
     per_minute = 120
 
+    kind = "webhook"
+
     def __init__(self, name: str, url: str, secret: str = "", source: str = "",
                  post_with: Optional[Any] = None) -> None:
-        super().__init__(name)
-        self.url = url
+        super().__init__(name, url, post_with)
         self.secret = secret
         self.source = source or DEFAULT_SOURCE
-        self._post = post_with
-
-    @property
-    def destination(self) -> str:
-        return self.url.strip()
 
     def describe(self) -> str:
-        return f"webhook {redact_url(self.url)}" + (" (signed)" if self.secret else "")
+        return super().describe() + (" (signed)" if self.secret else "")
 
     def render(self, message: Message, envelope: Optional[Envelope] = None) -> Tuple[bytes, Dict[str, str]]:
         body = render_event(message, envelope, self.source)

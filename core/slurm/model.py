@@ -1,7 +1,8 @@
 """What Slurm tells us, as frozen values: job states, queue rows, accounting records, scontrol views.
 
-Also the few rules about those values that every other module relies on, each defined once here:
-when a job ended cleanly, which rows belong to a job (array tasks, het components), and when an
+Also the few rules about those values that every other module relies on, each defined once here
+(when a job ended cleanly is defined in core.analysis.jobend, which the analyzer may import, and
+re-exported here): which rows belong to a job (array tasks, het components), and when an
 accounting record is only sacct's placeholder.
 """
 from __future__ import annotations
@@ -10,6 +11,8 @@ import enum
 import re
 from dataclasses import dataclass
 from typing import Optional
+
+from core.analysis.jobend import is_clean_end as is_clean_end  # defined once, for the analyzer too
 
 
 class JobState(str, enum.Enum):
@@ -66,11 +69,6 @@ FINAL_STATES = frozenset({
 TERMINAL_PENDING_REASONS = frozenset({"DependencyNeverSatisfied"})
 
 
-def is_clean_end(state: JobState, exit_code: int, signal: int) -> bool:
-    """The one definition of success: COMPLETED with exit code 0 and no signal."""
-    return state is JobState.COMPLETED and exit_code == 0 and signal == 0
-
-
 def is_sigkilled(state: JobState, exit_code: int, signal: int) -> bool:
     """FAILED by SIGKILL (exit 137 or signal 9): what a host-memory kill without cgroups looks like."""
     return state is JobState.FAILED and (exit_code == 137 or signal == 9)
@@ -115,6 +113,8 @@ class QueueEntry:
     start_time: str = ""  # ISO local time, or "N/A" while pending without an estimate
     nodes: str = ""
     submit_time: str = ""
+    partition: str = ""
+    name: str = ""  # the last column squeue prints: a `|` in a job name stays in it
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,8 @@ GPU_QUERY = "--query-gpu=utilization.gpu,memory.used,memory.total"
 #: The squeue columns jobmon reads: (format letter, the header squeue prints for it).
 SQUEUE_COLUMNS = (
     ("%i", "JOBID"), ("%T", "STATE"), ("%r", "REASON"), ("%M", "TIME"), ("%l", "TIME_LIMIT"), ("%L", "TIME_LEFT"),
-    ("%S", "START_TIME"), ("%N", "NODELIST"), ("%V", "SUBMIT_TIME"),
+    ("%S", "START_TIME"), ("%N", "NODELIST"), ("%V", "SUBMIT_TIME"), ("%P", "PARTITION"),
+    ("%j", "NAME"),  # last: the only column whose text may contain the delimiter (parse_table keeps it whole)
 )
 SQUEUE_DELIMITER = "|"
 
@@ -89,7 +90,8 @@ def parse_squeue(text: str) -> List[QueueEntry]:
                 job_id, JobState.parse(row.get("STATE", "")), row.get("REASON", ""), row.get("TIME", ""),
                 time_limit=row.get("TIME_LIMIT", ""), time_left=row.get("TIME_LEFT", ""),
                 start_time=row.get("START_TIME", ""), nodes=row.get("NODELIST", ""),
-                submit_time=row.get("SUBMIT_TIME", ""),
+                submit_time=row.get("SUBMIT_TIME", ""), partition=row.get("PARTITION", ""),
+                name=row.get("NAME", ""),
             ))
     return entries
 

@@ -43,6 +43,22 @@ class QueueSnapshot:
     taken_at: float
     entries: Dict[str, QueueEntry]
     error: str = ""
+    calls: int = 0  # squeue runs through this folder's snapshot so far (this one included)
+    failures: int = 0  # of which failed
+
+
+@dataclass(frozen=True)
+class SchedulerCalls:
+    """What the shared snapshots recorded about Slurm, read without asking Slurm anything (`jobmon serve`)."""
+
+    squeue_taken_at: float = 0.0  # 0: no snapshot yet
+    squeue_error: str = ""
+    squeue_calls: int = 0
+    squeue_failures: int = 0
+    sacct_taken_at: float = 0.0
+    sacct_error: str = ""
+    sacct_calls: int = 0
+    sacct_failures: int = 0
 
 
 @dataclass(frozen=True)
@@ -59,16 +75,42 @@ class UsageSnapshot:
 
 def _encode_queue(snapshot: QueueSnapshot) -> str:
     rows = [[e.job_id, e.state.value, e.reason, e.time_used, e.time_limit, e.time_left, e.start_time, e.nodes,
-             e.submit_time] for e in snapshot.entries.values()]
-    return json.dumps({"taken_at": snapshot.taken_at, "error": snapshot.error, "rows": rows})
+             e.submit_time, e.partition, e.name] for e in snapshot.entries.values()]
+    return json.dumps({"taken_at": snapshot.taken_at, "error": snapshot.error, "rows": rows,
+                       "calls": snapshot.calls, "failures": snapshot.failures})
 
 
 def _decode_queue(text: str) -> QueueSnapshot:
     data = json.loads(text)
     entries = {
-        row[0]: QueueEntry(row[0], JobState.parse(row[1]), *row[2:9]) for row in data.get("rows", [])
+        row[0]: QueueEntry(row[0], JobState.parse(row[1]), *row[2:11]) for row in data.get("rows", [])
     }
-    return QueueSnapshot(float(data["taken_at"]), entries, str(data.get("error", "")))
+    return QueueSnapshot(float(data["taken_at"]), entries, str(data.get("error", "")),
+                         int(data.get("calls", 0)), int(data.get("failures", 0)))
+
+
+def _read_json(path: str) -> Dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def load_scheduler_calls(folder: str) -> SchedulerCalls:
+    """The counters and the last answers the shared squeue and sacct snapshots keep (no Slurm call)."""
+    queue = _read_json(os.path.join(folder, QUEUE_FILE))
+    accounting = _read_json(os.path.join(folder, ACCOUNTING_FILE))
+    try:
+        return SchedulerCalls(
+            squeue_taken_at=float(queue.get("taken_at", 0.0) or 0.0), squeue_error=str(queue.get("error", "")),
+            squeue_calls=int(queue.get("calls", 0)), squeue_failures=int(queue.get("failures", 0)),
+            sacct_taken_at=float(accounting.get("taken_at", 0.0) or 0.0),
+            sacct_error=str(accounting.get("error", "")),
+            sacct_calls=int(accounting.get("calls", 0)), sacct_failures=int(accounting.get("failures", 0)))
+    except (TypeError, ValueError):
+        return SchedulerCalls()
 
 
 class SharedSlurm:
@@ -137,11 +179,14 @@ class SharedSlurm:
         return snapshot
 
     def _refresh_queue(self) -> QueueSnapshot:
+        before = self._load_queue()
         taken_at = self.clock()
         try:
-            snapshot = QueueSnapshot(taken_at, self.slurm.query_user_queue())
+            snapshot = QueueSnapshot(taken_at, self.slurm.query_user_queue(), calls=before.calls + 1,
+                                     failures=before.failures)
         except SlurmError as exc:
-            snapshot = QueueSnapshot(taken_at, {}, str(exc) or "squeue failed")
+            snapshot = QueueSnapshot(taken_at, {}, str(exc) or "squeue failed", calls=before.calls + 1,
+                                     failures=before.failures + 1)
         self._write(QUEUE_FILE, _encode_queue(snapshot))
         return snapshot
 
@@ -196,8 +241,10 @@ class SharedSlurm:
             text, error = self.slurm.accounting_text(queried), ""
         except SlurmError as exc:
             text, error = "", str(exc) or "sacct failed"
+        calls, failures = _count(cache, "calls") + 1, _count(cache, "failures") + (1 if error else 0)
         self._write(ACCOUNTING_FILE, json.dumps({"format": ACCOUNTING_FORMAT, "taken_at": now, "queried": queried,
-                                                 "text": text, "error": error, "wanted": wanted}))
+                                                 "text": text, "error": error, "wanted": wanted,
+                                                 "calls": calls, "failures": failures}))
         if error:
             raise SlurmUnavailable(error)
         return self._select(parse_sacct(text), job_ids)
@@ -262,6 +309,13 @@ class SharedSlurm:
     @staticmethod
     def _select(records: List[AccountingRecord], job_ids: Sequence[str]) -> Dict[str, AccountingRecord]:
         return {r.job_id: r for r in records if any(is_member(r.job_id, job) for job in job_ids)}
+
+
+def _count(cache: Dict[str, Any], key: str) -> int:
+    try:
+        return int(cache.get(key, 0))
+    except (TypeError, ValueError):
+        return 0
 
 
 def _numeric_key(job_id: str) -> Tuple[int, str]:

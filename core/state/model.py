@@ -29,6 +29,7 @@ RECENT = 24 * 3600.0
 class RecordSource(str, enum.Enum):
     SUBMIT = "submit"  # `jobmon submit`: jobmon ran sbatch
     WATCH = "watch"  # `jobmon watch`: a job submitted with plain sbatch
+    WATCH_ALL = "watch-all"  # found by `jobmon watch --all`; `jobmon submit` adopts it when it comes second
 
 
 class FinalSource(str, enum.Enum):
@@ -385,6 +386,7 @@ class JobRecord:
     categories: List[str] = field(default_factory=list)
     findings: List[Finding] = field(default_factory=list)
     excerpt: str = ""
+    warnings: List[Finding] = field(default_factory=list)  # log lines that looked bad in a run that went on
     outbox: List[OutboxEntry] = field(default_factory=list)
     live: Optional[LiveState] = None
     watch_files: List[str] = field(default_factory=list)  # `jobmon submit --watch-files` (with config's)

@@ -22,7 +22,7 @@ import os
 import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from core.errors import StateError, StateLocked, StateWriteError
+from core.errors import RecordExists, StateError, StateLocked, StateWriteError
 from core.files import atomic_write_text
 from core.locking import file_lock
 from core.state.codec import DecodeError, decode, encode
@@ -112,7 +112,7 @@ class StateStore:
         try:
             with self.lock(record.job_id):
                 if self.exists(record.job_id):
-                    raise StateError(
+                    raise RecordExists(
                         f"job {record.job_id} is already monitored (state file {self.path(record.job_id)})")
                 self._mark(record.job_id)  # before the record: a record is never outside the index
                 self.save(record)

@@ -44,11 +44,11 @@ def test_controller_outage_gives_no_false_end_then_the_right_one(jm):
 
 
 def test_job_ending_while_the_controller_is_down_is_reported_once_and_right(jm):
-    job_id = jm.submit(short_job(jm, "end-down", 4))
-    wait_job_state(job_id, ("RUNNING",), 30)
+    job_id = jm.submit(short_job(jm, "end-down", 10))  # long enough that stopping slurmctld (seconds on a
+    wait_job_state(job_id, ("RUNNING",), 30)               # loaded machine) surely comes before its end
     slurm_local("stop-ctld")
     try:
-        time.sleep(8)  # the job ends in the dark
+        time.sleep(14)  # the job ends in the dark
         state = jm.state(job_id)
         assert state["final"] is None and jm.receiver.messages() == []
         assert "controller unreachable" in jm.status_row(job_id)["problem"]

@@ -19,10 +19,12 @@ from core.analysis.analyzer import (
     merge_patterns,
     parse_patterns,
 )
+from core.analysis.jobend import JobEnd
 from core.errors import PatternError
 
 
-def pattern(pattern_id: str, *regexes: str, exclude: Sequence[str] = (), severity: str = "error") -> Pattern:
+def pattern(pattern_id: str, *regexes: str, exclude: Sequence[str] = (), severity: str = "error",
+            survivable: Sequence[str] = (), wraps: bool = False, states: Sequence[str] = ()) -> Pattern:
     return Pattern(
         id=pattern_id,
         severity=severity,
@@ -30,12 +32,15 @@ def pattern(pattern_id: str, *regexes: str, exclude: Sequence[str] = (), severit
         description=f"{pattern_id} happened",
         hint=f"fix {pattern_id}",
         exclude=tuple(re.compile(r) for r in exclude),
+        survivable=tuple(re.compile(r) for r in survivable),
+        wraps=wraps,
+        states=tuple(states),
     )
 
 
 OOM = pattern("oom", r"out of memory", severity="critical")
-KILLED = pattern("killed", r"^Killed$")
-TRACEBACK = pattern("traceback", r"Traceback \(most recent call last\):")
+KILLED = pattern("killed", r"^Killed$", wraps=True)
+TRACEBACK = pattern("traceback", r"Traceback \(most recent call last\):", wraps=True)
 LIBRARY = (OOM, KILLED, TRACEBACK)
 
 
@@ -63,7 +68,7 @@ def test_clean_line(raw, expected):
 
 
 # -- analyze: which pattern, which order -----------------------------------------------------
-def test_first_matching_pattern_wins_and_categories_follow_pattern_order():
+def test_first_matching_pattern_wins_and_wrappers_follow_the_cause_in_pattern_order():
     lines = [
         "Traceback (most recent call last):",
         "  File 'train.py', line 3",
@@ -74,6 +79,72 @@ def test_first_matching_pattern_wins_and_categories_follow_pattern_order():
     assert [(f.line_no, f.category) for f in analysis.findings] == [(1, "traceback"), (3, "oom"), (4, "killed")]
     assert analysis.categories == ("oom", "killed", "traceback")
     assert analysis.root_cause == analysis.findings[1]
+
+
+DISK = pattern("disk", r"No space left on device")
+TIMEOUT = pattern("timeout", r"DUE TO TIME LIMIT", states=("TIMEOUT",))
+CAUGHT_OOM = pattern("oom", r"out of memory", severity="critical", survivable=(r"skipping batch",))
+WORKER = pattern("worker", r"DataLoader worker \(pid \d+\) is killed", wraps=False)
+
+
+def test_causes_come_in_time_order_not_library_order():
+    lines = ["OSError: [Errno 28] No space left on device", "Traceback (most recent call last):",
+             "RuntimeError: out of memory"]
+    analysis = analyze(lines, (OOM, DISK) + LIBRARY[1:])
+    assert analysis.categories == ("disk", "oom", "traceback")
+    assert analysis.root_cause is not None and analysis.root_cause.line_no == 1
+
+
+def test_a_wrapper_printed_first_still_ranks_after_the_cause():
+    assert analyze(["Killed", "Traceback (most recent call last):", "out of memory"], LIBRARY).categories == (
+        "oom", "killed", "traceback")
+
+
+def test_a_wrapper_of_listed_causes_wraps_only_when_one_of_them_was_found():
+    worker = dataclasses.replace(WORKER, wraps_ids=("disk",))
+    library = (worker, DISK, OOM)
+    lines = ["DataLoader worker (pid 12) is killed", "No space left on device", "out of memory"]
+    assert analyze(lines, library).categories == ("disk", "oom", "worker")
+    assert analyze([lines[0], lines[2]], library).categories == ("worker", "oom")
+
+
+def test_the_final_state_names_the_root_cause_even_when_a_traceback_follows():
+    lines = ["slurmstepd: error: *** JOB 7 ON n1 CANCELLED AT 2024-04-20T09:09:37 DUE TO TIME LIMIT ***",
+             "Traceback (most recent call last):", "RuntimeError: out of memory"]
+    analysis = analyze(lines, (OOM, TIMEOUT) + LIBRARY[1:], outcome=JobEnd("TIMEOUT"))
+    assert analysis.categories == ("timeout", "oom", "traceback")
+    assert analysis.root_cause is not None and analysis.root_cause.line_no == 1
+    # without the outcome the log alone decides: the banner is the first error in time here too
+    assert analyze(lines[1:], (OOM, TIMEOUT) + LIBRARY[1:]).categories == ("oom", "traceback")
+
+
+def test_a_final_state_without_its_banner_adds_a_finding_from_slurm():
+    analysis = analyze(["RuntimeError: out of memory"], (OOM, TIMEOUT), outcome=JobEnd("TIMEOUT", 0, 15))
+    assert analysis.categories == ("timeout", "oom")
+    root = analysis.root_cause
+    assert root is not None and (root.line_no, root.line, root.hint) == (0, "Slurm: the job ended TIMEOUT",
+                                                                         "fix timeout")
+
+
+def test_a_state_no_pattern_names_changes_nothing():
+    lines = ["Killed", "out of memory"]
+    assert analyze(lines, LIBRARY, outcome=JobEnd("FAILED", 1)) == analyze(lines, LIBRARY)
+
+
+def test_a_clean_end_has_no_cause_only_warnings():
+    lines = ["Epoch 3 out of memory", "Traceback (most recent call last):", "done"]
+    analysis = analyze(lines, LIBRARY, outcome=JobEnd("COMPLETED", 0, 0))
+    assert analysis.categories == () and analysis.findings == () and analysis.root_cause is None
+    assert [(f.line_no, f.category) for f in analysis.warnings] == [(1, "oom"), (2, "traceback")]
+    assert analyze(lines, LIBRARY, outcome=JobEnd("COMPLETED", 1)).categories == ("oom", "traceback")
+
+
+def test_a_survivable_line_is_a_warning_whatever_the_outcome():
+    lines = ["WARNING: ran out of memory, skipping batch", "loss 0.3", "out of memory"]
+    analysis = analyze(lines, (CAUGHT_OOM,))
+    assert [(f.line_no, f.category) for f in analysis.warnings] == [(1, "oom")]
+    assert [f.line_no for f in analysis.findings] == [3] and analysis.categories == ("oom",)
+    assert analyze(lines[:2], (CAUGHT_OOM,)).categories == ()
 
 
 def test_finding_carries_severity_hint_and_cleaned_line():
@@ -185,6 +256,7 @@ def test_to_json_dict_shape():
             {"category": "killed", "severity": "error", "line_no": 1, "line": "Killed"},
             {"category": "oom", "severity": "critical", "line_no": 2, "line": "out of memory"},
         ],
+        "warnings": [],
     }
 
 
@@ -258,12 +330,30 @@ PREFIX = "patterns file /x/p.json"
     (document(entry(), entry(id="x"), entry()),
      f"{PREFIX}: entry 2 ('cuda_oom'): duplicate id, already used by entry 0"),
     (document(entry(regex=["typo"])), f"{PREFIX}: entry 0 ('cuda_oom'): unknown field 'regex'"),
+    (document(entry(wraps="yes")), f"{PREFIX}: entry 0 ('cuda_oom'): 'wraps' must be true, false or an array "
+                                   "of pattern ids"),
+    (document(entry(wraps=["Bad Id"])), f"{PREFIX}: entry 0 ('cuda_oom'): 'wraps' must be true, false or an "
+                                        "array of pattern ids"),
+    (document(entry(states="TIMEOUT")), f"{PREFIX}: entry 0 ('cuda_oom'): 'states' must be an array of Slurm "
+                                        "state names such as \"TIMEOUT\""),
+    (document(entry(states=["timeout"])), f"{PREFIX}: entry 0 ('cuda_oom'): 'states' must be an array of Slurm "
+                                          "state names such as \"TIMEOUT\""),
+    (document(entry(survivable=["x*"])), f"{PREFIX}: entry 0 ('cuda_oom'): regex 'x*' matches the empty string"),
+    (document(entry(hang="yes")), f"{PREFIX}: entry 0 ('cuda_oom'): 'hang' must be true or false, not a string"),
 ])
 def test_parse_errors_name_file_and_entry_in_one_line(text, message):
     with pytest.raises(PatternError) as caught:
         parse_patterns(text, "/x/p.json")
     assert str(caught.value) == message
     assert "\n" not in str(caught.value)
+
+
+def test_the_ordering_keys_are_read():
+    text = document(entry(wraps=True, states=["TIMEOUT"], survivable=["caught"]), entry(id="x", wraps=["cuda_oom"]))
+    first, second = parse_patterns(text, "p.json")
+    assert (first.wraps, first.wraps_ids, first.states, [r.pattern for r in first.survivable]) == (
+        True, (), ("TIMEOUT",), ["caught"])
+    assert (second.wraps, second.wraps_ids, second.states, second.survivable) == (False, ("cuda_oom",), (), ())
 
 
 def test_multiline_regex_is_reported_on_one_line():
@@ -286,10 +376,10 @@ def test_merge_without_user_patterns_is_the_builtin_library():
     assert merge_patterns(LIBRARY, ()) == LIBRARY
 
 
-def test_user_pattern_outranks_builtins_in_analysis():
+def test_user_pattern_outranks_builtins_on_the_same_line_and_takes_its_turn_in_time():
     merged = merge_patterns(LIBRARY, (pattern("shard_crc", r"CRC mismatch"),))
-    analysis = analyze(["out of memory", "CRC mismatch in shard 7"], merged)
-    assert analysis.categories == ("shard_crc", "oom")
+    assert analyze(["CRC mismatch in shard 7: out of memory"], merged).categories == ("shard_crc",)
+    assert analyze(["out of memory", "CRC mismatch in shard 7"], merged).categories == ("oom", "shard_crc")
 
 
 # -- purity ----------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ SLURM_COMMANDS = {"sbatch", "squeue", "sacct", "scontrol", "scancel", "sinfo", "
 
 #: Layers, lowest first: a module imports only from its own layer or below (lazy imports included).
 LAYERS: Tuple[Tuple[str, ...], ...] = (
-    ("errors", "locking", "files", "analysis.finding", "analysis.lines"),  # leaves
+    ("errors", "locking", "files", "analysis.finding", "analysis.lines", "analysis.jobend"),  # leaves
     ("slurm", "notify", "progress"),  # the Slurm adapter; messages, outbox and sinks; reading a running job's logs
     ("state",),  # the job record and its storage
     ("outcome", "analysis"),  # how a job ended; what its logs say
@@ -26,6 +26,7 @@ LAYERS: Tuple[Tuple[str, ...], ...] = (
     ("config",),
     ("monitor",),  # polling, checks, chains, dispatching: one job's monitor
     ("daemon", "views", "doctor"),  # processes, liveness, composition; what the CLI shows; `jobmon doctor`
+    ("serve",),  # `jobmon serve`: HTTP endpoints and the dashboard over what the views show
 )
 
 
@@ -138,7 +139,7 @@ def test_only_the_sinks_http_module_imports_requests_and_only_when_it_sends():
 
 def test_the_analyzer_is_pure():
     allowed = {"re", "json", "dataclasses", "typing", "__future__", "core.errors", "core.analysis.finding",
-               "core.analysis.lines"}
+               "core.analysis.lines", "core.analysis.jobend"}
     assert imported(parse("analysis.analyzer")) <= allowed
 
 
@@ -153,9 +154,10 @@ def test_pure_rules_touch_no_files_processes_or_clocks():
 
 
 def test_only_the_entry_points_read_argv():
-    """jobmon.py for the CLI; `python -m core.daemon` and `python -m core.daemon.deliver` for the children."""
+    """jobmon.py for the CLI; `python -m core.daemon`, `python -m core.daemon.deliver`, `python -m
+    core.daemon.watchall` and `python -m core.serve` for the children."""
     for module in core_modules():
-        if module not in ("daemon.__main__", "daemon.deliver"):
+        if module not in ("daemon.__main__", "daemon.deliver", "daemon.watchall", "serve.__main__"):
             assert "sys.argv" not in ast.unparse(parse(module)), f"core/{module}.py reads argv"
 
 
@@ -192,3 +194,14 @@ def test_every_core_package_is_installed_by_pyproject():
     found = {"core." + os.path.relpath(folder, CORE).replace(os.sep, ".") if folder != CORE else "core"
              for folder, _, files in os.walk(CORE) if "__init__.py" in files}
     assert found <= listed, f"add to pyproject.toml packages: {sorted(found - listed)}"
+
+
+def test_test_modules_have_unique_names():
+    """pytest imports test modules by their base name (tests/ has no packages): two `test_x.py` in
+    different folders fail the whole run's collection."""
+    seen: dict = {}
+    for folder, _, files in os.walk(os.path.join(ROOT, "tests")):
+        for name in files:
+            if name.startswith("test_") and name.endswith(".py"):
+                assert name not in seen, f"{name} is in {seen[name]} and {folder}: rename one"
+                seen[name] = folder

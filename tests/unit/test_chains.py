@@ -392,6 +392,26 @@ def test_signal_9_tasks_are_analysed_first_when_only_some_logs_are_read(patterns
     assert "slurm_oom" in analysis.categories
 
 
+def test_each_task_is_analysed_with_its_own_end_and_the_group_ranks_by_each_tasks_order(patterns, tmp_path):
+    from core.analysis.logs import analyze_group_logs
+    from core.state.model import TaskOutcome
+
+    record = JobRecord(job_id="70", array_spec="0-2", submit_dir=str(tmp_path),
+                       log_options=LogOptions(output="s-%A_%a.out"))
+    (tmp_path / "s-70_0.out").write_text("Traceback (most recent call last):\nKeyboardInterrupt\n")
+    (tmp_path / "s-70_1.out").write_text("OSError: [Errno 24] Too many open files\n")
+    (tmp_path / "s-70_2.out").write_text("loss: nan\n")
+    tasks = [TaskOutcome(task_id="0", job_id="70_0", state=JobState.TIMEOUT, signal=15),
+             TaskOutcome(task_id="1", job_id="70_1", state=JobState.FAILED, exit_code=1),
+             TaskOutcome(task_id="2", job_id="70_2", state=JobState.COMPLETED)]
+    analysis, excerpt = analyze_group_logs(record, tasks, patterns, 100)
+    assert [t.categories for t in tasks] == [["slurm_timeout", "python_traceback"], ["too_many_open_files"], []]
+    # both tasks' root causes lead (library order between them), before the wrapper second in task 0
+    assert analysis.categories == ("too_many_open_files", "slurm_timeout", "python_traceback")
+    assert excerpt == "task 1:\nOSError: [Errno 24] Too many open files"
+    assert analysis.warnings == ()  # a completed task is not read
+
+
 def test_the_heartbeat_is_renewed_before_each_sbatch_of_a_round(store, patterns, tmp_path):
     from core.monitor.monitor import STEP_BUDGET
 
@@ -410,3 +430,14 @@ def test_the_heartbeat_is_renewed_before_each_sbatch_of_a_round(store, patterns,
     tale = chain_story(store, patterns, slurm, resubmit=resubmit)
     tale.run()
     assert len(deadlines) == 2 and all(left >= STEP_BUDGET for left in deadlines)
+
+
+def test_a_cause_named_by_slurm_alone_shows_the_end_of_the_log(patterns, tmp_path):
+    from core.analysis.jobend import JobEnd
+    from core.analysis.logs import analyze_logs
+
+    log = tmp_path / "job.out"
+    log.write_text("".join(f"step {i}\n" for i in range(40)))
+    analysis, excerpt = analyze_logs([str(log)], patterns, 100, JobEnd("TIMEOUT", 0, 15))
+    assert analysis.categories == ("slurm_timeout",) and analysis.findings[0].line_no == 0
+    assert excerpt.splitlines()[-1] == "step 39" and len(excerpt.splitlines()) == 25

@@ -1,6 +1,7 @@
 """Bad input gets one clear line and a non-zero exit, never a traceback (no Slurm needed)."""
 from __future__ import annotations
 
+import io
 import json
 import os
 
@@ -83,10 +84,15 @@ def test_broken_user_patterns_stop_submit_and_name_the_entry(home, capsys, monke
     (["cancel", "12x"], "is not a Slurm job id"),
     (["cancel", "4242"], "not monitored"),
     (["analyze", "nope.log"], "no such file"),
-    (["analyze", "."], "is a directory"),
+    (["analyze", "empty"], "is a directory with no files in it"),
+    (["analyze", "-", "-"], "standard input (-) can be read only once"),
+    (["analyze", "--exit-code", "1", "x.log"], "give --state too"),
+    (["analyze", "--state", "EXPLODED", "x.log"], "is not a Slurm job state"),
 ])
 def test_bad_ids_and_paths(home, capsys, argv, expected):
     write_config(home, GOOD_CONFIG)
+    (home / "empty").mkdir()
+    (home / "x.log").write_text("Killed\n")
     code, _, err = run(capsys, *argv)
     assert code != 0 and expected in err
 
@@ -120,6 +126,43 @@ def test_status_with_no_jobs_and_analyze_json(home, capsys):
                                      "line_no": 2, "line": "Traceback (most recent call last):"}
     code, out, _ = run(capsys, "analyze", str(log))
     assert code == 0 and "root cause first: cuda_oom, python_traceback" in out
+
+
+def test_analyze_reads_several_files_a_directory_and_standard_input(home, capsys, monkeypatch):
+    logs = home / "logs"
+    logs.mkdir()
+    (logs / "a.err").write_text(
+        "slurmstepd: error: *** JOB 7 ON n1 CANCELLED AT 2024-04-20T09:09:37 DUE TO TIME LIMIT ***\n")
+    (logs / "b.err").write_text("OSError: [Errno 24] Too many open files\n")
+    (logs / ".hidden").write_text("Killed\n")
+    monkeypatch.setattr("sys.stdin", io.StringIO("step 3\nKilled\n"))
+    code, out, _ = run(capsys, "analyze", "--json", str(logs), "-")
+    assert code == 0
+    reports = json.loads(out)
+    assert [(r["path"], r["categories"]) for r in reports] == [
+        (str(logs / "a.err"), ["slurm_timeout"]), (str(logs / "b.err"), ["too_many_open_files"]),
+        ("(standard input)", ["killed_signal"])]
+    assert all(r["warnings"] == [] for r in reports)
+
+
+def test_analyze_knows_how_the_job_ended_and_explains_the_order(home, capsys):
+    log = home / "train.err"
+    log.write_text("epoch 3 loss: nan\nTraceback (most recent call last):\n"
+                   "torch.cuda.OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 MiB\n")
+    code, out, _ = run(capsys, "analyze", "--json", "--state", "TIMEOUT", "--signal", "15", str(log))
+    assert json.loads(out)["categories"] == ["slurm_timeout", "nan_loss", "cuda_oom", "python_traceback"]
+    code, out, _ = run(capsys, "analyze", "--json", "--state", "COMPLETED", str(log))
+    result = json.loads(out)
+    assert result["categories"] == [] and result["findings"] == []
+    assert [w["category"] for w in result["warnings"]] == ["nan_loss", "python_traceback", "cuda_oom"]
+    code, out, _ = run(capsys, "analyze", "--explain", str(log))
+    assert code == 0 and "root cause first: nan_loss, cuda_oom, python_traceback" in out
+    assert "nan_loss (library rank" in out and "root cause: a cause first seen on line 1" in out
+    assert "python_traceback (library rank" in out and "wraps a cause printed elsewhere" in out
+    assert "matched regex: Traceback \\(most recent call last\\):" in out
+    code, out, _ = run(capsys, "analyze", "--explain", "--state", "TIMEOUT", str(log))
+    assert "slurm_timeout (library rank" in out and "from Slurm's final state" in out
+    assert "the job ended TIMEOUT, a state this pattern names ('states'): it leads" in out
 
 
 def test_config_readable_by_others_warns(home, capsys):
@@ -414,3 +457,69 @@ def test_status_with_no_jobs_here_points_at_the_home_that_has_them(two_homes, ca
     assert code == 0 and "No monitored jobs" in out
     assert f"this JOBMON_HOME ({active}) has no jobs, but {checkout}/state exists in the checkout" in err
     assert f"export JOBMON_HOME={checkout}" in err
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["watch"], "give a job id, or --all"),
+    (["watch", "123", "--name", "^sweep-"], "go with --all"),
+    (["watch", "--all", "123"], "takes no job id"),
+    (["watch", "--stop"], "--stop goes with --all"),
+    (["watch", "--all", "--name", "sweep-("], "not a valid regular expression"),
+    (["watch", "--all", "--since", "yesterday"], "--since 'yesterday'"),
+    (["serve", "--bind", "0.0.0.0", "--port", "0"], "JOBMON_SERVE_TOKEN"),
+    (["serve", "--port", "70000"], "between 0 and 65535"),
+    (["serve", "--stop", "--port", "1"], "--stop takes no"),
+])
+def test_watch_all_and_serve_refuse_bad_arguments_in_one_line(home, capsys, monkeypatch, argv, expected):
+    write_config(home, GOOD_CONFIG)
+    monkeypatch.delenv("JOBMON_SERVE_TOKEN", raising=False)
+    monkeypatch.setenv("PATH", "/nonexistent")  # nothing is started, no Slurm command is looked for
+    code, _, err = run(capsys, *argv)
+    assert code != 0 and expected in err and err.count("\n") == 1, err
+
+
+def test_stopping_services_that_never_ran_says_so(home, capsys):
+    assert run(capsys, "watch", "--all", "--stop")[:2] == (0, "jobmon: no running watcher to stop\n")
+    assert run(capsys, "serve", "--stop")[:2] == (0, "jobmon: no running server to stop\n")
+
+
+def test_status_lists_a_dead_watcher_and_a_live_server_and_json_carries_them(home, capsys):
+    from core.daemon.liveness import process_start_ticks, this_host
+    from core.daemon.service import ServiceRecord, save_service
+    from core.daemon.watchall import make_filter, watch_path
+    from core.serve.record import save_server
+
+    run(capsys, "status")  # creates the folders
+    state = str(home / "state")
+    save_service(watch_path(state), ServiceRecord(pid=0, host=this_host(), args=make_filter("", "^s", 0).as_args()))
+    save_server(state, ServiceRecord(pid=os.getpid(), start_ticks=process_start_ticks(os.getpid()) or 0,
+                                     host=this_host(), bind="127.0.0.1", port=8642))
+    code, out, _ = run(capsys, "status")
+    assert code == 0
+    assert f"serve: ALIVE pid {os.getpid()} on {this_host()}, http://127.0.0.1:8642/" in out
+    assert "watch --all: DEAD pid 0" in out and "name matching '^s'" in out
+    data = json.loads(run(capsys, "status", "--json")[1])
+    assert data["serve"]["health"] == "ALIVE" and data["watch_all"]["health"] == "DEAD"
+
+
+def test_recover_restarts_a_dead_server_on_its_address_and_not_a_stopped_one(home, capsys, monkeypatch):
+    from core.daemon.liveness import this_host
+    from core.serve import main as serve_main
+    from core.serve.record import ServerRecord, save_server
+
+    write_config(home, GOOD_CONFIG)
+    run(capsys, "status")
+    started = []
+
+    def fake_start(paths, bind, port, token):
+        started.append((bind, port))
+        return ServerRecord(pid=77, bind=bind, port=port)
+
+    monkeypatch.setattr(serve_main, "start_detached", fake_start)
+    dead = ServerRecord(pid=0, host=this_host(), bind="127.0.0.1", port=8650)
+    save_server(str(home / "state"), dead)
+    code, out, _ = run(capsys, "recover")
+    assert code == 0 and "serve: server restarted (pid 77, http://127.0.0.1:8650/)" in out
+    dead.stopped_at = 1.0
+    save_server(str(home / "state"), dead)
+    assert "serve:" not in run(capsys, "recover")[1] and started == [("127.0.0.1", 8650)]

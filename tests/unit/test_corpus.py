@@ -126,3 +126,26 @@ def test_no_forbidden_category_is_reported(figures):
 def test_every_successful_run_is_clean(figures):
     assert figures.clean_negatives == len(figures.negatives), misses(
         figures, lambda r: r.case.negative and r.categories)
+
+
+def test_every_outcome_is_a_slurm_final_state(raw_cases):
+    from core.slurm.model import FINAL_STATES, JobState
+
+    finals = {state.value for state in FINAL_STATES} | {JobState.PREEMPTED.value}
+    for case in raw_cases:
+        if "outcome" in case:
+            assert set(case["outcome"]) <= {"state", "exit_code", "signal"}, case["file"]
+            assert case["outcome"]["state"] in finals, case["file"]
+
+
+def test_the_log_alone_meets_the_targets_too(bench):
+    """Slurm's outcome is often unknown (`jobmon analyze` on a file): it must not be what carries the figures."""
+    alone = bench.score(bench.load_manifest(), bench.load_library(), outcomes=False)
+    assert alone.primary_accuracy >= MIN_PRIMARY_ACCURACY and alone.recall >= MIN_RECALL
+    assert alone.forbidden_hits == 0 and alone.clean_negatives == len(alone.negatives)
+
+
+def test_a_caught_out_of_memory_and_the_transient_step_memory_warning_are_warnings_seen(figures):
+    seen = {r.case.file: r.warnings for r in figures.negatives if r.warnings}
+    assert seen.get("negative__galaxy_2359.log") == ("slurm_oom",)
+    assert seen.get("negative__ray_5755.log") == ("cuda_oom",)

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.analysis.analyzer import MAX_LINE_CHARS as FINDING_MAX_CHARS
-from core.analysis.analyzer import Analysis, analyze, parse_patterns
+from core.analysis.analyzer import Analysis, analyze, is_wrapper, parse_patterns
 from core.analysis.logtail import MAX_LINE_CHARS as TAIL_MAX_CHARS
 from core.analysis.logtail import read_tail
 from core.errors import JobmonError, PatternError
@@ -416,15 +416,16 @@ _squeue_job_ids = st.one_of(
 
 @st.composite
 def _squeue_output(draw):
-    entries = [QueueEntry(job_id, draw(st.sampled_from(list(JobState))), *(draw(_SQUEUE_WORD) for _ in range(7)))
+    entries = [QueueEntry(job_id, draw(st.sampled_from(list(JobState))), *(draw(_SQUEUE_WORD) for _ in range(9)))
                for job_id in draw(st.lists(_squeue_job_ids, max_size=5, unique=True))]
-    extra = draw(st.lists(st.sampled_from(["PARTITION", "NAME", "USER"]), max_size=2, unique=True))
+    extra = draw(st.lists(st.sampled_from(["USER", "COMMENT"]), max_size=2, unique=True))
     titles = draw(st.permutations([title for _, title in SQUEUE_COLUMNS] + extra))
     lines = ["|".join(titles)]
     for entry in entries:
         cells = {"JOBID": entry.job_id, "STATE": entry.state.value, "REASON": entry.reason, "TIME": entry.time_used,
                  "TIME_LIMIT": entry.time_limit, "TIME_LEFT": entry.time_left, "START_TIME": entry.start_time,
-                 "NODELIST": entry.nodes, "SUBMIT_TIME": entry.submit_time}
+                 "NODELIST": entry.nodes, "SUBMIT_TIME": entry.submit_time, "PARTITION": entry.partition,
+                 "NAME": entry.name}
         lines.append("|".join(cells[title] if title in cells else draw(_SQUEUE_WORD) for title in titles))
     return entries, "\n".join(lines) + "\n"
 
@@ -490,7 +491,15 @@ def _check_analysis(result: Analysis, n_lines: int, first_line_no: int, max_find
     rank = {pattern_id: index for index, pattern_id in enumerate(PATTERN_IDS)}
     assert set(result.categories) <= set(PATTERN_IDS)
     assert len(set(result.categories)) == len(result.categories)
-    assert [rank[c] for c in result.categories] == sorted(rank[c] for c in result.categories)
+    by_id = {p.id: p for p in BUILTIN_PATTERNS}
+    first_line = {f.category: f.line_no for f in reversed(result.findings)}
+    if len(result.categories) < max_findings:  # none cut: every category found is here
+        wraps = [is_wrapper(by_id[c], result.categories) for c in result.categories]
+        assert wraps == sorted(wraps), "causes before the reports that wrap them"
+        causes = [c for c, w in zip(result.categories, wraps) if not w]
+        wrappers = [c for c, w in zip(result.categories, wraps) if w]
+        assert [first_line[c] for c in causes] == sorted(first_line[c] for c in causes), "causes in time order"
+        assert [rank[c] for c in wrappers] == sorted(rank[c] for c in wrappers), "wrappers in library order"
     assert len(result.findings) <= max_findings
     line_nos = [f.line_no for f in result.findings]
     assert line_nos == sorted(line_nos)

@@ -61,6 +61,27 @@ def test_pending_running_completed_goes_to_the_success_route_once(store, pattern
     assert tale.delivered("discord-error") == []
 
 
+def test_a_completed_run_with_scary_lines_goes_to_the_success_route_with_its_warnings(store, patterns, tmp_path):
+    (tmp_path / "job.err").write_text(
+        "| WARNING: ran out of memory with exception: CUDA out of memory. Tried to allocate 1.50 GiB\n"
+        " Skipping batch\n"
+        "2022-02-09 20:28:32,418 - mmdet - INFO - Epoch [1][658/742] loss_cls: nan, loss_bbox: nan, loss: nan\n"
+        "slurmstepd: error: Exceeded step memory limit at some point.\n")
+    slurm = ScriptedSlurm([queue_text(f"{JOB}|COMPLETED|None|1:00")], [accounting_text(sacct_row(JOB, "COMPLETED"))])
+    tale = story(store, slurm, patterns)
+    tale.run()
+    record = store.load(JOB)
+    assert record.categories == [] and record.findings == []
+    assert [(w.line_no, w.category) for w in record.warnings] == [(1, "cuda_oom"), (3, "nan_loss"), (4, "slurm_oom")]
+    [message] = tale.delivered("discord-success")
+    assert tale.delivered("discord-error") == []
+    assert "Likely cause" not in message.description
+    assert "warnings: cuda_oom, nan_loss, slurm_oom" in message.description
+    shown = {f.name: f.value for f in message.fields}["Warnings seen"]
+    assert shown.splitlines()[1] == ("nan_loss (line 3): 2022-02-09 20:28:32,418 - mmdet - INFO - Epoch [1][658/742] "
+                                     "loss_cls: nan, loss_bbox: nan, loss: nan")
+
+
 def test_a_step_never_sleeps_and_says_when_it_wants_to_run_again(store, patterns):
     slurm = ScriptedSlurm([queue_text(f"{JOB}|RUNNING|None|0:05")], [{}])
     tale = story(store, slurm, patterns)

@@ -8,6 +8,7 @@ from typing import Callable, List, Optional, Tuple
 import pytest
 
 from core.analysis.analyzer import SEVERITIES, Pattern, analyze, parse_patterns
+from core.analysis.jobend import JobEnd
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PATTERNS_FILE = ROOT / "patterns" / "error_patterns.json"
@@ -615,6 +616,34 @@ def test_dataloader_bus_error_outranks_the_traceback_that_follows(library):
     assert analysis.root_cause is not None and analysis.root_cause.line_no == 1
 
 
+def test_a_timeout_is_the_time_limit_even_when_a_watchdog_timeout_follows_the_kill(library):
+    log = [
+        "slurmstepd: error: *** JOB 494583 ON n1 CANCELLED AT 2024-04-20T09:09:37 DUE TO TIME LIMIT ***",
+        "0: [rank0]:[E1121 18:12:11.553902 88190 ProcessGroupNCCL.cpp:616] [Rank 0] Watchdog caught collective "
+        "operation timeout: WorkNCCL(SeqNum=48211, OpType=ALLREDUCE) ran for 600014 milliseconds before timing out.",
+    ]
+    assert analyze(log, library, outcome=JobEnd("TIMEOUT")).categories == ("slurm_timeout", "nccl_timeout")
+    # the banner lost (a log cut short): Slurm's state still names the cause
+    analysis = analyze(log[1:], library, outcome=JobEnd("TIMEOUT", 0, 15))
+    assert analysis.categories == ("slurm_timeout", "nccl_timeout")
+    assert analysis.root_cause is not None and analysis.root_cause.line_no == 0
+
+
+def test_out_of_memory_next_to_a_cancelled_banner_is_a_memory_kill_not_a_cancellation(library):
+    log = ["Epoch 0 |   Training | Elapsed Time: 0:00:15 | Steps: 93 | Loss: 24.580695",
+           "slurmstepd: error: *** JOB 7518 ON xantipa CANCELLED AT 2022-06-10T17:11:35 ***"]
+    assert analyze(log, library, outcome=JobEnd("OUT_OF_MEMORY")).categories == ("slurm_oom", "slurm_cancelled")
+    assert analyze(log, library, outcome=JobEnd("CANCELLED")).categories == ("slurm_cancelled",)
+
+
+def test_a_completed_run_with_a_nan_loss_has_it_as_a_warning_not_a_cause(library):
+    log = ["2022-02-09 20:28:32,418 - mmdet - INFO - Epoch [1][658/742]     lr: 5.000e-05, eta: 2:15:01, "
+           "time: 0.396, data_time: 0.159, memory: 4127, loss_cls: nan, loss_bbox: nan, loss: nan"]
+    assert analyze(log, library).categories == ("nan_loss",)
+    analysis = analyze(log, library, outcome=JobEnd("COMPLETED", 0, 0))
+    assert analysis.categories == () and [f.category for f in analysis.warnings] == ["nan_loss"]
+
+
 def test_successful_run_with_caught_oom_and_step_memory_warning_is_clean(library):
     log = [
         "| WARNING: ran out of memory with exception: CUDA out of memory. Tried to allocate 1.50 GiB (GPU 0; 15.75 "
@@ -623,4 +652,6 @@ def test_successful_run_with_caught_oom_and_step_memory_warning_is_clean(library
         "epoch 010 | loss 2.31 | ppl 4.96",
         "slurmstepd: error: Exceeded step memory limit at some point.",
     ]
-    assert analyze(log, library).findings == ()
+    analysis = analyze(log, library)
+    assert analysis.findings == ()
+    assert [(f.line_no, f.category) for f in analysis.warnings] == [(1, "cuda_oom"), (4, "slurm_oom")]

@@ -125,8 +125,15 @@ def test_parse_squeue_real_output_with_its_header():
 
 
 def test_real_squeue_header_names_the_columns_jobmon_reads():
-    assert squeue_format() == "%i|%T|%r|%M|%l|%L|%S|%N|%V"
-    assert header_line("squeue_live.txt").rstrip("\n").split("|") == [title for _, title in SQUEUE_COLUMNS]
+    assert squeue_format() == "%i|%T|%r|%M|%l|%L|%S|%N|%V|%P|%j"
+    assert header_line("squeue_watch.txt").rstrip("\n").split("|") == [title for _, title in SQUEUE_COLUMNS]
+
+
+def test_parse_squeue_reads_partition_and_a_name_with_the_delimiter_in_it():
+    tasks_0, tasks_1, single = parse_squeue(read_text(HEADERS, "squeue_watch.txt"))
+    assert (single.job_id, single.name, single.partition) == ("1266", "sweep-lr|3", "debug")
+    assert (tasks_0.job_id, tasks_0.name, tasks_1.job_id) == ("1267_0", "other", "1267_1")
+    assert single.submit_time == "2026-11-29T01:34:33"
 
 
 def test_the_live_columns_as_the_real_squeue_prints_them():
@@ -160,7 +167,7 @@ def test_parse_squeue_reads_columns_by_header_not_by_position():
 
 
 def test_parse_squeue_ignores_a_column_it_does_not_know():
-    text = "JOBID|PARTITION|STATE|REASON|TIME\n13|gpu|RUNNING|None|0:05\n"
+    text = "JOBID|ACCOUNT|STATE|REASON|TIME\n13|gpu|RUNNING|None|0:05\n"
     assert parse_squeue(text) == [QueueEntry("13", JobState.RUNNING, "None", "0:05")]
 
 
@@ -628,7 +635,7 @@ def test_submit_unreadable_output_is_slurm_error(stdout):
 def test_query_queue_argv_and_rows():
     runner = FakeRunner(0, slurm_output("squeue_array_running.txt"))
     entries = Slurm(runner, timeout=7.5).query_queue(["7", "13"])
-    assert runner.argv == ["squeue", "-t", "all", "-j", "7,13", "-o", "%i|%T|%r|%M|%l|%L|%S|%N|%V"]
+    assert runner.argv == ["squeue", "-t", "all", "-j", "7,13", "-o", "%i|%T|%r|%M|%l|%L|%S|%N|%V|%P|%j"]
     assert "-h" not in runner.argv and "--noheader" not in runner.argv, "the parser needs the header line"
     assert runner.calls[0][1] == 7.5
     assert list(entries) == ["7_[3-5%3]", "7_2", "7_1", "7_0"]
@@ -638,7 +645,7 @@ def test_query_queue_argv_and_rows():
 def test_query_user_queue_argv_and_rows():
     runner = FakeRunner(0, slurm_output("squeue_array_running_r.txt"))
     entries = Slurm(runner).query_user_queue()
-    assert runner.argv == ["squeue", "-u", current_user(), "-r", "-t", "all", "-o", "%i|%T|%r|%M|%l|%L|%S|%N|%V"]
+    assert runner.argv == ["squeue", "-u", current_user(), "-r", "-t", "all", "-o", "%i|%T|%r|%M|%l|%L|%S|%N|%V|%P|%j"]
     assert sorted(entries) == ["7_0", "7_1", "7_2", "7_3", "7_4", "7_5"]
 
 
