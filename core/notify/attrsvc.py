@@ -9,9 +9,10 @@ client (nvrx smonsvc) use it:
   ended job's output file (the intent asks for the final analysis, not progressive tracking);
 * `GET /logs?log_path=...` answers the analysis: `status` is `completed` once it is done, with
   `recommendation: {"action", "reason", "source"}`;
-* an error is `{"error_code", "message"}` with an HTTP status: 503 `job_limit_reached` (the service
-  is busy), 429 (rate limited, maybe with Retry-After) and 5xx are worth asking again; another 4xx
-  (INVALID_PATH, EMPTY_FILE, NOT_FOUND ...) is final.
+* an error is `{"error_code", "message"}` with an HTTP status, read by the one rule for every HTTP
+  answer (core.notify.http.classify_status): 503 `job_limit_reached` (the service is busy), other
+  5xx, 408 and 429 (with its Retry-After) are worth asking again; a 4xx (INVALID_PATH, EMPTY_FILE,
+  NOT_FOUND ...) is final.
 
 Every call is bounded by one overall wait (ATTRIBUTION_WAIT): a slow or failing service delays the
 final message by at most that, and then the message goes out without the attribution, saying why.
@@ -23,8 +24,9 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Optional, Tuple, TypeVar
 
-from core.notify.http import default_get, default_post, describe_transport, header, one_line, redact_url, seconds
+from core.notify.http import classify_status, default_get, default_post, describe_transport, one_line, redact_url
 from core.notify.message import Field, Message
+from core.notify.outbox import Answer
 
 T = TypeVar("T")
 
@@ -132,13 +134,13 @@ class AttributionClient:
             if isinstance(exc, ValueError):
                 raise _Final(f"not a usable URL: {redact_url(self.url)}") from None
             raise _Retry(describe_transport(exc, timeout)) from None
-        status = int(response.status_code)
-        if 200 <= status <= 299:
+        outcome = classify_status(response, "attribution service", ())  # the one rule for every HTTP answer
+        if outcome.answer is Answer.DELIVERED:
             return response
         code, message = error_of(response)
-        detail = f"HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
-        if status == 429 or status == 503 or status == 408 or 500 <= status <= 599:
-            raise _Retry(detail, seconds(header(response.headers, "Retry-After")))
+        detail = f"HTTP {response.status_code}" + (f" {code}" if code else "") + (f": {message}" if message else "")
+        if outcome.answer is Answer.RETRY:
+            raise _Retry(detail, outcome.retry_after)
         raise _Final(f"the attribution service refused the log ({detail})")
 
 
