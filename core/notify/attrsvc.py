@@ -77,9 +77,6 @@ class AttributionClient:
         self._post = post_with
         self._get = get_with
 
-    def describe(self) -> str:
-        return f"attrsvc {redact_url(self.url)}"
-
     def attribute(self, log_path: str, user: str, job_id: str) -> Attribution:
         """Submit the log, then poll until the analysis is completed or the wait is over; never raises
         for network or HTTP problems."""
