@@ -135,6 +135,7 @@ class SinkKind(str, enum.Enum):
     NTFY = "ntfy"
     EMAIL = "email"
     WEBHOOK = "webhook"
+    ATTRSVC = "attrsvc"  # not a destination: the attribution service enriches the final message
 
 
 @dataclass(frozen=True)
@@ -242,6 +243,7 @@ class Config:
     escalation: Dict[str, Any] = field(default_factory=dict)  # validated by core.chain.policy.parse_policy
     health: HealthConfig = HealthConfig()
     named_sinks: Dict[str, SinkConfig] = field(default_factory=dict)  # notify.sinks
+    attribution: Optional[SinkConfig] = None  # the notify.sinks entry of type attrsvc: enriches final messages
     routes: Tuple[RouteRule, ...] = ()  # notify.routes (all named sinks hear everything when it is absent)
 
     @property
@@ -340,6 +342,7 @@ _SINK_KEYS: Dict[SinkKind, Tuple[Tuple[str, ...], Tuple[str, ...]]] = {
     SinkKind.NTFY: (("url",), ("token",)),
     SinkKind.WEBHOOK: (("url",), ("secret", "source")),
     SinkKind.EMAIL: (("from", "to"), ("smtp", "sendmail", "starttls", "ssl", "user", "password")),
+    SinkKind.ATTRSVC: (("url",), ()),
 }
 _URL_HINTS = {
     SinkKind.DISCORD: "copy it from Discord: channel settings > Integrations > Webhooks > Copy Webhook URL",
@@ -347,6 +350,7 @@ _URL_HINTS = {
     SinkKind.TEAMS: "copy it from the Teams workflow 'Post to a channel when a webhook request is received'",
     SinkKind.NTFY: "the topic's URL, like https://ntfy.sh/my-topic",
     SinkKind.WEBHOOK: "the https:// address that receives jobmon's CloudEvents",
+    SinkKind.ATTRSVC: "the attribution service's base address, like http://localhost:8000",
 }
 _EMAIL_ADDRESS = re.compile(r"[^@\s<>,;]+@[^@\s<>,;]+")
 
@@ -490,10 +494,20 @@ def parse_notify_sinks(notify: Dict[str, Any], where: str, shorthand: Tuple[str,
         if name in shorthand:
             raise ConfigError(f"{where}.sinks.{name}: that name is taken by the discord section's webhook")
         named[name] = parse_sink(entry, f"{where}.sinks.{name}", check_urls)
+    attribution = [name for name, sink in named.items() if sink.kind is SinkKind.ATTRSVC]
+    if len(attribution) > 1:
+        raise ConfigError(f"{where}.sinks.{attribution[1]}: only one sink of type attrsvc can be configured "
+                          f"({attribution[0]} is one)")
     routes = notify.get("routes", [])
     if not isinstance(routes, list):
         raise ConfigError(f"{where}.routes must be a list of routes")
-    known = (*shorthand, *named)
+    known = (*shorthand, *(name for name in named if name not in attribution))
+    for n, entry in enumerate(routes):
+        listed = entry.get("sinks") if isinstance(entry, dict) else None
+        for name in attribution:
+            if isinstance(listed, list) and name in listed:
+                raise ConfigError(f"{where}.routes[{n}].sinks: {name!r} is the attribution service, which no route "
+                                  "sends to (it adds its recommendation to every final message)")
     return named, tuple(parse_route(entry, f"{where}.routes[{n}]", known) for n, entry in enumerate(routes))
 
 
@@ -551,8 +565,10 @@ def parse_config(text: str, path: str, validate_url: Optional[Callable[..., str]
                       if webhooks[key])
     named, routes = parse_notify_sinks(_section(data, "notify", path), f"{path}: notify", shorthand,
                                        validate_url is not None)
+    attribution = next((sink for sink in named.values() if sink.kind is SinkKind.ATTRSVC), None)
     return Config(
-        named_sinks=named,
+        named_sinks={name: sink for name, sink in named.items() if sink.kind is not SinkKind.ATTRSVC},
+        attribution=attribution,
         routes=routes,
         success_webhook=webhooks["success_webhook"],
         error_webhook=webhooks["error_webhook"],

@@ -444,7 +444,7 @@ def full_record(job_id: str = "123") -> JobRecord:
         excerpt="line 1\nline 2",
         warnings=[Finding(category="nan_loss", severity="error", line_no=1, line="loss: nan", hint="lower the lr")],
         outbox=[OutboxEntry(key=f"{job_id}:final:1", kind=EventKind.FINAL, route=Route.ERROR, created_at=8.0,
-                            message=message, routed_at=8.5,
+                            message=message, routed_at=8.5, attributed_at=8.2,
                             deliveries={"discord-error": SinkDelivery(
                                 status=DeliveryStatus.FAILED, attempts=4, first_attempt_at=8.5, next_attempt_at=20.0,
                                 last_error="HTTP 502", delivered_at=0.5, message_id="m1", claimed_by="vm:4242")})],

@@ -90,12 +90,22 @@ class InProcessDelivery:
                 raise StateError(f"cannot lock the outbox of job {records.job_id}: {exc.strerror or exc}") from None
             lock = None
         try:
+            if self.config.attribution is not None:
+                self._attribute(records, self.config.attribution.url)
             deliver_due(records, build_sinks(self.config.sinks), self.config.sinks_for, pacer_folder=self.store.folder,
                         owner=self.owner, clock=self.clock, pacer_sleep=self.pacer_sleep)
         finally:
             if lock is not None:
                 lock.release()
         return None
+
+    def _attribute(self, records: Records, url: str) -> None:
+        """Put the attribution service's recommendation into final messages about to be sent first."""
+        from core.monitor.attribution import attribute_finals
+        from core.notify.attrsvc import AttributionClient
+
+        client = AttributionClient(url, clock=self.clock, sleep=self.pacer_sleep)
+        attribute_finals(records, client.attribute, self.clock)
 
 
 class ChildDelivery:

@@ -239,6 +239,12 @@ def default_post() -> Callable[..., Any]:
     return requests.post
 
 
+def default_get() -> Callable[..., Any]:
+    import requests  # here: only a process that asks a service pays for it
+
+    return requests.get
+
+
 def post(url: str, service: str, secrets: List[str], timeout: float, post_with: Optional[Callable[..., Any]] = None,
          classify: Optional[Callable[[Any], Outcome]] = None, **request: Any) -> Outcome:
     """One POST of `request` (json=, data=, headers=) to `url`, its answer classified; never raises for

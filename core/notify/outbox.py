@@ -55,6 +55,7 @@ class OutboxEntry:
     created_at: float = 0.0
     message: Optional[Message] = None  # None only for an entry carried over from schema 1, until re-rendered
     routed_at: float = 0.0  # 0: its sinks are not chosen yet
+    attributed_at: float = 0.0  # a final message: when the attribution service's answer (or its lack) went in
     deliveries: Dict[str, SinkDelivery] = field(default_factory=dict)
 
     def route_facts(self) -> RouteFacts:

@@ -94,3 +94,23 @@ def test_while_the_disk_refuses_writes_this_process_delivers_its_in_memory_recor
     assert len(receiver.messages("err")) == 1
     on_disk = StateStore(home.state).load(JOB).outbox[0].deliveries["discord-error"]
     assert on_disk.status is DeliveryStatus.PENDING  # nothing reached the disk, and nothing was sent twice
+
+
+def test_the_child_process_asks_the_attribution_service_before_the_final_message(home, receiver):
+    from tests.attrsvc_receiver import AttrsvcReceiver
+
+    service = AttrsvcReceiver(action="STOP", reason="bad input data: will fail again").start()
+    try:
+        with open(home.config, "w", encoding="utf-8") as handle:
+            json.dump({"discord": {"error_webhook": receiver.webhook_url("err")},
+                       "notify": {"sinks": {"attr": {"type": "attrsvc", "url": service.url}}}}, handle)
+        store = StateStore(home.state)
+        store.update(JOB, lambda record: setattr(record, "stdout_path", "/logs/slurm-77.out"))
+        records = Records(store, JOB)
+        assert child(home).deliver(records) is None
+    finally:
+        service.stop()
+    assert [item["log_path"] for item in service.submitted] == ["/logs/slurm-77.out"]
+    assert delivery(records).status is DeliveryStatus.DELIVERED
+    [sent] = receiver.messages("err")
+    assert "STOP: bad input data: will fail again" in json.dumps(sent["payload"])
