@@ -101,6 +101,8 @@ def stalls(health: HealthConfig) -> Check:
             return ()  # no log seen from here (not created yet, or on a filesystem this host lacks): no source
         stall = open_stall(live.notes)
         idle = stalled_for(activity(live), health.stall, running.now)
+        if stall is None and idle is None:
+            return ()  # moving: nothing to say (and no message module to load)
         from core.monitor import alerts
 
         if stall is None:
@@ -161,11 +163,12 @@ def time_limits(health: HealthConfig) -> Check:
         used = limit - left
         fresh = [t for t in health.time_limit_warn
                  if t.crossed(used, limit) and f"time:{t.label}:{limit:g}" not in live.notes]
-        from core.monitor import alerts
         from core.monitor.live import eta_of
         from core.progress.eta import format_span
 
         if fresh:  # several at once (a late start, a lowered limit): one message, the furthest one named
+            from core.monitor import alerts
+
             newest = max(fresh, key=lambda t: t.fires_at(limit))
             headline = f"{newest.label} of its time limit used" if newest.fraction else f"{newest.label}"
             notes = tuple(f"time:{t.label}:{limit:g}" for t in fresh)
@@ -176,6 +179,8 @@ def time_limits(health: HealthConfig) -> Check:
         if eta is None or note in live.notes or eta.low_at <= ends_at:
             return ()
         headline = f"projected to finish {format_span(eta.end_at - ends_at)} after its time limit"
+        from core.monitor import alerts
+
         return (alerts.time_limit_event(running.record, headline, limit, left, _progress_text(running), (note,)),)
 
     return check
