@@ -28,7 +28,8 @@ log = logging.getLogger("jobmon.monitor")
 #: The note of a check's event that asks for the job to be scancelled (health.cancel_on_stall).
 CANCEL_NOTE = "cancel:stalled"
 
-#: How long a record with placeholder details (sacct's first stub) is waited on before being used.
+#: How long sacct's final state may disagree with squeue's before sacct's is used (a placeholder record, sacct's
+#: first stub, is waited on for `accounting_wait`, like a missing one).
 PLACEHOLDER_WAIT = 30.0
 #: Without a known task list, an array counts as ended once sacct's rows stop changing this long.
 GROUP_SETTLE = 10.0
@@ -186,8 +187,12 @@ class Poller:
         found = accounting.get(record.target)
         if found is not None and found.state.is_final:
             disagree = entry is not None and entry.state.is_final and found.state is not entry.state
-            if (disagree or found.is_placeholder) and waited < PLACEHOLDER_WAIT:
-                return Poll(observed, delay, note="sacct has only a placeholder or lagging record yet")
+            if found.is_placeholder and waited < self.config.accounting_wait:
+                # a stub's exit code and state text are not the job's: under a busy slurmdbd it lasts longer
+                # than a few seconds, and taking it gave a FAILED job exit code 0
+                return Poll(observed, delay, note="sacct has only a placeholder record yet")
+            if disagree and waited < PLACEHOLDER_WAIT:
+                return Poll(observed, delay, note="sacct's record lags behind squeue's final state")
             reason = entry.reason if entry is not None and entry.reason != "None" else ""
             return Poll(observed, final=outcome.final_from_accounting(found, now, reason))
         if waited >= self.config.accounting_wait:

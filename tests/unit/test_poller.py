@@ -67,7 +67,9 @@ def test_a_placeholder_record_is_not_trusted_until_it_has_waited_long_enough():
     slurm = ScriptedSlurm([{}], [stub])
     waiting = poll(slurm, record(observation=Observation(final_seen_at=NOW - 1)))
     assert waiting.final is None and "placeholder" in waiting.note
-    used = poll(slurm, record(observation=Observation(final_seen_at=NOW - PLACEHOLDER_WAIT)))
+    still = poll(slurm, record(observation=Observation(final_seen_at=NOW - PLACEHOLDER_WAIT)))
+    assert still.final is None  # a stub's exit code is not the job's: waited on like a missing record
+    used = poll(slurm, record(observation=Observation(final_seen_at=NOW - CONFIG.accounting_wait)))
     assert used.final.state is JobState.COMPLETED and used.final.incomplete and used.final.req_mem == ""
 
 
