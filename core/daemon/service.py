@@ -10,14 +10,19 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from dataclasses import asdict, dataclass, field
-from typing import List, Optional
+from typing import Callable, Dict, List, Optional
 
 from core.daemon.liveness import Health, is_process_alive, process_start_ticks, this_host
+from core.daemon.process import detach_and_exec
+from core.errors import JobmonError
 from core.files import atomic_write_text
 
 #: A service refreshes its heartbeat this often; on another host it counts as alive for twice as long.
 HEARTBEAT_EVERY = 30.0
+#: How long starting a detached service may take before it counts as failed.
+START_WAIT = 10.0
 
 
 @dataclass
@@ -76,3 +81,17 @@ def stop_service(record: ServiceRecord) -> bool:
     except OSError:
         return False
     return True
+
+
+def detach_service(argv: List[str], log_path: str, env: Dict[str, str],
+                   load: Callable[[], Optional[ServiceRecord]], what: str) -> ServiceRecord:
+    """Start a per-user service detached (like the monitors) and wait until it wrote its record, which
+    proves it runs; a service that did not within START_WAIT is an error pointing at its log."""
+    pid = detach_and_exec(argv, log_path, env)
+    deadline = time.monotonic() + START_WAIT
+    while time.monotonic() < deadline:
+        record = load()
+        if record is not None and record.pid == pid and not record.stopped_at:
+            return record
+        time.sleep(0.1)
+    raise JobmonError(f"{what} (pid {pid}) did not start within {START_WAIT:g} s; see {log_path}")

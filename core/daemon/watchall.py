@@ -23,9 +23,10 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from core.config import Paths
 from core.daemon.liveness import Health, this_host
-from core.daemon.process import child_env, detach_and_exec, module_argv
+from core.daemon.process import child_env, module_argv
 from core.daemon.service import (
     ServiceRecord,
+    detach_service,
     load_service,
     save_service,
     service_health,
@@ -45,8 +46,6 @@ WATCH_FILE = "watch-all.json"
 GRACE = 5.0
 #: At most this often the watcher looks at the snapshot (it still reads it no faster than the poll interval).
 MIN_INTERVAL = 1.0
-#: `watch --all` waits this long for the detached watcher to write its record.
-START_WAIT = 10.0
 
 
 @dataclass(frozen=True)
@@ -197,14 +196,8 @@ def start_watcher(paths: Paths, wanted: WatchFilter) -> ServiceRecord:
     if running is not None and watcher_health(running, time.time()) is Health.ALIVE:
         raise JobmonError(f"jobmon watch --all already runs (pid {running.pid} on {running.host}); "
                           "`jobmon watch --all --stop` stops it")
-    pid = detach_and_exec(module_argv("core.daemon.watchall", *wanted.as_args()), watch_log(paths), child_env(paths))
-    deadline = time.monotonic() + START_WAIT
-    while time.monotonic() < deadline:
-        record = load_watcher(paths.state)
-        if record is not None and record.pid == pid and not record.stopped_at:
-            return record
-        time.sleep(0.1)
-    raise JobmonError(f"the watcher (pid {pid}) did not start within {START_WAIT:g} s; see {watch_log(paths)}")
+    return detach_service(module_argv("core.daemon.watchall", *wanted.as_args()), watch_log(paths), child_env(paths),
+                          lambda: load_watcher(paths.state), "the watcher")
 
 
 def stop_watcher(paths: Paths) -> Optional[ServiceRecord]:

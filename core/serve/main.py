@@ -11,7 +11,8 @@ from typing import List, Optional
 
 from core.config import Config, Paths, load_config, resolve_paths
 from core.daemon.liveness import Health, this_host
-from core.daemon.process import child_env, detach_and_exec, module_argv
+from core.daemon.process import child_env, module_argv
+from core.daemon.service import detach_service
 from core.errors import ConfigError, JobmonError
 from core.monitor.poller import SlurmView
 from core.serve.record import ServerRecord, load_server, save_server, server_health, this_server
@@ -25,8 +26,6 @@ DEFAULT_BIND = "127.0.0.1"
 #: squeue given this long, another process's snapshot refresh this long (as for `jobmon status`).
 SLURM_TIMEOUT = 20.0
 LOCK_WAIT = 10.0
-#: `serve --detach` waits this long for the server to say where it listens.
-START_WAIT = 10.0
 
 
 def shared_slurm(paths: Paths, max_age: float) -> SlurmView:
@@ -94,16 +93,8 @@ def start_detached(paths: Paths, bind: str, port: int, token: str) -> ServerReco
     if other is not None:
         raise JobmonError(f"jobmon serve already runs for this JOBMON_HOME (pid {other.pid}, {other.url}); "
                           "`jobmon serve --stop` stops it")
-    pid = detach_and_exec(module_argv("core.serve", "--bind", bind, "--port", str(port)), serve_log(paths),
-                          child_env(paths))
-    deadline = time.monotonic() + START_WAIT
-    while time.monotonic() < deadline:
-        record = load_server(paths.state)
-        if record is not None and record.pid == pid and not record.stopped_at:
-            return record
-        time.sleep(0.1)
-    raise JobmonError(f"the server (pid {pid}) did not start listening within {START_WAIT:g} s; "
-                      f"see {serve_log(paths)}")
+    return detach_service(module_argv("core.serve", "--bind", bind, "--port", str(port)), serve_log(paths),
+                          child_env(paths), lambda: load_server(paths.state), "the server")
 
 
 def main(argv: List[str]) -> int:
