@@ -29,14 +29,13 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from core.notify.http import UrlSink, redact_url, validate_url
 from core.notify.http import describe_transport as _describe_transport
 from core.notify.http import header as _header
 from core.notify.http import one_line as _one_line
-from core.notify.http import redact_url, validate_url
 from core.notify.http import seconds as _seconds
 from core.notify.message import Envelope, Message, Tone
 from core.notify.outbox import Answer, Outcome
-from core.notify.sink import Sink
 
 __all__ = ["DiscordSink", "classify", "redact_url", "render_payload", "validate_webhook_url"]
 
@@ -317,22 +316,15 @@ def classify(response: Any, secrets: List[str]) -> Outcome:
     return Outcome(Answer.GONE, f"Discord refused the message (HTTP {status}): {_discord_error(response, secrets)}")
 
 
-class DiscordSink(Sink):
+class DiscordSink(UrlSink):
     """A Discord webhook: one embed per message, posted with ``?wait=true`` so a dropped message is an error."""
+
+    kind = "discord"
 
     def __init__(self, name: str, url: str, username: str = "jobmon",
                  post: Optional[Callable[..., Any]] = None) -> None:
-        super().__init__(name)
-        self.url = url
+        super().__init__(name, url, post)
         self.username = username
-        self._post = post
-
-    @property
-    def destination(self) -> str:
-        return self.url.strip()
-
-    def describe(self) -> str:
-        return f"discord {redact_url(self.url)}"
 
     def render(self, message: Message, envelope: Optional[Envelope] = None) -> Dict[str, Any]:
         return render_payload(message, username=self.username)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Protocol
 
 from core.analysis.finding import Finding
 from core.notify import outbox
@@ -22,6 +22,27 @@ from core.slurm.efficiency import Efficiency, EfficiencySpread
 from core.slurm.model import JobState, is_clean_end
 
 SCHEMA_VERSION = 2
+class _Accounted(Protocol):
+    """What sacct said of one job or task, as FinalRecord and TaskOutcome both keep it."""
+
+    elapsed: str
+    time_limit: str
+    total_cpu: str
+    alloc_cpus: int
+    used_mem_bytes: Optional[int]
+    req_mem: str
+    alloc_nodes: int
+    gpu_util: Optional[float]
+    alloc_gpus: int
+
+
+def _efficiency(row: _Accounted) -> Efficiency:
+    return efficiency_rules.compute(
+        elapsed=row.elapsed, time_limit=row.time_limit, total_cpu=row.total_cpu, alloc_cpus=row.alloc_cpus,
+        used_mem_bytes=row.used_mem_bytes, req_mem=row.req_mem, nodes=row.alloc_nodes,
+        gpu_util=row.gpu_util, gpus=row.alloc_gpus)
+
+
 #: A finished job stays in `status` (and in the live part of the state folder) this long.
 RECENT = 24 * 3600.0
 
@@ -111,10 +132,7 @@ class FinalRecord:
     @property
     def efficiency(self) -> Efficiency:
         """CPU, memory and time used of what was asked (one job; a group's is its tasks' spread)."""
-        return efficiency_rules.compute(
-            elapsed=self.elapsed, time_limit=self.time_limit, total_cpu=self.total_cpu, alloc_cpus=self.alloc_cpus,
-            used_mem_bytes=self.used_mem_bytes, req_mem=self.req_mem, nodes=self.alloc_nodes,
-            gpu_util=self.gpu_util, gpus=self.alloc_gpus)
+        return _efficiency(self)
 
     @property
     def advice(self) -> List[str]:
@@ -164,10 +182,7 @@ class TaskOutcome:
 
     @property
     def efficiency(self) -> Efficiency:
-        return efficiency_rules.compute(
-            elapsed=self.elapsed, time_limit=self.time_limit, total_cpu=self.total_cpu, alloc_cpus=self.alloc_cpus,
-            used_mem_bytes=self.used_mem_bytes, req_mem=self.req_mem, nodes=self.alloc_nodes,
-            gpu_util=self.gpu_util, gpus=self.alloc_gpus)
+        return _efficiency(self)
 
 
 @dataclass(frozen=True)
