@@ -592,8 +592,7 @@ def _add_serve(sub: Any) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
-    import logging
-
+    from core.logs import log_to
     from core.serve.main import DEFAULT_BIND, DEFAULT_PORT, open_server, run_server, shared_slurm, start_detached
     from core.serve.record import load_server, stop_server
     from core.serve.server import TOKEN_ENV
@@ -622,7 +621,7 @@ def _cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
               "`jobmon serve --stop` stops it")
         return 0
     server = open_server(paths, shared_slurm(paths, config.running_interval), bind, port, token)
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(message)s")
+    log_to(sys.stderr)
     url = server.record.url if server.record is not None else f"{bind}:{port}"
     print(f"jobmon: serving {url} (Ctrl-C stops)", flush=True)
     run_server(server)

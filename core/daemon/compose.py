@@ -5,14 +5,15 @@ inline monitor (the CLI telling a job that already ended) delivers in its own pr
 """
 from __future__ import annotations
 
-import logging
 import time
 from typing import TYPE_CHECKING, Callable, Optional, Sequence, Tuple
 
 from core.config import Config, Paths, load_patterns
 from core.daemon.delivery import ChildDelivery, InProcessDelivery
 from core.daemon.liveness import this_process
+from core.daemon.process import with_site_packages
 from core.errors import PatternError
+from core.logs import log
 from core.monitor.checks import checks_for, sampler
 from core.monitor.dispatcher import Deliverer, Dispatcher
 from core.monitor.monitor import Identity, Monitor
@@ -27,7 +28,6 @@ if TYPE_CHECKING:  # an idle daemon imports neither the analyzer nor the escalat
     from core.analysis.analyzer import Pattern
     from core.monitor.chains import ChainRunner
 
-log = logging.getLogger("jobmon.monitor")
 
 
 def daemon_monitor(paths: Paths, config: Config, job_id: str, should_stop: Callable[[], bool]) -> Monitor:
@@ -36,6 +36,7 @@ def daemon_monitor(paths: Paths, config: Config, job_id: str, should_stop: Calla
     identity = this_process()
 
     def in_process() -> InProcessDelivery:
+        with_site_packages()  # the daemon runs without them (launcher); delivering needs requests
         return InProcessDelivery(store, config, owner=identity.owner)
 
     return _assemble(paths, config, store, job_id, identity, ChildDelivery(paths, in_process, should_stop),

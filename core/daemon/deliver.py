@@ -6,7 +6,6 @@ another process holds the job's delivery lock, 1 on an error (written to the mon
 """
 from __future__ import annotations
 
-import logging
 import sys
 from typing import List
 
@@ -15,6 +14,7 @@ from core.daemon.delivery import BUSY, InProcessDelivery
 from core.daemon.liveness import this_process
 from core.daemon.process import log_to
 from core.errors import JobmonError
+from core.logs import log
 from core.monitor.records import Records
 from core.state.store import StateStore
 
@@ -31,7 +31,7 @@ def main(argv: List[str]) -> int:
         deliverer = InProcessDelivery(store, config, owner=this_process().owner)
         return BUSY if deliverer.deliver(Records(store, job_id)) is not None else 0
     except JobmonError as exc:
-        logging.getLogger("jobmon.deliver").error("%s", exc)
+        log.error("%s", exc)
         return 1
 
 

@@ -5,13 +5,13 @@ at once, whoever started them (a daemon, its orphaned child, `recover`, the CLI)
 """
 from __future__ import annotations
 
-import logging
 import time
 from typing import TYPE_CHECKING, Callable, Dict, Mapping, Optional
 
 from core.config import Config, Paths, SinkConfig, SinkKind
 from core.daemon.process import child_env, module_argv, run_child
 from core.errors import StateError
+from core.logs import log
 from core.monitor.monitor import DELIVERY_BUDGET
 from core.monitor.records import Records
 from core.notify.outbox import fail_due
@@ -20,7 +20,6 @@ from core.state.store import StateStore
 if TYPE_CHECKING:
     from core.notify.sink import Sink
 
-log = logging.getLogger("jobmon.monitor")
 
 #: The child's exit code when another process holds the job's delivery lock.
 BUSY = 75

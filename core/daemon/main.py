@@ -2,7 +2,6 @@
 inline one. Both only step the monitor and sleep until the time it asks for."""
 from __future__ import annotations
 
-import logging
 import signal
 import sys
 import threading
@@ -14,12 +13,10 @@ from core.daemon.liveness import Health, monitor_health, this_host
 from core.daemon.process import log_to
 from core.errors import JobmonError, StateError, StateLocked
 from core.locking import use_lean_locks
+from core.logs import log
 from core.monitor.monitor import Monitor
 from core.state.model import JobRecord
 from core.state.store import StateStore
-
-log = logging.getLogger("jobmon.daemon")
-
 
 #: After a record's lock was held elsewhere for the whole wait (a stuck process, a slow NFS server).
 LOCKED_RETRY = 30.0

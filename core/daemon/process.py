@@ -2,7 +2,6 @@
 processes that deliver a job's outbox. Fork, exec and wait live here and nowhere else in core/."""
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import subprocess
@@ -10,6 +9,7 @@ import sys
 import time
 from typing import Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
+from core import logs
 from core.config import Paths
 from core.errors import JobmonError
 from core.slurm.model import CommandResult
@@ -20,8 +20,7 @@ PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath
 
 def log_to(stream: TextIO, job_id: str) -> None:
     """A jobmon child's log lines (the daemon's and its delivery process's, into the job's monitor log)."""
-    logging.basicConfig(stream=stream, level=logging.INFO,
-                        format=f"%(asctime)s {job_id} pid={os.getpid()} %(levelname)s %(message)s")
+    logs.log_to(stream, f"{job_id} pid={os.getpid()}")
 
 
 def child_env(paths: Paths) -> Dict[str, str]:
@@ -30,9 +29,22 @@ def child_env(paths: Paths) -> Dict[str, str]:
     return dict(os.environ, JOBMON_HOME=paths.home, PYTHONPATH=python_path)
 
 
-def module_argv(module: str, *args: str) -> List[str]:
-    """A fresh interpreter running only `module`: no CLI, no argparse, a small footprint."""
-    return [sys.executable, "-m", module, *args]
+def module_argv(module: str, *args: str, site: bool = True) -> List[str]:
+    """A fresh interpreter running only `module`: no CLI, no argparse, a small footprint.
+
+    site=False (-S) leaves out site-packages and their start-up hooks (.pth files), for a child that needs
+    only the standard library and jobmon (found through PYTHONPATH, see child_env) until it calls
+    `with_site_packages`.
+    """
+    return [sys.executable, *([] if site else ["-S"]), "-m", module, *args]
+
+
+def with_site_packages() -> None:
+    """Add site-packages to a process started with site=False, before it imports a library from there."""
+    if sys.flags.no_site:
+        import site
+
+        site.main()
 
 
 def detach_and_exec(argv: List[str], log_path: str, env: Dict[str, str]) -> int:

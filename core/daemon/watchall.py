@@ -11,7 +11,6 @@ escalation chain writing its next attempt's id) normally gets there first.
 """
 from __future__ import annotations
 
-import logging
 import os
 import re
 import signal
@@ -34,11 +33,10 @@ from core.daemon.service import (
     this_service,
 )
 from core.errors import JobmonError, RecordExists, StateError
+from core.logs import log, log_to
 from core.slurm.model import QueueEntry
 from core.slurm.shared import QueueSnapshot
 from core.state.store import StateStore
-
-log = logging.getLogger("jobmon.watchall")
 
 WATCH_FILE = "watch-all.json"
 #: Seconds between a job's first sighting and the watcher attaching to it (`jobmon submit` goes first);
@@ -222,8 +220,7 @@ def main(argv: List[str]) -> int:
     from core.slurm.shared import SharedSlurm
     from core.state.model import RecordSource
 
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
-                        format=f"%(asctime)s watch-all pid={os.getpid()} %(levelname)s %(message)s")
+    log_to(sys.stderr, f"watch-all pid={os.getpid()}")
     paths = resolve_paths()
     try:
         wanted = parse_filter_args(argv)

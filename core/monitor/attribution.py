@@ -8,16 +8,14 @@ message some sink already has is never changed, so every sink gets the same one,
 """
 from __future__ import annotations
 
-import logging
 from typing import Callable, List
 
+from core.logs import log
 from core.monitor.records import Records
 from core.notify.attrsvc import Attribution, amend
 from core.notify.events import EventKind
 from core.notify.outbox import DeliveryStatus, OutboxEntry
 from core.state.model import JobRecord
-
-log = logging.getLogger("jobmon.deliver")
 
 #: Asks the service: (log_path, user, job_id) -> its answer.
 Ask = Callable[[str, str, str], Attribution]

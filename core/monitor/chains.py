@@ -11,12 +11,12 @@ Imported only for jobs that have a chain (it brings the escalation policy).
 """
 from __future__ import annotations
 
-import logging
 from typing import Any, Callable, Optional, Tuple
 
 from core import outcome
 from core.chain.policy import close_attempt, close_round, decide_next_attempt, drop_refused, plan_array_round
 from core.errors import SbatchRejected, SlurmError, StateError
+from core.logs import log
 from core.monitor.dispatcher import enqueue
 from core.monitor.ending import End, apply_end
 from core.monitor.messages import escalation_event, final_event
@@ -24,8 +24,6 @@ from core.monitor.records import Records
 from core.slurm.arrays import parse_array_spec
 from core.slurm.parse import is_unavailable_error
 from core.state.model import Attempt, Chain, JobRecord, Level, Observation, PendingRound, PendingSubmission
-
-log = logging.getLogger("jobmon.monitor")
 
 #: (record, level, attempt number, array tasks spec) -> (job id, stdout, stderr): sbatch of an attempt.
 Resubmit = Callable[[JobRecord, Level, int, str], Tuple[str, str, str]]

@@ -3,17 +3,15 @@ outbox gets delivered by a Deliverer (a short-lived process in the daemon, so th
 never imports an HTTP library)."""
 from __future__ import annotations
 
-import logging
 from typing import Callable, Iterable, Optional, Protocol, Sequence
 
+from core.logs import log
 from core.monitor.records import Records
 from core.notify import outbox
 from core.notify.events import Event, EventKind, RouteFacts
 from core.notify.message import Message
 from core.notify.outbox import OutboxEntry
 from core.state.model import JobRecord
-
-log = logging.getLogger("jobmon.monitor")
 
 
 def enqueue(record: JobRecord, events: Iterable[Event], now: float) -> None:

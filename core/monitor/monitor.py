@@ -13,11 +13,11 @@ with recorded Slurm answers, a fake clock and fake sinks in milliseconds.
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from core.config import Config
+from core.logs import log
 from core.monitor.dispatcher import Dispatcher, enqueue
 from core.monitor.poller import Poll, Poller, round_tasks
 from core.monitor.records import Records
@@ -28,7 +28,6 @@ if TYPE_CHECKING:  # imported when a job ends or has a chain, not while an idle 
     from core.analysis.analyzer import Pattern
     from core.monitor.chains import ChainRunner
 
-log = logging.getLogger("jobmon.monitor")
 
 #: A delivery (a child process: pacing waits, request timeouts) may take this long; its monitor's
 #: heartbeat promises the next beat within it, and stops waiting for the child after it.

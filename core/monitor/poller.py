@@ -10,7 +10,6 @@ confirmed by sacct, which may lag, answer with a placeholder or be down (then, a
 """
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass, replace
 from typing import Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Set, Tuple
@@ -18,12 +17,11 @@ from typing import Callable, Dict, List, Mapping, Optional, Protocol, Sequence, 
 from core import outcome
 from core.config import Config
 from core.errors import SlurmError
+from core.logs import log
 from core.notify.events import Event
 from core.slurm.arrays import parse_array_spec
 from core.slurm.model import TERMINAL_PENDING_REASONS, AccountingRecord, JobState, QueueEntry
 from core.state.model import FinalRecord, JobRecord, LiveState, Observation, TaskOutcome
-
-log = logging.getLogger("jobmon.monitor")
 
 #: The note of a check's event that asks for the job to be scancelled (health.cancel_on_stall).
 CANCEL_NOTE = "cancel:stalled"

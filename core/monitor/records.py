@@ -4,15 +4,13 @@ disk refuses writes (full or read-only), so a lost write can never make the moni
 from __future__ import annotations
 
 import dataclasses
-import logging
 from typing import Callable, List, Optional
 
 from core.errors import StateWriteError
+from core.logs import log
 from core.notify.outbox import OutboxEntry
 from core.state.model import JobRecord
 from core.state.store import StateStore
-
-log = logging.getLogger("jobmon.monitor")
 
 
 class Records:

@@ -10,20 +10,18 @@ reading. Loaded only once a job runs.
 from __future__ import annotations
 
 import glob
-import logging
 import os
 from dataclasses import replace
 from typing import Dict, List, Optional, Protocol, Sequence
 
 from core.config import GpuQuery, UsageConfig
 from core.errors import SlurmError
+from core.logs import log
 from core.slurm.efficiency import req_mem_bytes
 from core.slurm.model import QueueEntry
 from core.slurm.shared import UsageSnapshot
 from core.slurm.usage import cpu_fraction, parse_gpu_csv, parse_sstat
 from core.state.model import DiskSpace, JobRecord, LiveState, Usage, WatchedFiles
-
-log = logging.getLogger("jobmon.monitor")
 
 
 class UsageSource(Protocol):

@@ -8,10 +8,10 @@ where delivery is at-least-once. Knows outboxes and sinks, nothing of Slurm or j
 """
 from __future__ import annotations
 
-import logging
 import time
 from typing import Callable, List, Mapping, Optional, Protocol, Sequence, Set, Tuple
 
+from core.logs import log
 from core.notify.events import RouteFacts
 from core.notify.message import Envelope, Message
 from core.notify.outbox import (
@@ -25,8 +25,6 @@ from core.notify.outbox import (
 )
 from core.notify.pacing import Pacer
 from core.notify.sink import Sink
-
-log = logging.getLogger("jobmon.deliver")
 
 #: One HTTP request may take this long before it counts as failed (and is retried later).
 REQUEST_TIMEOUT = 10.0

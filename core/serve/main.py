@@ -1,7 +1,6 @@
 """Start and run `jobmon serve`, in the foreground or detached (`python -m core.serve`, like the monitors)."""
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sys
@@ -14,6 +13,7 @@ from core.daemon.liveness import Health, this_host
 from core.daemon.process import child_env, module_argv
 from core.daemon.service import detach_service
 from core.errors import ConfigError, JobmonError
+from core.logs import log, log_to
 from core.monitor.poller import SlurmView
 from core.serve.record import ServerRecord, load_server, save_server, server_health, this_server
 from core.serve.server import TOKEN_ENV, App, JobmonHTTPServer, Source, check_access
@@ -105,21 +105,20 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--bind", default=DEFAULT_BIND)
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     args = parser.parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
-                        format=f"%(asctime)s serve pid={os.getpid()} %(levelname)s %(message)s")
+    log_to(sys.stderr, f"serve pid={os.getpid()}")
     paths = resolve_paths()
     try:
         config = load_config(paths, require_webhook=False, need_secrets=False)
     except ConfigError as exc:  # the server sends nothing: the defaults serve as well
-        logging.warning("%s (ignored: using the default poll interval)", exc)
+        log.warning("%s (ignored: using the default poll interval)", exc)
         config = Config()
     try:
         server = open_server(paths, shared_slurm(paths, config.running_interval), args.bind, args.port,
                              os.environ.get(TOKEN_ENV, ""))
     except JobmonError as exc:
-        logging.error("%s", exc)
+        log.error("%s", exc)
         return 1
-    logging.info("listening on %s", server.record.url if server.record else args.bind)
+    log.info("listening on %s", server.record.url if server.record else args.bind)
     run_server(server)
-    logging.info("stopped")
+    log.info("stopped")
     return 0

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
-import logging
 import socket
 import threading
 import time
@@ -25,6 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
 
 from core.errors import JobmonError
+from core.logs import log
 from core.monitor.poller import SlurmView
 from core.serve import dashboard
 from core.serve.metrics import CONTENT_TYPE as METRICS_TYPE
@@ -36,8 +36,6 @@ from core.slurm.shared import load_scheduler_calls
 from core.state.store import StateStore
 from core.views.detail import detail_of
 from core.views.status import StatusRow, collect_status
-
-log = logging.getLogger("jobmon.serve")
 
 TOKEN_ENV = "JOBMON_SERVE_TOKEN"
 COOKIE = "jobmon_token"

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from core.errors import JobmonError, SlurmError
+from core.slurm.model import job_workdir
 
 # What %a becomes for a job that is not an array task: Slurm's NO_VAL (0xfffffffe),
 # printed as an unsigned number by the code that names the batch step's files.
@@ -279,12 +280,6 @@ def merge_options(script_opts: JobOptions, cli_opts: JobOptions) -> JobOptions:
         array=cli_opts.array if cli_opts.array is not None else script_opts.array,
         parsable=cli_opts.parsable or script_opts.parsable,
     )
-
-
-def job_workdir(submit_dir: str, chdir: str) -> str:
-    """A job's working directory: its --chdir (absolute, or relative to the submit directory), else where
-    it was submitted from."""
-    return posixpath.join(submit_dir, chdir) if chdir else submit_dir
 
 
 def expand_pattern(

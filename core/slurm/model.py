@@ -8,6 +8,7 @@ accounting record is only sacct's placeholder.
 from __future__ import annotations
 
 import enum
+import posixpath
 import re
 from dataclasses import dataclass
 from typing import Optional
@@ -182,3 +183,9 @@ class Submission:
 
     job_id: str
     cluster: Optional[str]
+
+
+def job_workdir(submit_dir: str, chdir: str) -> str:
+    """A job's working directory: its --chdir (absolute, or relative to the submit directory), else where
+    it was submitted from."""
+    return posixpath.join(submit_dir, chdir) if chdir else submit_dir

@@ -19,7 +19,7 @@ from core.progress.follow import FollowedLog
 from core.progress.reading import Reading, Sample
 from core.slurm import efficiency as efficiency_rules
 from core.slurm.efficiency import Efficiency, EfficiencySpread
-from core.slurm.model import JobState, is_clean_end
+from core.slurm.model import JobState, is_clean_end, job_workdir
 
 SCHEMA_VERSION = 2
 class _Accounted(Protocol):
@@ -429,8 +429,6 @@ class JobRecord:
     @property
     def workdir(self) -> str:
         """The job's working directory: its --chdir, itself relative to the submit directory."""
-        from core.slurm.jobscript import job_workdir  # only a running job's resource look needs it
-
         return job_workdir(self.submit_dir, self.log_options.chdir)
 
     @property

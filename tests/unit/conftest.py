@@ -1,10 +1,14 @@
 """Fixtures shared by the unit tests (the fakes and loaders themselves live in tests/support.py)."""
 from __future__ import annotations
 
+import io
+from typing import Iterator
+
 import pytest
 
 from core.analysis.analyzer import parse_patterns
 from core.config import BUILTIN_PATTERNS
+from core.logs import INFO, log
 from core.state.model import JobRecord
 from core.state.store import StateStore
 from tests.discord_receiver import DiscordReceiver
@@ -20,6 +24,16 @@ def receiver():
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def log_lines() -> Iterator[io.StringIO]:
+    """What jobmon's processes log (core.logs) at INFO and above, as a monitor log would record it."""
+    lines = io.StringIO()
+    before = (log.stream, log.tag, log.level)
+    log.stream, log.tag, log.level = lines, "", INFO
+    yield lines
+    log.stream, log.tag, log.level = before
 
 
 @pytest.fixture(scope="session")

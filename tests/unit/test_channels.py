@@ -304,7 +304,7 @@ def test_a_missing_variable_is_a_clear_error_naming_key_and_variable(tmp_path, m
         "${NTFY_TOKEN}"
 
 
-def test_env_secrets_appear_in_no_state_file_and_no_log(tmp_path, receiver, monkeypatch, caplog):
+def test_env_secrets_appear_in_no_state_file_and_no_log(tmp_path, receiver, monkeypatch, caplog, log_lines):
     slack_url = receiver.url("slack", "T0/B0/slack-url-secret-42")
     monkeypatch.setenv("SLACK_URL", slack_url)
     monkeypatch.setenv("NTFY_TOKEN", "ntfy-token-secret-42")  # the receiver wants TOKEN: this one is refused
@@ -323,7 +323,7 @@ def test_env_secrets_appear_in_no_state_file_and_no_log(tmp_path, receiver, monk
     records = Records(store, "55")
     records.update(lambda r: r.outbox.extend(_entries()))
     receiver.enqueue("slack", ("status", 503))
-    caplog.set_level(logging.INFO)  # what a monitor log records (urllib3 logs request paths at DEBUG)
+    caplog.set_level(logging.INFO)  # what the libraries log (urllib3 logs request paths at DEBUG), beside log_lines
     InProcessDelivery(store, config, owner="t:1").deliver(records)
     outbox = {name: d for entry in store.load("55").outbox for name, d in entry.deliveries.items()}
     assert outbox["hook"].status is DeliveryStatus.DELIVERED and outbox["phone"].status is DeliveryStatus.GONE
@@ -331,7 +331,7 @@ def test_env_secrets_appear_in_no_state_file_and_no_log(tmp_path, receiver, monk
     written = "".join(path.read_text(errors="replace") for path in home.rglob("*") if path.is_file()
                       and path.name != "config.json")
     for secret in ("slack-url-secret-42", "ntfy-token-secret-42", SECRET):
-        assert secret not in written and secret not in caplog.text
+        assert secret not in written and secret not in caplog.text and secret not in log_lines.getvalue()
     assert "${SLACK_URL}" in (home / "config.json").read_text()
 
 

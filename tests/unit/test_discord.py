@@ -3,6 +3,7 @@
 on a fake clock against the real local receiver)."""
 from __future__ import annotations
 
+import io
 import logging
 import random
 import socket
@@ -776,9 +777,10 @@ def test_a_refused_connection_is_retried_until_the_server_is_back(tmp_path: Path
 
 def test_no_secret_in_any_detail_log_line_problem_or_pace_file(tmp_path: Path, receiver: DiscordReceiver,
                                                                 caplog: pytest.LogCaptureFixture,
+                                                                log_lines: io.StringIO,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(deliver_module, "REQUEST_TIMEOUT", 0.2)
-    caplog.set_level(logging.INFO)  # what the daemon and its delivery process log (urllib3's DEBUG shows URLs)
+    caplog.set_level(logging.INFO)  # what the libraries log (urllib3's DEBUG would show URLs), beside log_lines
     url = receiver.webhook_url("secret")
     token = url.rsplit("/", 1)[1]
     receiver.enqueue(("status", 500), ("close",), ("hang", 0.5), ("ratelimit", 2), ("status", 503))
@@ -792,8 +794,8 @@ def test_no_secret_in_any_detail_log_line_problem_or_pace_file(tmp_path: Path, r
     assert run.at(100) == 1 and run.delivery.status is DeliveryStatus.GONE
     seen += [run.delivery.last_error, *problems(run.box.load_outbox()), run.sink.describe()]
     assert results(receiver) == ["status 500", "close", "hang 0.5s", "ratelimit 2s", "status 503", "404"]
-    assert all(seen) and caplog.records  # every step left a detail, and the deliverer logged
-    texts = seen + [record.getMessage() for record in caplog.records]
+    assert all(seen) and log_lines.getvalue()  # every step left a detail, and the deliverer logged
+    texts = seen + [record.getMessage() for record in caplog.records] + log_lines.getvalue().splitlines()
     texts += [path.read_text() for path in Path(run.folder).iterdir() if path.suffix == ".json"]
     texts += [path.name for path in Path(run.folder).iterdir()]
     for text in texts:

@@ -18,6 +18,7 @@ import filelock
 import pytest
 
 from core import locking
+from core.daemon.launcher import compile_package, daemon_argv
 from core.locking import FlockLock, LockTimeout, file_lock
 from core.state.store import JobRecord, StateStore
 
@@ -218,7 +219,7 @@ def fake_daemon_home(tmp_path: Path) -> dict:
 def start_daemon(setup: dict, log_name: str) -> subprocess.Popen:
     log = open(setup["home"] / "logs" / log_name, "w")
     with log:
-        return subprocess.Popen([sys.executable, "-m", "core.daemon", JOB], cwd="/", env=setup["env"],
+        return subprocess.Popen(daemon_argv(JOB), cwd="/", env=setup["env"],
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log)
 
 
@@ -253,7 +254,8 @@ def test_a_polling_daemon_never_imports_filelock_and_still_excludes_the_cli_and_
 #: measured at 0.2 to 9 MB and is only needed by the CLI or once the job has ended.
 HEAVY_FOR_AN_IDLE_DAEMON = ("filelock", "requests", "core.notify.discord", "core.notify.deliver", "core.chain.policy",
                             "core.monitor.chains", "core.analysis.analyzer", "core.monitor.messages", "tempfile",
-                            "socket", "ssl", "hashlib", "core.progress.parsers", "core.analysis.lines", "statistics")
+                            "socket", "ssl", "hashlib", "core.progress.parsers", "core.analysis.lines", "statistics",
+                            "logging", "traceback", "datetime", "_strptime", "core.slurm.jobscript")
 
 
 def test_a_polling_daemon_imports_nothing_heavy(tmp_path):
@@ -269,3 +271,33 @@ def test_a_polling_daemon_imports_nothing_heavy(tmp_path):
     imported = {line.rsplit("|", 1)[1].strip() for line in log.splitlines() if line.startswith("import time:")}
     assert "core.monitor.monitor" in imported and "core.slurm.shared" in imported  # the log really lists imports
     assert sorted(imported & set(HEAVY_FOR_AN_IDLE_DAEMON)) == []
+
+
+def test_the_daemon_runs_without_site_packages_until_it_must_deliver_itself():
+    """-S spares the daemon site-packages' imports; with_site_packages brings back requests for the
+    in-process delivery (core.daemon.compose)."""
+    assert daemon_argv(JOB)[:4] == [sys.executable, "-S", "-m", "core.daemon"]
+    probe = ("import importlib.util as u\nfrom core.daemon.process import with_site_packages\n"
+             "print(u.find_spec('requests') is None)\nwith_site_packages()\nprint(u.find_spec('requests') is None)\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    seen = subprocess.run([sys.executable, "-S", "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert seen.stdout.split() == ["True", "False"], seen.stderr
+
+
+def test_the_launcher_writes_missing_bytecode_even_when_python_would_not(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)  # PYTHONDONTWRITEBYTECODE=1
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    (package / "sub" / "mod.py").write_text("VALUE = 1\n")
+    compile_package(str(package))
+    assert [path.name.split(".")[0] for path in (package / "sub" / "__pycache__").iterdir()] == ["mod"]
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "other.py").write_text("VALUE = 2\n")
+    locked.chmod(0o500)
+    try:
+        compile_package(str(locked))  # a read-only install: nothing written, nothing raised
+        assert sorted(path.name for path in locked.iterdir()) == (["other.py"] if os.geteuid() else
+                                                                   ["__pycache__", "other.py"])
+    finally:
+        locked.chmod(0o700)

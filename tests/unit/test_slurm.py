@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from datetime import datetime
 from typing import List, Sequence, Tuple
 
 import pytest
@@ -885,3 +886,18 @@ def test_find_by_comment_matches_a_comment_containing_a_pipe_whole():
     assert slurm.find_by_comment("tag|x", since=0.0) == "846"
     assert slurm.find_by_comment("tag", since=0.0) == "847"
     assert slurm.find_by_comment("x", since=0.0) is None
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Berlin", "America/New_York"])
+def test_parse_timestamp_reads_local_time_as_datetime_would(zone, monkeypatch):
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        for text in ("2026-11-29T00:19:50", "2026-07-01T12:00:00", "2026-03-29T03:30:00", "1999-12-31T23:59:59"):
+            assert parse_timestamp(text) == datetime.strptime(text, "%Y-%m-%dT%H:%M:%S").timestamp(), text
+        for junk in ("Unknown", "None", "", "2026-13-01T00:00:00", "2026-11-29T24:00:00", "2026-11-29 00:19:50",
+                     "2026-11-29T00:19:50x"):
+            assert parse_timestamp(junk) is None, junk
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
