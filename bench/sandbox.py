@@ -125,8 +125,8 @@ class Sandbox:
         return subprocess.run([JOBMON, *args], capture_output=True, text=True, env=self.env, cwd=self.home,
                               timeout=timeout)
 
-    def submit_one(self, script: str) -> str:
-        done = self.jobmon("submit", "-J", TAG, script)
+    def submit_one(self, script: str, *options: str) -> str:
+        done = self.jobmon("submit", "-J", TAG, *options, script)
         if done.returncode != 0 or "Submitted batch job " not in done.stdout:
             raise RuntimeError(f"jobmon submit failed: {done.stdout}{done.stderr}")
         job_id = done.stdout.split("Submitted batch job ", 1)[1].split()[0]

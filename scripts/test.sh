@@ -43,4 +43,8 @@ assert tuple(int(n) for n in pytest.__version__.split(".")[:2]) < (9, 2)' >/dev/
         "ruff>=0.5" "mypy>=1.8" "requests>=2.25" "filelock>=3.4" "tqdm>=4.60"
 fi
 
+# jobmon's bytecode, as pip writes it at install: the daemons the tests start as a non-root user cannot
+# write it into this checkout, and one that compiles jobmon itself keeps ~1 MB more (README, "Memory").
+python3 -m compileall -q core >/dev/null
+
 exec .venv/bin/python -m pytest -n "${JOBMON_TEST_WORKERS:-4}" --dist loadgroup "$@"
