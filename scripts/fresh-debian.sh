@@ -34,7 +34,7 @@ git clone --quiet "$repo" "$root/work/jobmon"
 [ -d ../shared ] && cp -r ../shared "$root/work/shared"   # beside the clone, as in CI
 
 host_slurm=0
-if bash scripts/slurm-local.sh status 2>/dev/null | grep -q running; then
+if [[ $(bash scripts/slurm-local.sh status 2>/dev/null || true) == *running* ]]; then
     host_slurm=1
     say "stopping this machine's local Slurm for the run (same ports)"
     bash scripts/slurm-local.sh stop
@@ -65,4 +65,5 @@ done
 exit $failed
 '
 say "README's two commands in the fresh root"
-env -i unshare --pid --fork --mount --propagation private chroot "$root" /bin/bash -c "$inner"
+env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin unshare --pid --fork --mount --propagation private \
+    chroot "$root" /bin/bash -c "$inner"
