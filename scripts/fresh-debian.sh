@@ -65,5 +65,5 @@ done
 exit $failed
 '
 say "README's two commands in the fresh root"
-env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin unshare --pid --fork --mount --propagation private \
+env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin unshare --pid --fork --kill-child --mount --propagation private \
     chroot "$root" /bin/bash -c "$inner"

@@ -615,11 +615,20 @@ EOF
 
 # --------------------------------------------------------------- commands --
 
+# A debootstrapped root (or a container without one) has no /etc/hosts: every daemon here is configured
+# with localhost, so make it resolve, and say so.
+ensure_localhost() {
+    getent hosts localhost >/dev/null 2>&1 && return 0
+    printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' >>/etc/hosts
+    say "'localhost' did not resolve: added it to /etc/hosts"
+}
+
 cmd_setup() {
     require_root setup
     require_debian
     local t0 d
     t0=$(now_ms)
+    ensure_localhost
     install_packages
     write_configs
     # Restart (in stop order) the running daemons whose config changed.
