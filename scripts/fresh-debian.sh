@@ -47,11 +47,16 @@ restore() {
 }
 trap restore EXIT
 
-# Inside: mount what a booted system has, then the two commands, each timed.
+# In the new namespaces: mount what a booted system has (this machine's /sys with its cgroup tree, /dev,
+# a /proc of the new PID namespace, empty /run and /tmp), then the two commands in the root, each timed.
+outer='
+set -eu
+mount -t proc proc "$ROOT/proc" && mount --rbind /sys "$ROOT/sys" && mount --rbind /dev "$ROOT/dev"
+mount -t tmpfs tmpfs "$ROOT/run" && mount -t tmpfs tmpfs "$ROOT/tmp" && mount -t tmpfs tmpfs "$ROOT/dev/shm"
+exec chroot "$ROOT" /bin/bash -c "$INNER"
+'
 inner='
 set -u
-mount -t proc proc /proc && mount -t sysfs sys /sys && mount --rbind /dev /dev
-mount -t tmpfs tmpfs /run && mount -t tmpfs tmpfs /tmp && mount -t tmpfs tmpfs /dev/shm
 export HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8
 cd /work/jobmon
 failed=0
@@ -65,5 +70,5 @@ done
 exit $failed
 '
 say "README's two commands in the fresh root"
-env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin unshare --pid --fork --kill-child --mount --propagation private \
-    chroot "$root" /bin/bash -c "$inner"
+env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin ROOT="$root" INNER="$inner" \
+    unshare --pid --fork --kill-child --mount --propagation private /bin/bash -c "$outer"

@@ -233,6 +233,10 @@ diagnose() {
         is_running munged || say "likely cause: munged is not running (slurm-local.sh start starts it first)"
         ;;
     esac
+    if [[ $name == slurmd ]] && ! grep -qs ' /sys/fs/cgroup ' /proc/mounts; then
+        say "likely cause: no cgroup filesystem on /sys/fs/cgroup, which Slurm 22.05's slurmd needs even" \
+            "without cgroup plugins (a chroot? mount it: mount --rbind /sys /sys)"
+    fi
     if [[ $name == slurmdbd ]] && ! mariadb_ready; then
         say "likely cause: MariaDB does not answer (see $MARIADB_LOG)"
     fi

@@ -39,6 +39,13 @@ def module_argv(module: str, *args: str, site: bool = True) -> List[str]:
     return [sys.executable, *([] if site else ["-S"]), "-m", module, *args]
 
 
+def replace_process(argv: List[str]) -> None:
+    """Become `argv` (exec): same pid, same open log; returns only by raising OSError."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(argv[0], argv)
+
+
 def with_site_packages() -> None:
     """Add site-packages to a process started with site=False, before it imports a library from there."""
     if sys.flags.no_site:

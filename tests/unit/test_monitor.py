@@ -321,6 +321,31 @@ def test_the_daemons_loop_waits_out_a_lock_held_elsewhere_instead_of_dying():
     assert clock.sleeps == [LOCKED_RETRY]
 
 
+def test_the_daemons_loop_renews_the_process_after_its_steps_but_never_with_a_record_only_in_memory():
+    from types import SimpleNamespace
+
+    from core.daemon.main import drive
+
+    clock = FakeClock()
+
+    class Counting:
+        def __init__(self) -> None:
+            self.steps = 0
+            self.records = SimpleNamespace(in_memory=False)
+
+        def step(self, now):
+            self.steps += 1
+            self.records.in_memory = self.steps in (2, 3)  # the disk refused writes at steps 2 and 3
+            return None if self.steps == 9 else now + 30
+
+    monitor = Counting()
+    renewed = []
+    drive(monitor, clock.sleep, clock.time, renew=lambda: renewed.append(monitor.steps), renew_after=2)  # type: ignore[arg-type]
+    # due after step 2, held back while only this process had the record, done before step 5; it returned
+    # (the exec failed): the loop went on without renewing again
+    assert renewed == [4] and monitor.steps == 9
+
+
 def test_a_record_kept_in_memory_is_written_back_under_the_lock_keeping_a_stop_request(store, patterns):
     from core.monitor.records import Records
 
