@@ -29,6 +29,11 @@ debootstrap --variant=minbase bookworm "$root" "$mirror" >"$root.debootstrap.log
     { tail -20 "$root.debootstrap.log"; echo "fresh-debian: debootstrap failed (log: $root.debootstrap.log)" >&2; exit 1; }
 echo "debootstrap: $((SECONDS - start)) s"
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+# Where this machine reaches the internet through a TLS-inspecting proxy, the root needs its CA
+# certificates (ca-certificates, installed by the commands, picks them up) and pip's setting for them.
+mkdir -p "$root/usr/local/share/ca-certificates"
+cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/" 2>/dev/null || true
+[ -f /etc/pip.conf ] && cp /etc/pip.conf "$root/etc/pip.conf"
 mkdir -p "$root/work"
 git clone --quiet "$repo" "$root/work/jobmon"
 [ -d ../shared ] && cp -r ../shared "$root/work/shared"   # beside the clone, as in CI
