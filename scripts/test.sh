@@ -17,8 +17,10 @@ if [ "$(id -u)" = 0 ]; then
     # What a minimal Debian 12 lacks: python3 and its venv module (for .venv, and for the non-root user's
     # first run, which builds jobmon's private venv), git (the upgrade tests read the previous version
     # from this clone's history), CA certificates (pip over https).
-    # chromium: tests/integration/test_serve_on_slurm.py renders the dashboard in a real headless browser.
-    bash scripts/need-packages.sh python3 python3-venv git ca-certificates chromium
+    # chromium: tests/integration/test_serve_on_slurm.py renders the dashboard in a real headless browser;
+    # tmux: tests/integration/test_live.py drives `status --watch` in a real terminal (found missing by
+    # scripts/fresh-debian.sh).
+    bash scripts/need-packages.sh python3 python3-venv git ca-certificates chromium tmux
     bash scripts/slurm-local.sh setup
     if ! id "$TEST_USER" >/dev/null 2>&1; then
         say "creating the non-root test user $TEST_USER"
