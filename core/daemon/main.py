@@ -86,6 +86,8 @@ def run_daemon(paths: Paths, job_id: str) -> int:
         monitor.announce(time.time())
 
         def renew() -> None:
+            if stop.is_set():  # asked to stop (SIGTERM) while it slept: the next step ends it, a fresh one would not
+                return
             argv = daemon_argv(job_id)
             log.info("job %s: replacing this daemon by a fresh one (same pid) to give back its memory", job_id)
             exclusive.release()

@@ -306,15 +306,17 @@ def test_the_launcher_writes_missing_bytecode_even_when_python_would_not(tmp_pat
 def test_a_daemon_renews_itself_in_place_and_goes_on_polling(tmp_path):
     """A fresh interpreter every JOBMON_RENEW_AFTER steps (exec): the same pid holds the job, its log goes on."""
     setup = fake_daemon_home(tmp_path)
-    setup["env"]["JOBMON_RENEW_AFTER"] = "2"
+    setup["env"]["JOBMON_RENEW_AFTER"] = "1"  # before every step but the first: a SIGTERM meets one
     daemon = start_daemon(setup, "renew.log")
     try:
         wait_for_polls(setup["calls"], 7, daemon)
         assert daemon.poll() is None
         assert StateStore(str(setup["home"] / "state")).load(JOB).monitor.pid == daemon.pid
+        daemon.send_signal(signal.SIGTERM)  # lands in a sleep after which a renewal is due (or in a start): it stops
+        assert daemon.wait(30) in (0, -signal.SIGTERM)
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(30)
+        if daemon.poll() is None:
+            daemon.kill()
     log = (setup["home"] / "logs" / "renew.log").read_text()
     assert log.count("replacing this daemon by a fresh one") >= 2, log
     assert log.count("monitoring job 4242") >= 3 and "Traceback" not in log, log
