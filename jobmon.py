@@ -176,8 +176,18 @@ def _cmd_submit(args: argparse.Namespace, ctx: Context) -> int:
         print(f"jobmon: {exc}: started by `jobmon watch --all`, it monitors the job with this submission's "
               f"settings (log {ctx.paths.monitor_log(record.job_id)})")
         return 0
-    print(f"jobmon: monitoring job {record.job_id} (daemon pid {pid}, log {ctx.paths.monitor_log(record.job_id)})")
+    _say_monitoring(ctx, record.job_id, pid)
     return 0
+
+
+def _say_monitoring(ctx: Context, job_id: str, pid: int) -> None:
+    """The line naming the new monitor, and a warning when this login's end will kill it (`jobmon doctor`)."""
+    from core.doctor.diagnose import logout_warning
+
+    print(f"jobmon: monitoring job {job_id} (daemon pid {pid}, log {ctx.paths.monitor_log(job_id)})")
+    warning = logout_warning()
+    if warning:
+        print(warning, file=sys.stderr)
 
 
 # -- watch ----------------------------------------------------------------------------------
@@ -225,7 +235,7 @@ def _cmd_watch(args: argparse.Namespace, ctx: Context) -> int:
     record, finished = attach(ctx.store(), ctx.slurm(), args.job_id, stdout=args.output, stderr=args.error)
     if not finished:
         pid = start_monitor(ctx.paths, record.job_id)
-        print(f"jobmon: monitoring job {record.job_id} (daemon pid {pid}, log {ctx.paths.monitor_log(record.job_id)})")
+        _say_monitoring(ctx, record.job_id, pid)
         return 0
     print(f"jobmon: job {record.job_id} has already ended; analysing and notifying now")
     record = run_inline(ctx.paths, config, record.job_id)

@@ -164,6 +164,12 @@ def logout_check(run: ToolRunner) -> Check:
                               (manager.stderr or manager.stdout).strip())
 
 
+def logout_warning(run: ToolRunner = run_tool) -> str:
+    """What `submit` and `watch` say after starting a monitor that will die at logout (doctor's FAIL), or ""."""
+    check = logout_check(run)
+    return f"jobmon: warning: {check.detail}. To keep it: {check.advice}" if check.level is Level.FAIL else ""
+
+
 def count_processes(uid: int) -> int:
     count = 0
     for name in os.listdir("/proc"):

@@ -170,3 +170,22 @@ def test_logout_check_reads_loginctl_through_the_runner(monkeypatch):
     check = diagnose.logout_check(runner)
     assert check.level is Level.FAIL and "enable-linger alice" in check.advice
     assert calls[1] == ["loginctl", "show-user", "alice", "-p", "Linger"]
+
+
+def test_submit_and_watch_warn_in_one_line_only_where_logout_kills_the_monitor(monkeypatch):
+    from core.doctor import diagnose
+
+    def answering(session_file):
+        def runner(argv, timeout):
+            if argv[1] == "show-session":
+                return CommandResult(0, fixture(session_file), "")
+            return CommandResult(0, fixture("loginctl_show_user_linger_no.txt"), "")
+        return runner
+
+    monkeypatch.setattr(diagnose, "current_user", lambda: "alice")
+    warning = diagnose.logout_warning(answering("loginctl_manager_kill_yes.txt"))
+    assert warning.startswith("jobmon: warning: KillUserProcesses=yes") and "\n" not in warning
+    assert "dies when you log out" in warning and "loginctl enable-linger alice" in warning
+    assert diagnose.logout_warning(answering("loginctl_manager_kill_no.txt")) == ""
+    no_logind = CommandResult(1, "", fixture("loginctl_show_session_no_systemd.stderr"))
+    assert diagnose.logout_warning(lambda argv, timeout: no_logind) == ""
