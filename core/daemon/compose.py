@@ -29,7 +29,6 @@ if TYPE_CHECKING:  # an idle daemon imports neither the analyzer nor the escalat
     from core.monitor.chains import ChainRunner
 
 
-
 def daemon_monitor(paths: Paths, config: Config, job_id: str, should_stop: Callable[[], bool]) -> Monitor:
     """The monitor a daemon runs: outbox delivered by a child process."""
     store = StateStore(paths.state)
