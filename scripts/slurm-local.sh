@@ -205,6 +205,9 @@ port_of() {
 # Where a daemon's own stderr goes while it starts (before it opens its log file).
 start_err_of() { echo "$SLURM_LOG/$1.start.err"; }
 
+# Every daemon here is configured with localhost.
+localhost_resolves() { getent hosts localhost >/dev/null 2>&1; }
+
 # After NAME failed to start: the end of its log, and the causes this script can detect itself.
 diagnose() {
     local name=$1 file port holder usage
@@ -214,7 +217,7 @@ diagnose() {
             tail -n 15 "$file" | sed 's/^/    /' >&2
         fi
     done
-    if ! getent hosts localhost >/dev/null 2>&1; then
+    if ! localhost_resolves; then
         say "likely cause: 'localhost' does not resolve (no /etc/hosts, or no '127.0.0.1 localhost' line in it);" \
             "slurmdbd, slurmctld and MariaDB are configured with localhost"
     fi
@@ -622,7 +625,7 @@ EOF
 # A debootstrapped root (or a container without one) has no /etc/hosts: every daemon here is configured
 # with localhost, so make it resolve, and say so.
 ensure_localhost() {
-    getent hosts localhost >/dev/null 2>&1 && return 0
+    localhost_resolves && return 0
     printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' >>/etc/hosts
     say "'localhost' did not resolve: added it to /etc/hosts"
 }
